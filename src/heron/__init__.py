@@ -1,0 +1,3 @@
+"""heron: an ASGI server."""
+
+__version__ = "0.1.0"
