@@ -1,0 +1,122 @@
+"""Plain ASGI apps used by the benchmark, identical for every server.
+
+No framework: each app is a bare ASGI callable so that the numbers measure the
+server, not a framework. Every app answers the lifespan protocol (startup and
+shutdown complete) and so also works on servers that never send lifespan.
+
+    hello    200 text/plain, 13-byte body "Hello, world!", with content-length
+    big      200, 64 KiB body, with content-length
+    upload   reads the whole request body, answers its length as text
+    stream   200, 100 chunks of 1 KiB sent with more_body=True (chunked)
+    ws_echo  WebSocket echo (text and binary)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+HELLO_BODY = b"Hello, world!"
+BIG_BODY = b"x" * (64 * 1024)
+CHUNK = b"y" * 1024
+N_CHUNKS = 100
+
+_HELLO_HEADERS = [
+    (b"content-type", b"text/plain"),
+    (b"content-length", str(len(HELLO_BODY)).encode()),
+]
+_BIG_HEADERS = [
+    (b"content-type", b"application/octet-stream"),
+    (b"content-length", str(len(BIG_BODY)).encode()),
+]
+_STREAM_HEADERS = [(b"content-type", b"application/octet-stream")]
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _drain(receive: Receive) -> int:
+    """Read the whole request body; return its length."""
+    total = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return total
+        total += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return total
+
+
+async def hello(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": _HELLO_HEADERS})
+    await send({"type": "http.response.body", "body": HELLO_BODY})
+
+
+async def big(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": _BIG_HEADERS})
+    await send({"type": "http.response.body", "body": BIG_BODY})
+
+
+async def upload(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    body = str(await _drain(receive)).encode()
+    await send({
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"text/plain"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+async def stream(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
+    for _ in range(N_CHUNKS):
+        await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def ws_echo(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    if scope["type"] == "http":
+        # Plain HTTP on the WebSocket app: answer like hello (readiness probe).
+        return await hello(scope, receive, send)
+    assert scope["type"] == "websocket"
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            if message.get("bytes") is not None:
+                await send({"type": "websocket.send", "bytes": message["bytes"]})
+            else:
+                await send({"type": "websocket.send", "text": message.get("text", "")})
+        elif kind == "websocket.disconnect":
+            return

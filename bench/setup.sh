@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Set up heron's benchmark environment: an isolated venv at bench/.venv with
+# heron (editable, from the repo root) and its peers, plus wrk, h2load and
+# nginx from Debian. Idempotent: a second run only checks and returns quickly.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$BENCH_DIR/.." && pwd)"
+VENV="$BENCH_DIR/.venv"
+PY="${PYTHON:-python3}"
+
+# Python packages installed in the venv. Kept in one list so that the
+# "already done" check and the install use the same names.
+PIP_PKGS=(
+    uvicorn uvloop httptools h11
+    hypercorn granian daphne gunicorn
+    starlette fastapi
+    matplotlib websockets h2
+)
+
+# --- system tools ----------------------------------------------------------
+need_apt=()
+command -v wrk    >/dev/null 2>&1 || need_apt+=(wrk)
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
+command -v nginx  >/dev/null 2>&1 || need_apt+=(nginx-light)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+    echo "setup: apt-get install ${need_apt[*]}"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    # nginx-light is gone from newer Debian releases; fall back to nginx.
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"; then
+        alt=("${need_apt[@]/nginx-light/nginx}")
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${alt[@]}"
+    fi
+    # Debian starts the packaged nginx service on install where it can; the
+    # harness runs its own nginx, so stop a system one if it got started.
+    if command -v nginx >/dev/null 2>&1 && [ -f /run/nginx.pid ]; then
+        nginx -s quit 2>/dev/null || true
+    fi
+fi
+
+# --- venv --------------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PY" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+
+# Fast path: everything importable and heron installed from this repo.
+if "$VENV/bin/python" - "$REPO_DIR" <<'EOF' 2>/dev/null
+import importlib, importlib.metadata as md, os, sys
+for mod in ("uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian",
+            "daphne", "gunicorn", "starlette", "fastapi", "matplotlib",
+            "websockets", "h2", "heron"):
+    importlib.import_module(mod)
+import heron
+repo = os.path.realpath(sys.argv[1])
+if not os.path.realpath(heron.__file__).startswith(repo + os.sep):
+    sys.exit(1)
+EOF
+then
+    echo "setup: bench/.venv already complete"
+else
+    echo "setup: installing Python packages into bench/.venv"
+    "$VENV/bin/python" -m pip install -q --upgrade "${PIP_PKGS[@]}"
+    "$VENV/bin/python" -m pip install -q -e "$REPO_DIR"
+fi
+
+for tool in wrk h2load nginx taskset; do
+    command -v "$tool" >/dev/null 2>&1 || echo "setup: WARNING: $tool is not available"
+done
+echo "setup: done"

@@ -1,0 +1,1 @@
+"""The ASGI bridge: scopes, receive/send semantics and lifespan, shared by every protocol."""

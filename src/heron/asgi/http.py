@@ -1,0 +1,357 @@
+"""The ASGI ``http`` cycle: one request's scope, ``receive`` and ``send``.
+
+This is the only place that knows ASGI HTTP semantics. A protocol (HTTP/1.1
+today, HTTP/2 streams next) hands each request to an :class:`HTTPCycle` and
+implements the small :class:`HTTPStream` interface that the cycle writes to;
+it never interprets ASGI messages itself.
+
+Rules enforced here (asgiref ``www`` spec 2.5):
+
+* ``http.response.start`` once, then ``http.response.body`` until
+  ``more_body`` is false; anything else out of order raises ``RuntimeError``
+  naming the message; malformed messages raise ``TypeError``/``ValueError``.
+* The head is not written until the first body message, so an invalid status
+  or header (or an app that fails before its first body) still becomes a 500.
+* ``receive()`` streams the request body as it arrives; once the body has been
+  delivered it blocks until the response is complete or the client leaves,
+  then returns ``http.disconnect``.
+* ``send()`` after the client left raises :class:`ClientDisconnected` (an
+  ``OSError``); messages after the response is complete are ignored.
+* App exception before the response is on the wire: 500. After: the
+  connection is closed so the client never mistakes a truncated body for a
+  complete one. Returning without a response: 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Protocol
+from urllib.parse import unquote
+
+from ..protocol.errors import LocalProtocolError
+
+logger = logging.getLogger("heron.error")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+#: Unread request body (bytes) a cycle buffers before the protocol stops reading.
+BODY_HIGH_WATER = 256 * 1024
+
+
+class ClientDisconnected(OSError):
+    """``send()`` was called after the client went away (ASGI spec 2.4+)."""
+
+
+class HTTPStream(Protocol):
+    """What a protocol provides to a cycle. All writes happen here."""
+
+    writing_paused: bool
+
+    def start_response(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
+    ) -> None:
+        """Write the head and first body piece; raise LocalProtocolError, writing nothing, if invalid."""
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        """Write a further body piece (and the end of the response when not more_body)."""
+
+    def send_server_error(self) -> None:
+        """Answer 500 (nothing of this response was written yet)."""
+
+    def abort(self) -> None:
+        """Close the connection: the response can't be completed."""
+
+    def send_continue(self) -> None:
+        """Send ``100 Continue`` if the client is waiting for it."""
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait until the peer has read enough of what was written."""
+
+
+def http_scope(
+    *,
+    method: str,
+    http_version: str,
+    scheme: str,
+    raw_path: bytes,
+    query_string: bytes,
+    root_path: str,
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    server: tuple[str, int | None] | None,
+    state: dict[str, Any] | None,
+    extensions: dict[str, Any],
+) -> Scope:
+    """Build an ``http`` scope. ``path`` includes ``root_path``, as in uvicorn."""
+    if b"%" in raw_path:
+        path = unquote(raw_path.decode("latin-1"), errors="replace")
+    else:
+        path = raw_path.decode("latin-1")
+    if root_path:
+        path = root_path + path
+        raw_path = root_path.encode("utf-8") + raw_path
+    scope: Scope = {
+        "type": "http",
+        "asgi": ASGI_VERSION,
+        "http_version": http_version,
+        "server": server,
+        "client": client,
+        "scheme": scheme,
+        "method": method,
+        "root_path": root_path,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query_string,
+        "headers": headers,
+        "extensions": extensions,
+    }
+    if state is not None:
+        scope["state"] = state.copy()
+    return scope
+
+
+# response states
+_START = 0  # waiting for http.response.start
+_HEAD_PENDING = 1  # start received, nothing written yet
+_BODY = 2  # head written, body in progress
+_DONE = 3  # response complete (or abandoned)
+
+_EMPTY_REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
+
+
+class HTTPCycle:
+    """One request/response exchange between a protocol stream and an ASGI app."""
+
+    __slots__ = (
+        "scope",
+        "stream",
+        "_state",
+        "_status",
+        "_headers",
+        "_body",
+        "_buffered",
+        "_body_complete",
+        "_request_delivered",
+        "_expect_continue",
+        "_disconnected",
+        "_waiter",
+        "_reading_paused",
+        "on_response_complete",
+        "status",
+        "bytes_sent",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        stream: HTTPStream,
+        *,
+        body_complete: bool,
+        expect_continue: bool = False,
+    ) -> None:
+        self.scope = scope
+        self.stream = stream
+        self._state = _START
+        self._status = 0
+        self._headers: Iterable[tuple[bytes, bytes]] = ()
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._body_complete = body_complete
+        self._request_delivered = False
+        self._expect_continue = expect_continue
+        self._disconnected = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        #: status actually sent (0 until the head is written), for access logs
+        self.status = 0
+        self.bytes_sent = 0
+
+    # --- protocol side -------------------------------------------------------
+
+    def feed_body(self, data: bytes) -> None:
+        if self._state == _DONE and self._request_delivered:
+            return
+        self._body.append(data)
+        self._buffered += len(data)
+        if self._buffered > BODY_HIGH_WATER and not self._reading_paused:
+            self._reading_paused = True
+            self.stream.pause_reading()
+        self._wake()
+
+    def end_body(self) -> None:
+        self._body_complete = True
+        self._wake()
+
+    def disconnect(self) -> None:
+        """The client went away (or the connection is being torn down)."""
+        self._disconnected = True
+        self._wake()
+
+    @property
+    def response_complete(self) -> bool:
+        return self._state == _DONE
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._waiter is waiter:
+                self._waiter = None
+
+    # --- application side ----------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self._body:
+                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+                self._body.clear()
+                self._buffered = 0
+                if self._reading_paused:
+                    self._reading_paused = False
+                    self.stream.resume_reading()
+                more_body = not self._body_complete
+                if not more_body:
+                    self._request_delivered = True
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            if not self._request_delivered:
+                if self._body_complete:
+                    self._request_delivered = True
+                    return _EMPTY_REQUEST.copy()
+                if self._disconnected:
+                    return {"type": "http.disconnect"}
+                if self._expect_continue:
+                    self._expect_continue = False
+                    self.stream.send_continue()
+                await self._wait()
+                continue
+            if self._state == _DONE or self._disconnected:
+                return {"type": "http.disconnect"}
+            await self._wait()
+
+    async def send(self, message: Message) -> None:
+        try:
+            message_type = message["type"]
+        except (KeyError, TypeError):
+            raise TypeError(f"ASGI message must be a dict with a 'type' key, got {message!r:.200}") from None
+        state = self._state
+        if message_type == "http.response.body":
+            if state == _DONE:
+                return
+            if state == _START:
+                raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            more_body = bool(message.get("more_body", False))
+            if self._disconnected:
+                raise ClientDisconnected("client disconnected")
+            # counted before writing: the stream logs access when the response ends
+            self.bytes_sent += len(body)
+            try:
+                if state == _HEAD_PENDING:
+                    self.status = self._status
+                    self.stream.start_response(self._status, self._headers, body, more_body)
+                    self._headers = ()
+                else:
+                    self.stream.send_body(body, more_body)
+            except LocalProtocolError as exc:
+                # Logged here, once, whether or not the app swallows the error.
+                logger.error(
+                    "Invalid response from ASGI app for %s %s: %s",
+                    self.scope.get("method"),
+                    self.scope.get("path"),
+                    exc,
+                )
+                self._fail()
+                raise
+            if more_body:
+                self._state = _BODY
+                if self.stream.writing_paused:
+                    await self.stream.drain()
+                    if self._disconnected:
+                        raise ClientDisconnected("client disconnected")
+            else:
+                self._state = _DONE
+                self._wake()
+            return
+        if message_type == "http.response.start":
+            if state != _START:
+                if state == _DONE:
+                    return
+                raise RuntimeError("ASGI app sent 'http.response.start' twice")
+            status = message.get("status")
+            if type(status) is not int:
+                raise TypeError(f"'status' must be an int, got {status!r:.50}")
+            if not 200 <= status <= 599:
+                raise ValueError(f"'status' must be between 200 and 599, got {status}")
+            headers = message.get("headers", ())
+            self._status = status
+            self._headers = headers if headers is not None else ()
+            self._state = _HEAD_PENDING
+            return
+        if state == _DONE:
+            return
+        raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+
+    async def run(self, app: ASGIApp) -> None:
+        """Run the app for this request; never raises (except cancellation)."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            logger.debug("Client disconnected while the app was sending (%s)", self.scope.get("path"))
+            if self._state != _DONE:
+                self._state = _DONE
+                self.stream.abort()
+        except asyncio.CancelledError:
+            if self._state != _DONE:
+                self._state = _DONE
+                self.stream.abort()
+            raise
+        except LocalProtocolError:
+            pass  # raised by our send(), which logged it and answered already
+        except BaseException as exc:
+            logger.error("Exception in ASGI application", exc_info=exc)
+            self._fail()
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit
+        else:
+            if self._state == _START or self._state == _HEAD_PENDING:
+                logger.error("ASGI app returned without completing its response; answered 500")
+                self._fail()
+            elif self._state == _BODY:
+                logger.error("ASGI app returned with its response body incomplete; connection closed")
+                self._state = _DONE
+                self.stream.abort()
+        finally:
+            self._body.clear()
+
+    def _fail(self) -> None:
+        state = self._state
+        self._state = _DONE
+        if state == _START or state == _HEAD_PENDING:
+            if not self._disconnected:
+                self.status = 500
+                self.stream.send_server_error()
+        elif state == _BODY:
+            self.stream.abort()
+        self._wake()

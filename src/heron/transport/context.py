@@ -1,0 +1,122 @@
+"""State shared by every connection of one server: settings, clock, registries.
+
+One :class:`ServerContext` per :class:`heron.server.Server`. It also runs the
+housekeeping tick: every half second it refreshes the cached clock and
+``Date`` header and fires connection deadlines (header, keep-alive and write
+timeouts). One timer for the whole server is far cheaper than a timer handle
+per request; the price is a timeout precision of about half a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Callable
+
+from ..protocol.http1 import H1Limits
+
+if TYPE_CHECKING:
+    from ..asgi.http import ASGIApp
+    from ..config import Config
+
+TICK = 0.5
+
+error_logger = logging.getLogger("heron.error")
+access_logger = logging.getLogger("heron.access")
+
+
+class ServerContext:
+    def __init__(self, config: "Config", app: "ASGIApp", loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.app = app
+        self.loop = loop
+        self.limits = H1Limits(
+            max_request_line=config.limit_request_line,
+            max_header_count=config.limit_request_fields,
+            max_head_size=config.limit_request_head_size,
+        )
+        self.root_path = config.root_path
+        self.lifespan_state: dict[str, Any] | None = None
+        self.connections: set[Any] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.shutting_down = False
+        self.limit_concurrency = config.limit_concurrency
+
+        self.server_line = b"server: heron\r\n" if config.server_header else b""
+        extra = []
+        for name, value in config.headers:
+            if name.lower() == "server":
+                self.server_line = b""  # a configured Server header replaces ours
+            extra.append(name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n")
+        self.extra_lines = b"".join(extra)
+        self.send_date = config.date_header
+        self.date_line = b""
+        self.clock = loop.time()
+        self._date_second = 0
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._refresh_date()
+
+        self.access_log = config.access_log
+        self._bad_request_logs = 0
+        self._bad_request_window = 0.0
+
+    # --- housekeeping ------------------------------------------------------
+
+    def start(self) -> None:
+        self._tick()
+
+    def stop(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
+    def _refresh_date(self) -> None:
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            if self.send_date:
+                self.date_line = b"date: " + formatdate(now, usegmt=True).encode("ascii") + b"\r\n"
+
+    def _tick(self) -> None:
+        self.clock = now = self.loop.time()
+        self._refresh_date()
+        expired = [c for c in self.connections if 0 < c.deadline <= now]
+        for connection in expired:
+            try:
+                connection.on_deadline()
+            except Exception:  # pragma: no cover - defensive: a timer must not die
+                error_logger.exception("Error while timing out a connection")
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    # --- helpers for protocols --------------------------------------------
+
+    def over_capacity(self) -> bool:
+        limit = self.limit_concurrency
+        return limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit)
+
+    def start_task(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def log_bad_request(self, peer: str, message: str, status: int) -> None:
+        """One INFO line per bad request, at most 20 per second (floods stay quiet)."""
+        now = self.clock
+        if now - self._bad_request_window >= 1.0:
+            self._bad_request_window = now
+            self._bad_request_logs = 0
+        self._bad_request_logs += 1
+        if self._bad_request_logs <= 20:
+            error_logger.info("Bad request from %s: %s (%d)", peer, message, status)
+
+
+def format_peer(address: Any) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address) if address else "unix"
+
+
+Callback = Callable[[], None]

@@ -1,0 +1,467 @@
+"""HTTP/1.1 over an asyncio transport: moves bytes between the socket, the
+sans-IO :class:`~heron.protocol.http1.H1Connection` and one
+:class:`~heron.asgi.http.HTTPCycle` per request.
+
+Flow control, both ways:
+
+* reading pauses while the app has more than ``BODY_HIGH_WATER`` bytes of
+  unread body, or while pipelined input beyond ``MAX_PIPELINE_BUFFER`` waits
+  behind a request in flight;
+* ``send()`` waits (``drain``) while the transport's write buffer is above
+  its high-water mark; a client that reads nothing for ``timeout_write``
+  seconds is disconnected.
+
+Deadlines (see :mod:`heron.transport.context`): a complete request head
+within ``timeout_request_header`` of the connection opening or of the first
+byte after a keep-alive pause; ``timeout_keep_alive`` between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+from ..asgi.http import HTTPCycle, http_scope
+from ..protocol.errors import LocalProtocolError, RemoteProtocolError
+from ..protocol.http1 import (
+    NEED_DATA,
+    PAUSED,
+    Data,
+    EndOfMessage,
+    H1Connection,
+    Request,
+    simple_response,
+)
+from .context import ServerContext, access_logger, error_logger, format_peer
+
+#: Pipelined bytes buffered behind a request in flight before reading pauses.
+MAX_PIPELINE_BUFFER = 64 * 1024
+#: Unread request body the server will read and discard to keep a connection.
+MAX_DRAIN = 64 * 1024
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
+_INTERNAL_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"22")]
+_INTERNAL_ERROR_BODY = b"Internal Server Error\n"
+
+# what the deadline means
+_NO_DEADLINE = 0
+_HEADER_DEADLINE = 1
+_KEEP_ALIVE_DEADLINE = 2
+_WRITE_DEADLINE = 3
+
+
+class H1Protocol(asyncio.Protocol):
+    __slots__ = (
+        "ctx",
+        "conn",
+        "transport",
+        "cycle",
+        "client",
+        "server",
+        "scheme",
+        "peer",
+        "deadline",
+        "deadline_kind",
+        "writing_paused",
+        "_drain_waiter",
+        "_reading_paused_by",
+        "_head_written",
+        "_draining",
+        "_drained",
+        "_closed",
+        "_request_start",
+        "_request_line",
+        "_awaiting_continue",
+        "_eof",
+    )
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.conn = H1Connection(ctx.limits)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.cycle: HTTPCycle | None = None
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.peer = ""
+        self.deadline = 0.0
+        self.deadline_kind = _NO_DEADLINE
+        self.writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused_by = 0  # bit 1: app body backpressure, bit 2: pipeline
+        self._head_written = False
+        self._draining = False
+        self._drained = 0
+        self._closed = False
+        self._request_start = 0.0
+        self._request_line = ""
+        self._awaiting_continue = False
+        self._eof = False
+
+    # --- asyncio callbacks ---------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        ctx = self.ctx
+        ctx.connections.add(self)
+        peername = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.client = (str(peername[0]), int(peername[1]))
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            self.server = (str(sockname[0]), int(sockname[1]))
+        elif isinstance(sockname, str) and sockname:
+            self.server = (sockname, None)
+        self.peer = format_peer(peername)
+        if transport.get_extra_info("sslcontext") is not None:
+            self.scheme = "https"
+        if ctx.shutting_down:
+            self._close()
+            return
+        self._set_deadline(_HEADER_DEADLINE, ctx.config.timeout_request_header)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self.ctx.connections.discard(self)
+        self.deadline = 0.0
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.disconnect()
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self.conn.receive_data(b"")
+        if self.cycle is None or self.conn.request_complete:
+            self._process()
+        # Keep the transport open to finish a response in flight (half-close).
+        return not self._closed and self.cycle is not None
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if self.cycle is None:
+            if self.deadline_kind == _KEEP_ALIVE_DEADLINE:
+                self._set_deadline(_HEADER_DEADLINE, self.ctx.config.timeout_request_header)
+            self._process()
+        elif not conn.request_complete or self._draining:
+            self._process()
+        elif conn.buffered > MAX_PIPELINE_BUFFER:
+            self._pause_reading(2)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        timeout = self.ctx.config.timeout_write
+        if timeout:
+            self._set_deadline(_WRITE_DEADLINE, timeout)
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self.deadline_kind == _WRITE_DEADLINE:
+            self.deadline = 0.0
+            self.deadline_kind = _NO_DEADLINE
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- parsing -------------------------------------------------------------
+
+    def _process(self) -> None:
+        conn = self.conn
+        while not self._closed:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._reject(exc)
+                return
+            kind = event.__class__
+            if kind is Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is Data:
+                if self._draining:
+                    self._drained += len(event.data)  # type: ignore[union-attr]
+                    if self._drained > MAX_DRAIN:
+                        self._close()
+                        return
+                elif self.cycle is not None:
+                    self.cycle.feed_body(event.data)  # type: ignore[union-attr]
+            elif kind is EndOfMessage:
+                if self._draining:
+                    self._draining = False
+                    self._next_cycle()
+                    return
+                if self.cycle is not None:
+                    self.cycle.end_body()
+            elif event is NEED_DATA:
+                return
+            elif event is PAUSED:
+                if conn.buffered > MAX_PIPELINE_BUFFER:
+                    self._pause_reading(2)
+                return
+            else:  # ConnectionClosed: the client is done with this connection
+                self._close()
+                return
+
+    def _on_request(self, request: Request) -> None:
+        ctx = self.ctx
+        self.deadline = 0.0
+        self.deadline_kind = _NO_DEADLINE
+        self._head_written = False
+        self._awaiting_continue = request.expect_continue
+        method = _METHODS.get(request.method) or request.method.decode("ascii")
+        if ctx.access_log:
+            self._request_start = ctx.loop.time()
+            self._request_line = f"{method} {request.target.decode('ascii')} HTTP/{request.http_version}"
+        if ctx.over_capacity():
+            self.cycle = HTTPCycle({}, self, body_complete=not request.has_body)
+            self.cycle.status = 503
+            self._write_simple(503, b"Service Unavailable\n")
+            return
+        scope = http_scope(
+            method=method,
+            http_version=request.http_version,
+            scheme=self.scheme,
+            raw_path=request.path,
+            query_string=request.query,
+            root_path=ctx.root_path,
+            headers=request.headers,
+            client=self.client,
+            server=self.server,
+            state=ctx.lifespan_state,
+            extensions={},
+        )
+        cycle = HTTPCycle(
+            scope,
+            self,
+            body_complete=not request.has_body,
+            expect_continue=request.expect_continue,
+        )
+        self.cycle = cycle
+        ctx.start_task(cycle.run(ctx.app))
+
+    def _reject(self, exc: RemoteProtocolError) -> None:
+        """Answer a malformed request (if the framing still allows it) and close."""
+        self.ctx.log_bad_request(self.peer, str(exc), exc.status_code)
+        if self.cycle is not None and not self.conn.response_started:
+            # the body was malformed while the app was running: it sees a disconnect
+            cycle, self.cycle = self.cycle, None
+            cycle.disconnect()
+            self.transport.write(simple_response(exc.status_code, self.ctx.date_line + self.ctx.server_line))
+        elif self.cycle is None:
+            self.transport.write(simple_response(exc.status_code, self.ctx.date_line + self.ctx.server_line))
+        self._close()
+
+    # --- HTTPStream interface (called by the cycle) ----------------------------
+
+    def start_response(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
+    ) -> None:
+        if self._closed:
+            return
+        ctx = self.ctx
+        conn = self.conn
+        # Close after this response when the unread body is too big to drain,
+        # or when the client still waits for 100-continue (it may never send
+        # the body now), or when the server is shutting down.
+        close = (
+            ctx.shutting_down
+            or self._draining_needed()
+            or (self._awaiting_continue and not conn.request_complete)
+        )
+        head = conn.send_response(
+            status,
+            headers,
+            server_line=ctx.server_line,
+            date_line=ctx.date_line,
+            extra_lines=ctx.extra_lines,
+            close=close,
+        )
+        try:
+            data = conn.send_data(body) if body else b""
+            end = b"" if more_body else conn.send_end()
+        except LocalProtocolError:
+            conn.send_failed()  # nothing written: send_server_error() can still answer
+            raise
+        self._head_written = True
+        self.transport.write(head + data + end if data or end else head)
+        if not more_body:
+            self._response_complete()
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        if self._closed:
+            return
+        conn = self.conn
+        data = conn.send_data(body) if body else b""
+        if not more_body:
+            data += conn.send_end()
+        if data:
+            self.transport.write(data)
+        if not more_body:
+            self._response_complete()
+
+    def send_server_error(self) -> None:
+        if self._closed:
+            return
+        if self._head_written:
+            self.abort()
+            return
+        if self.conn.response_started:
+            # the framer was left mid-response: answer outside it, then close
+            self.conn.send_failed()
+            self.transport.write(simple_response(500, self.ctx.date_line + self.ctx.server_line))
+            self._close()
+            return
+        self.start_response(500, _INTERNAL_ERROR_HEADERS, _INTERNAL_ERROR_BODY, False)
+
+    def abort(self) -> None:
+        self.conn.send_failed()
+        if self.cycle is not None:
+            self._log_access(self.cycle)
+            self.cycle = None
+        self._close()
+
+    def send_continue(self) -> None:
+        if self._awaiting_continue and not self._closed and not self.conn.response_started:
+            self._awaiting_continue = False
+            self.transport.write(self.conn.send_informational(100))
+
+    def pause_reading(self) -> None:
+        self._pause_reading(1)
+
+    def resume_reading(self) -> None:
+        self._resume_reading(1)
+
+    async def drain(self) -> None:
+        if not self.writing_paused or self._closed:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self.ctx.loop.create_future()
+        await waiter
+
+    # --- cycle transitions -------------------------------------------------------
+
+    def _draining_needed(self) -> bool:
+        """True when the unread request body is too big to drain: close instead."""
+        remaining = self.conn.body_remaining
+        return remaining is not None and remaining > MAX_DRAIN
+
+    def _write_simple(self, status: int, body: bytes) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        self.start_response(status, headers, body, False)
+
+    def _response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and self.ctx.access_log:
+            self._log_access(cycle)
+        conn = self.conn
+        if not conn.keep_alive:
+            self.cycle = None
+            self._close()
+        elif conn.request_complete:
+            self._next_cycle()
+        else:
+            # The app answered without reading the whole body: discard the
+            # rest (bounded) so the connection can be reused.
+            self.cycle = None
+            self._draining = True
+            self._drained = 0
+            self._set_deadline(_HEADER_DEADLINE, self.ctx.config.timeout_request_header)
+            self._resume_reading(1)
+            self.ctx.loop.call_soon(self._process)
+
+    def _next_cycle(self) -> None:
+        self.cycle = None
+        conn = self.conn
+        conn.start_next_cycle()
+        if self.ctx.shutting_down:
+            self._close()
+            return
+        self._set_deadline(_KEEP_ALIVE_DEADLINE, self.ctx.config.timeout_keep_alive)
+        if self._reading_paused_by:
+            self._resume_reading(3)
+        if conn.buffered or self._eof:
+            # pipelined requests: parse them on the next loop turn, not inside
+            # the send() of the previous app
+            self.ctx.loop.call_soon(self._process)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def on_deadline(self) -> None:
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        self.deadline_kind = _NO_DEADLINE
+        if self._closed:
+            return
+        if kind == _HEADER_DEADLINE and self.cycle is None and self.conn.buffered and not self._draining:
+            self.ctx.log_bad_request(self.peer, "request head not received in time", 408)
+            self.transport.write(simple_response(408, self.ctx.date_line + self.ctx.server_line))
+            self._close()
+        elif kind == _WRITE_DEADLINE:
+            error_logger.info("Closing connection from %s: client stopped reading the response", self.peer)
+            self.abort()
+            self.transport.abort()
+        else:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if idle, else after the current response."""
+        if self.cycle is None and not self._draining:
+            self._close()
+
+    def _set_deadline(self, kind: int, timeout: float) -> None:
+        if timeout:
+            self.deadline = self.ctx.clock + timeout
+            self.deadline_kind = kind
+        else:
+            self.deadline = 0.0
+            self.deadline_kind = _NO_DEADLINE
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._reading_paused_by and not self._closed:
+            self.transport.pause_reading()
+        self._reading_paused_by |= reason
+
+    def _resume_reading(self, reasons: int) -> None:
+        was_paused = self._reading_paused_by
+        self._reading_paused_by &= ~reasons
+        if was_paused and not self._reading_paused_by and not self._closed:
+            self.transport.resume_reading()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.deadline = 0.0
+            self.transport.close()
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.disconnect()
+
+    def _log_access(self, cycle: HTTPCycle) -> None:
+        if not self.ctx.access_log or not self._request_line:
+            return
+        duration = (self.ctx.loop.time() - self._request_start) * 1000.0
+        access_logger.info(
+            '%s - "%s" %d %d %.1fms',
+            self.peer,
+            self._request_line,
+            cycle.status,
+            cycle.bytes_sent,
+            duration,
+            extra={
+                "client": self.peer,
+                "request_line": self._request_line,
+                "status": cycle.status,
+                "bytes": cycle.bytes_sent,
+                "duration_ms": duration,
+            },
+        )
+        self._request_line = ""
