@@ -1,0 +1,1033 @@
+#!/usr/bin/env python3
+"""heron's benchmark harness: heron against its peers, side by side, on this machine.
+
+Run from anywhere with the bench venv's python (see bench/README.md):
+
+    bash bench/setup.sh && bench/.venv/bin/python bench/run.py
+
+Method: every server runs one worker, pinned to core 0 with ``taskset -c 0``;
+load generators run pinned to core 1. For each scenario, rounds are
+interleaved across servers (A B C A B C ...); each measurement starts a fresh
+server, checks its answer, runs a warm-up, then the measured run. Results are
+medians over rounds; the ratio against uvicorn-httptools is computed within
+each round, then the median of those ratios is taken. A run with any error
+(non-2xx, socket error, timeout, failed message) is flagged as such and never
+counted as a fast run.
+
+Only the standard library and matplotlib are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as _dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+PY = sys.executable
+VENV_BIN = Path(PY).parent
+SERVER_CPU = "0"
+CLIENT_CPU = "1"
+BASELINE = "uvicorn-httptools"
+
+
+def vbin(name: str) -> str:
+    """A console script from the bench venv (falls back to PATH)."""
+    p = VENV_BIN / name
+    return str(p) if p.exists() else (shutil.which(name) or name)
+
+
+# --------------------------------------------------------------------------
+# Servers: one table. {app} is "module:attr", {port} the port.
+# "h2c": True = speaks HTTP/2 cleartext with prior knowledge (with h2_extra
+# args added), False = does not (skipped with a note), None = probe at run time.
+# --------------------------------------------------------------------------
+SERVERS: dict[str, dict[str, Any]] = {
+    "heron": {
+        "cmd": [PY, "-m", "heron", "{app}", "--host", "127.0.0.1", "--port", "{port}",
+                "--no-access-log", "--log-level", "warning"],
+        "h2c": None,
+        "ws": True,
+        "package": "heron",
+    },
+    "uvicorn-httptools": {
+        "cmd": [PY, "-m", "uvicorn", "{app}", "--host", "127.0.0.1", "--port", "{port}",
+                "--loop", "uvloop", "--http", "httptools", "--workers", "1",
+                "--no-access-log", "--log-level", "warning"],
+        "h2c": False,
+        "h2_note": "uvicorn has no HTTP/2",
+        "ws": True,
+        "package": "uvicorn",
+    },
+    "uvicorn-h11": {
+        "cmd": [PY, "-m", "uvicorn", "{app}", "--host", "127.0.0.1", "--port", "{port}",
+                "--loop", "uvloop", "--http", "h11", "--workers", "1",
+                "--no-access-log", "--log-level", "warning"],
+        "h2c": False,
+        "h2_note": "uvicorn has no HTTP/2",
+        "ws": True,
+        "package": "uvicorn",
+    },
+    "hypercorn": {
+        # No access log unless --access-logfile is given.
+        "cmd": [PY, "-m", "hypercorn", "{app}", "--bind", "127.0.0.1:{port}", "-k", "uvloop",
+                "--workers", "1", "--log-level", "warning"],
+        "h2c": True,
+        "ws": True,
+        "package": "hypercorn",
+    },
+    "granian": {
+        "cmd": [vbin("granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
+                "--workers", "1", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+                "{app}"],
+        "h2c": True,
+        "ws": True,
+        "package": "granian",
+    },
+    "daphne": {
+        # Access log is off at verbosity 0. Daphne speaks HTTP/2 only over TLS.
+        "cmd": [vbin("daphne"), "-b", "127.0.0.1", "-p", "{port}", "-v", "0", "{app}"],
+        "h2c": False,
+        "h2_note": "daphne speaks HTTP/2 only over TLS",
+        "ws": True,
+        "package": "daphne",
+    },
+    "gunicorn-asgi": {
+        # gunicorn >= 24 ships a native asyncio ASGI worker: -k asgi
+        # (gunicorn.workers.gasgi.ASGIWorker). No access log unless
+        # --access-logfile is given. worker_connections defaults to 1000,
+        # raised so the 10,000-connection memory scenario can run.
+        "cmd": [vbin("gunicorn"), "-k", "asgi", "--workers", "1", "--asgi-loop", "uvloop",
+                "--bind", "127.0.0.1:{port}", "--log-level", "warning",
+                "--worker-connections", "20000", "{app}"],
+        "h2c": True,
+        # h2c is off by default; "both" = prior knowledge and Upgrade, HTTP/1 still served.
+        "h2_extra": ["--http-protocols", "h2,h1", "--http2-cleartext", "both"],
+        "ws": True,
+        "package": "gunicorn",
+    },
+    "nginx": {
+        # Physical reference: `return 200 "Hello, world!"` from one worker.
+        "cmd": ["nginx", "-p", "{tmp}", "-c", "{tmp}/nginx.conf", "-g", "daemon off;"],
+        "kind": "nginx",
+        "only": {"hello"},
+        "h2c": False,
+        "h2_note": "reference for hello only",
+        "ws": False,
+        "package": None,
+    },
+}
+
+NGINX_CONF = """\
+worker_processes 1;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            default_type text/plain;
+            return 200 "Hello, world!";
+        }}
+    }}
+}}
+"""
+
+UPLOAD_LUA = BENCH_DIR / "upload.lua"
+UPLOAD_LUA_TEXT = """\
+-- POST a 1 MiB body on every request (wrk adds Content-Length).
+wrk.method = "POST"
+wrk.body = string.rep("x", 1048576)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+# --------------------------------------------------------------------------
+# Scenarios
+# --------------------------------------------------------------------------
+@dataclass
+class Scenario:
+    name: str
+    kind: str  # wrk | h2 | ws | memory
+    app: str
+    desc: str
+    check: Callable[[int, bytes], bool] | None = None  # (status, body) -> ok
+    method: str = "GET"
+    check_body: bytes | None = None
+    wrk_script: Path | None = None
+    h2_args: list[str] = field(default_factory=list)
+    ws_size: int = 0
+    unit: str = "req/s"
+
+
+def _ok_len(n: int) -> Callable[[int, bytes], bool]:
+    return lambda status, body: status == 200 and len(body) == n
+
+
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
+    Scenario("hello", "wrk", "bench.apps:hello",
+             "GET, 13-byte text/plain body with content-length (wrk -c64)",
+             check=lambda st, b: st == 200 and b == b"Hello, world!"),
+    Scenario("big", "wrk", "bench.apps:big", "GET, 64 KiB body with content-length (wrk -c64)",
+             check=_ok_len(65536)),
+    Scenario("upload", "wrk", "bench.apps:upload",
+             "POST 1 MiB body, app reads it all and answers its length (wrk -c64, lua script)",
+             method="POST", check_body=b"x" * 1048576,
+             check=lambda st, b: st == 200 and b.strip() == b"1048576", wrk_script=UPLOAD_LUA),
+    Scenario("stream", "wrk", "bench.apps:stream",
+             "GET, 100 x 1 KiB body chunks sent with more_body=True (chunked) (wrk -c64)",
+             check=_ok_len(102400)),
+    Scenario("starlette", "wrk", "bench.app_starlette:starlette_app",
+             "Starlette JSON endpoint, the 'real app' case (wrk -c64)",
+             check=lambda st, b: st == 200 and b.startswith(b"{")),
+    Scenario("fastapi", "wrk", "bench.app_starlette:fastapi_app",
+             "FastAPI JSON endpoint with a pydantic response model (wrk -c64)",
+             check=lambda st, b: st == 200 and b.startswith(b"{")),
+    Scenario("ws-32", "ws", "bench.apps:ws_echo",
+             "WebSocket echo, 32-byte messages, 64 connections, one message in flight each",
+             ws_size=32, unit="msg/s"),
+    Scenario("ws-64k", "ws", "bench.apps:ws_echo",
+             "WebSocket echo, 64 KiB messages, 64 connections, one message in flight each",
+             ws_size=65536, unit="msg/s"),
+    Scenario("h2-hello-c8m8", "h2", "bench.apps:hello",
+             "HTTP/2 h2c hello, h2load -c8 -m8", h2_args=["-c8", "-m8"],
+             check=lambda st, b: st == 200 and b == b"Hello, world!"),
+    Scenario("h2-hello-c64m1", "h2", "bench.apps:hello",
+             "HTTP/2 h2c hello, h2load -c64 -m1", h2_args=["-c64", "-m1"],
+             check=lambda st, b: st == 200 and b == b"Hello, world!"),
+    Scenario("h2-big-c8m8", "h2", "bench.apps:big",
+             "HTTP/2 h2c 64 KiB body, h2load -c8 -m8", h2_args=["-c8", "-m8"],
+             check=_ok_len(65536)),
+    Scenario("h2-big-c64m1", "h2", "bench.apps:big",
+             "HTTP/2 h2c 64 KiB body, h2load -c64 -m1", h2_args=["-c64", "-m1"],
+             check=_ok_len(65536)),
+    Scenario("memory", "memory", "bench.apps:hello",
+             "RSS after holding 1,000 then 10,000 idle keep-alive connections (one request each)",
+             check=lambda st, b: st == 200 and b == b"Hello, world!", unit="KiB/conn"),
+]}
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile(want: int = 65536) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            return want
+        except (ValueError, OSError):
+            want = hard
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    tck = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tck
+
+
+def tree_rss_kib(pid: int) -> int:
+    total = 0
+    for p in descendants(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def http_get(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
+             timeout: float = 5.0) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body,
+                     headers={"Content-Type": "application/octet-stream"} if body else {})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def run_cmd(cmd: list[str], timeout: float) -> tuple[int, str, str]:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        return p.returncode, p.stdout, p.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return -999, out, "timeout"
+
+
+def tool_version(cmd: list[str]) -> str:
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        text = (p.stdout + p.stderr).strip().splitlines()
+        return text[0] if text else "?"
+    except (OSError, subprocess.TimeoutExpired):
+        return "not installed"
+
+
+# --------------------------------------------------------------------------
+# Server processes
+# --------------------------------------------------------------------------
+class ServerStartError(Exception):
+    pass
+
+
+class Server:
+    def __init__(self, name: str, spec: dict[str, Any], app: str, h2: bool = False) -> None:
+        self.name = name
+        self.spec = spec
+        self.app = app
+        self.port = free_port()
+        self.tmp = tempfile.mkdtemp(prefix=f"heron-bench-{name}-")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(self.tmp) / "server.log"
+        cmd = [a.format(app=app, port=self.port, tmp=self.tmp) for a in spec["cmd"]]
+        if h2 and spec.get("h2_extra"):
+            cmd[-1:-1] = spec["h2_extra"]  # before the app argument
+        self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
+
+    def display_cmd(self) -> str:
+        return shlex.join(self.cmd).replace(str(self.port), "$PORT").replace(self.tmp, "$TMP")
+
+    def start(self, timeout: float = 20.0) -> None:
+        if self.spec.get("kind") == "nginx":
+            for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+                os.makedirs(Path(self.tmp) / d, exist_ok=True)
+            (Path(self.tmp) / "nginx.conf").write_text(NGINX_CONF.format(tmp=self.tmp, port=self.port))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        logf = open(self.log_path, "wb")
+        try:
+            self.proc = subprocess.Popen(self.cmd, cwd=REPO_DIR, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as e:
+            raise ServerStartError(f"cannot execute: {e}") from e
+        finally:
+            logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerStartError(f"exited with code {self.proc.returncode}: {self.tail_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    pass
+                time.sleep(0.3)  # let multi-process servers finish booting their worker
+                if self.proc.poll() is not None:
+                    raise ServerStartError(f"exited with code {self.proc.returncode}: {self.tail_log()}")
+                return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise ServerStartError(f"not listening on port {self.port} after {timeout:.0f}s: {self.tail_log()}")
+
+    def tail_log(self, n: int = 400) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return " ".join(text[-n:].split())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            pgid = self.proc.pid  # start_new_session: the group is ours alone
+            for sig, wait in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    self.proc.wait(wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            # Reap stragglers of the same group (worker processes).
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
+# Load generators
+# --------------------------------------------------------------------------
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def _ms(text: str) -> float | None:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", text.strip())
+    return float(m.group(1)) * _UNITS[m.group(2)] if m else None
+
+
+def parse_wrk(out: str) -> dict[str, Any]:
+    r: dict[str, Any] = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "error_detail": ""}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        r["rps"] = float(m.group(1))
+    for q, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{q}(?:\.0+)?%\s+(\S+)", out, re.M)
+        if m:
+            r[key] = _ms(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    details = []
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        r["errors"] += int(m.group(1))
+        details.append(f"non-2xx/3xx {m.group(1)}")
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        c, rd, w, t = map(int, m.groups())
+        r["errors"] += c + rd + w + t
+        details.append(f"socket connect {c} read {rd} write {w} timeout {t}")
+    if r["rps"] is None or r["requests"] == 0:
+        r["errors"] += 1
+        details.append("wrk produced no result")
+    r["error_detail"] = "; ".join(details)
+    return r
+
+
+def wrk_cmd(port: int, duration: float, sc: Scenario, conns: int) -> list[str]:
+    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s",
+           "--latency", "--timeout", "10s"]
+    if sc.wrk_script:
+        cmd += ["-s", str(sc.wrk_script)]
+    return cmd + [f"http://127.0.0.1:{port}/"]
+
+
+def run_wrk(port: int, sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    if args.warmup > 0:
+        run_cmd(wrk_cmd(port, args.warmup, sc, args.connections), timeout=args.warmup + 60)
+    cmd = wrk_cmd(port, args.duration, sc, args.connections)
+    rc, out, err = run_cmd(cmd, timeout=args.duration + 60)
+    r = parse_wrk(out)
+    if rc != 0:
+        r["errors"] += 1
+        r["error_detail"] += f"; wrk exit {rc}: {err.strip()[:200]}"
+    r["raw"] = out
+    return r
+
+
+def h2load_cmd(port: int, sc: Scenario, duration: float, warmup: float, logfile: str) -> list[str]:
+    return ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", *sc.h2_args, "-D", str(max(1, round(duration))),
+            "--warm-up-time", str(max(0, round(warmup))), "--log-file", logfile,
+            f"http://127.0.0.1:{port}/"]
+
+
+def run_h2load(port: int, sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    fd, logfile = tempfile.mkstemp(prefix="h2load-", suffix=".log")
+    os.close(fd)
+    try:
+        cmd = h2load_cmd(port, sc, args.duration, args.warmup, logfile)
+        rc, out, err = run_cmd(cmd, timeout=args.duration + args.warmup + 60)
+        r: dict[str, Any] = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "error_detail": "",
+                             "raw": out}
+        m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+        if m:
+            r["rps"] = float(m.group(1))
+        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                      r"(\d+) errored, (\d+) timeout", out)
+        details = []
+        if m:
+            total, started, done, ok, failed, errored, tmo = map(int, m.groups())
+            r["requests"] = done
+            if failed or errored or tmo:
+                r["errors"] += failed + errored + tmo
+                details.append(f"failed {failed} errored {errored} timeout {tmo}")
+        m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        if m:
+            bad = int(m.group(3)) + int(m.group(4))
+            if bad:
+                r["errors"] += bad
+                details.append(f"4xx/5xx {bad}")
+        if r["rps"] is None or not r.get("requests"):
+            r["errors"] += 1
+            details.append(f"h2load produced no result (exit {rc}) {(err or out).strip()[-200:]}")
+        lat = []
+        try:
+            with open(logfile) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3:
+                        lat.append(int(parts[2]) / 1000.0)
+        except OSError:
+            pass
+        if lat:
+            lat.sort()
+            r["p50_ms"] = lat[int(0.50 * (len(lat) - 1))]
+            r["p99_ms"] = lat[int(0.99 * (len(lat) - 1))]
+        r["error_detail"] = "; ".join(details)
+        return r
+    finally:
+        os.unlink(logfile)
+
+
+def ws_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]]:
+    procs = max(1, args.ws_procs)
+    per = [args.connections // procs + (1 if i < args.connections % procs else 0) for i in range(procs)]
+    # Sample latencies sparsely for the small-message case to keep the client cheap.
+    sample = 10 if sc.ws_size < 1024 else 1
+    return [["taskset", "-c", CLIENT_CPU, PY, str(BENCH_DIR / "ws_client.py"), "--port", str(port),
+             "--conns", str(n), "--size", str(sc.ws_size), "--duration", str(args.duration),
+             "--warmup", str(args.warmup), "--sample-every", str(sample)] for n in per if n > 0]
+
+
+def run_ws(port: int, sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    cmds = ws_cmds(port, sc, args)
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
+    results, details = [], []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=args.duration + args.warmup + 60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        try:
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            results.append({"messages": 0, "errors": 1, "error": (err or out).strip()[-200:]})
+    msgs = sum(r.get("messages", 0) for r in results)
+    elapsed = max((r.get("elapsed", 0) for r in results), default=0) or args.duration
+    errors = sum(r.get("errors", 0) for r in results)
+    for r in results:
+        if r.get("error"):
+            details.append(r["error"])
+    p50s = [r["p50_ms"] for r in results if r.get("p50_ms") is not None]
+    p99s = [r["p99_ms"] for r in results if r.get("p99_ms") is not None]
+    client_cpu = sum(r.get("cpu_s", 0) for r in results) / elapsed * 100
+    if msgs == 0:
+        errors = max(errors, 1)
+    return {"rps": msgs / elapsed if msgs else None, "p50_ms": max(p50s) if p50s else None,
+            "p99_ms": max(p99s) if p99s else None, "errors": errors, "error_detail": "; ".join(details),
+            "client_cpu": client_cpu, "requests": msgs}
+
+
+async def _open_idle(port: int, n: int, held: list, batch: int = 250) -> int:
+    """Open n connections, one GET each, keep them open. Returns failures."""
+    req = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+            writer.write(req)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            if not head.startswith(b"HTTP/1.1 200"):
+                failures += 1
+            m = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            if m:
+                await asyncio.wait_for(reader.readexactly(int(m.group(1))), 10)
+            held.append(writer)
+        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+            failures += 1
+
+    for i in range(0, n, batch):
+        await asyncio.gather(*(one() for _ in range(min(batch, n - i))))
+    return failures
+
+
+def run_memory(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    pid = server.proc.pid  # type: ignore[union-attr]
+    time.sleep(0.5)
+    base = tree_rss_kib(pid)
+    out: dict[str, Any] = {"baseline_kib": base, "errors": 0, "error_detail": ""}
+    targets = [int(x) for x in args.mem_conns.split(",")]
+
+    async def go() -> None:
+        held: list = []
+        opened = 0
+        try:
+            for t in targets:
+                fails = await _open_idle(server.port, t - opened, held)
+                opened = t
+                await asyncio.sleep(1.0)
+                rss = tree_rss_kib(pid)
+                alive = server.proc.poll() is None  # type: ignore[union-attr]
+                out[f"rss_{t}"] = rss
+                out[f"kib_per_conn_{t}"] = (rss - base) / t
+                out[f"fail_{t}"] = fails
+                if fails or not alive:
+                    out["errors"] += fails + (0 if alive else 1)
+                    out["error_detail"] += f"{t} conns: {fails} failed{'' if alive else ', server died'}; "
+        finally:
+            for w in held:
+                w.close()
+            await asyncio.sleep(0.2)
+
+    asyncio.run(go())
+    last = targets[-1]
+    out["rps"] = out.get(f"kib_per_conn_{last}")
+    out["p50_ms"] = out["p99_ms"] = None
+    return out
+
+
+# --------------------------------------------------------------------------
+# Orchestration
+# --------------------------------------------------------------------------
+def applies(name: str, spec: dict[str, Any], sc: Scenario, h2c_probe: dict[str, bool]) -> str | None:
+    """None if the server takes part in the scenario, otherwise why not."""
+    if spec.get("only") and sc.name not in spec["only"]:
+        return "n/a (" + spec.get("h2_note", "reference for hello only") + ")" if spec.get(
+            "kind") == "nginx" else "n/a"
+    if sc.kind == "ws" and not spec.get("ws"):
+        return "no WebSocket"
+    if sc.kind == "h2":
+        if spec.get("h2c") is False:
+            return "no h2c: " + spec.get("h2_note", "")
+        if spec.get("h2c") is None and not h2c_probe.get(name, False):
+            return "no h2c (probe failed)"
+    return None
+
+
+def probe_h2c(name: str, spec: dict[str, Any]) -> tuple[bool, str]:
+    srv = Server(name, spec, "bench.apps:hello", h2=True)
+    try:
+        srv.start()
+        rc, out, err = run_cmd(["h2load", "-n", "20", "-c", "1", f"http://127.0.0.1:{srv.port}/"], timeout=20)
+        ok = bool(re.search(r"20 succeeded", out))
+        return ok, "" if ok else out.strip()[-200:]
+    except ServerStartError as e:
+        return False, str(e)
+    finally:
+        srv.stop()
+
+
+def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
+    srv = Server(name, spec, sc.app, h2=sc.kind == "h2")
+    result: dict[str, Any] = {"cmd": srv.display_cmd()}
+    try:
+        try:
+            srv.start()
+        except ServerStartError as e:
+            result.update(failed_start=str(e))
+            return result
+        # Sanity check: the server answers this scenario's app correctly.
+        if sc.check is not None:
+            try:
+                st, body = http_get(srv.port, method=sc.method, body=sc.check_body)
+                if not sc.check(st, body):
+                    result.update(bad_answer=f"status {st}, body {body[:60]!r} ({len(body)} bytes)")
+                    return result
+            except (OSError, http.client.HTTPException) as e:
+                result.update(bad_answer=f"request failed: {e!r}")
+                return result
+        pid = srv.proc.pid  # type: ignore[union-attr]
+        if sc.kind == "memory":
+            r = run_memory(srv, args)
+        else:
+            cpu0, t0 = tree_cpu_seconds(pid), time.monotonic()
+            if sc.kind == "wrk":
+                r = run_wrk(srv.port, sc, args)
+            elif sc.kind == "h2":
+                r = run_h2load(srv.port, sc, args)
+            else:
+                r = run_ws(srv.port, sc, args)
+            wall = time.monotonic() - t0
+            # Includes the warm-up, so this is an average over warm-up + run.
+            r["server_cpu"] = (tree_cpu_seconds(pid) - cpu0) / wall * 100 if wall > 0 else None
+        if srv.proc.poll() is not None:  # type: ignore[union-attr]
+            r["errors"] = r.get("errors", 0) + 1
+            r["error_detail"] = (r.get("error_detail", "") + f"; server exited: {srv.tail_log()}").strip("; ")
+        result.update(r)
+        return result
+    finally:
+        srv.stop()
+
+
+def load_cmd_text(sc: Scenario, args: argparse.Namespace) -> str:
+    if sc.kind == "wrk":
+        w = shlex.join(wrk_cmd(0, args.duration, sc, args.connections)).replace(":0/", ":$PORT/")
+        return f"warm-up: same with -d{max(1, round(args.warmup))}s; measured: {w}"
+    if sc.kind == "h2":
+        return shlex.join(h2load_cmd(0, sc, args.duration, args.warmup, "$LOG")).replace(":0/", ":$PORT/")
+    if sc.kind == "ws":
+        cmds = ws_cmds(0, sc, args)
+        return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
+    return f"in-process asyncio client opening {args.mem_conns} connections (GET / once each, then idle)"
+
+
+def fmt(v: float | None, nd: int = 0) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{nd}f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per measured run (default 5)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each run (default 2)")
+    ap.add_argument("--connections", type=int, default=64, help="client connections (default 64)")
+    ap.add_argument("--scenarios", default="all", help="comma list; default all: " + ",".join(SCENARIOS))
+    ap.add_argument("--servers", default="all", help="comma list; default all: " + ",".join(SERVERS))
+    ap.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes, all on core 1 (default 2)")
+    ap.add_argument("--mem-conns", default="1000,10000", help="idle connection counts for memory (default 1000,10000)")
+    ap.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
+    ap.add_argument("--tag", default="", help="suffix for the result file name")
+    args = ap.parse_args()
+
+    scen_names = list(SCENARIOS) if args.scenarios == "all" else [s.strip() for s in args.scenarios.split(",")]
+    srv_names = list(SERVERS) if args.servers == "all" else [s.strip() for s in args.servers.split(",")]
+    for s in scen_names:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s!r}; known: {', '.join(SCENARIOS)}")
+    for s in srv_names:
+        if s not in SERVERS:
+            ap.error(f"unknown server {s!r}; known: {', '.join(SERVERS)}")
+
+    missing = [t for t in ("taskset", "wrk", "h2load") if not shutil.which(t)]
+    if missing:
+        print(f"missing tools: {missing}; run bash bench/setup.sh", file=sys.stderr)
+        return 2
+    if os.cpu_count() and os.cpu_count() < 2:  # type: ignore[operator]
+        print("need at least 2 CPUs (server on core 0, client on core 1)", file=sys.stderr)
+        return 2
+    # The harness itself (and the in-process memory client) stays off the server's core.
+    try:
+        os.sched_setaffinity(0, {int(CLIENT_CPU)})
+    except OSError:
+        pass
+    nofile = raise_nofile()
+    UPLOAD_LUA.write_text(UPLOAD_LUA_TEXT)
+
+    started = _dt.datetime.now()
+    notes: list[str] = []
+    # Servers that cannot even start are dropped once, loudly, up front.
+    h2c_probe: dict[str, bool] = {}
+    active: list[str] = []
+    for name in srv_names:
+        spec = SERVERS[name]
+        if spec.get("kind") == "nginx" and not shutil.which("nginx"):
+            notes.append(f"**{name}: SKIPPED** - nginx is not installed")
+            continue
+        srv = Server(name, spec, "bench.apps:hello")
+        try:
+            srv.start()
+            active.append(name)
+        except ServerStartError as e:
+            msg = f"**{name}: SKIPPED - failed to start**: `{srv.display_cmd()}` -> {e}"
+            notes.append(msg)
+            log("!!! " + msg)
+        finally:
+            srv.stop()
+    if any(SCENARIOS[s].kind == "h2" for s in scen_names):
+        for name in active:
+            if SERVERS[name].get("h2c") is None:
+                ok, why = probe_h2c(name, SERVERS[name])
+                h2c_probe[name] = ok
+                log(f"h2c probe {name}: {'ok' if ok else 'no'} {why}")
+                if not ok:
+                    notes.append(f"{name}: does not answer h2c prior-knowledge requests; h2 scenarios skipped "
+                                 f"({why[:150]})")
+
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    cmds: dict[str, dict[str, str]] = {}
+    skipped: dict[str, dict[str, str]] = {}
+    for sname in scen_names:
+        sc = SCENARIOS[sname]
+        results[sname] = {}
+        skipped[sname] = {}
+        cmds[sname] = {}
+        part = []
+        for name in srv_names:
+            if name not in active:
+                skipped[sname][name] = "FAILED TO START (see notes)"
+                continue
+            why = applies(name, SERVERS[name], sc, h2c_probe)
+            if why:
+                skipped[sname][name] = why
+            else:
+                part.append(name)
+                results[sname][name] = []
+        for rnd in range(args.rounds):
+            for name in part:
+                log(f"{sname} round {rnd + 1}/{args.rounds}: {name}")
+                r = measure(name, SERVERS[name], sc, args)
+                cmds[sname][name] = r.pop("cmd")
+                if r.get("failed_start") or r.get("bad_answer"):
+                    why = r.get("failed_start") or ("wrong answer: " + r["bad_answer"])
+                    log(f"!!! {name} {sname}: {why}")
+                    r["errors"] = r.get("errors", 0) + 1
+                    r["error_detail"] = why
+                else:
+                    log(f"    {fmt(r.get('rps'), 1)} {sc.unit}  p50 {fmt(r.get('p50_ms'), 2)} ms  "
+                        f"p99 {fmt(r.get('p99_ms'), 2)} ms  errors {r.get('errors', 0)}  "
+                        f"server cpu {fmt(r.get('server_cpu'))}%"
+                        + (f"  client cpu {fmt(r.get('client_cpu'))}%" if 'client_cpu' in r else "")
+                        + (f"  [{r['error_detail']}]" if r.get("error_detail") else ""))
+                r.pop("raw", None)
+                results[sname][name].append(r)
+
+    finished = _dt.datetime.now()
+    write_report(args, scen_names, srv_names, results, skipped, cmds, notes, started, finished, nofile)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+def clean(r: dict[str, Any]) -> bool:
+    return not r.get("errors") and r.get("rps") is not None
+
+
+def summarize(sc: Scenario, runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    base_runs = runs.get(BASELINE, [])
+    for name, rs in runs.items():
+        good = [r for r in rs if clean(r)]
+        s: dict[str, Any] = {"rounds": len(rs), "clean": len(good), "errors": sum(r.get("errors", 0) for r in rs)}
+        s["details"] = sorted({r.get("error_detail", "") for r in rs if r.get("error_detail")})
+        if good:
+            s["rps"] = statistics.median(r["rps"] for r in good)
+            for k in ("p50_ms", "p99_ms", "server_cpu", "client_cpu", "baseline_kib", "rss_1000", "rss_10000",
+                      "kib_per_conn_1000", "kib_per_conn_10000"):
+                vals = [r[k] for r in good if r.get(k) is not None]
+                s[k] = statistics.median(vals) if vals else None
+        else:
+            vals = [r["rps"] for r in rs if r.get("rps") is not None]
+            s["rps_errored"] = statistics.median(vals) if vals else None
+        ratios = []
+        for i, r in enumerate(rs):
+            if i < len(base_runs) and clean(r) and clean(base_runs[i]) and base_runs[i]["rps"]:
+                ratios.append(r["rps"] / base_runs[i]["rps"])
+        s["ratio"] = statistics.median(ratios) if ratios else None
+        out[name] = s
+    return out
+
+
+def chart(sc: Scenario, summary: dict[str, dict[str, Any]], path: Path, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = list(summary)
+    if not names:
+        return False
+    vals = [summary[n].get("rps") or 0 for n in names]
+    colors = ["#d62728" if not summary[n].get("rps") else ("#1f77b4" if n == "heron" else
+              ("#7f7f7f" if n == "nginx" else "#2ca02c")) for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
+    bars = ax.bar(names, vals, color=colors)
+    for b, n in zip(bars, names):
+        s = summary[n]
+        label = "ERRORS" if not s.get("rps") else (f"{s['rps']:,.0f}" if sc.kind != "memory" else f"{s['rps']:.1f}")
+        ax.annotate(label, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(("median " + sc.unit) + (" at 10,000 conns (lower is better)" if sc.kind == "memory" else ""))
+    ax.set_title(title, fontsize=10)
+    plt.xticks(rotation=20, ha="right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def versions() -> list[tuple[str, str]]:
+    from importlib import metadata
+
+    rows = [("python", platform.python_version())]
+    for pkg in ("heron", "uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian", "daphne", "twisted",
+                "gunicorn", "starlette", "fastapi", "pydantic", "websockets", "h2", "matplotlib"):
+        try:
+            rows.append((pkg, metadata.version(pkg)))
+        except metadata.PackageNotFoundError:
+            rows.append((pkg, "not installed"))
+    rows.append(("wrk", tool_version(["wrk", "-v"])))
+    rows.append(("h2load", tool_version(["h2load", "--version"])))
+    rows.append(("nginx", tool_version(["nginx", "-v"])))
+    return rows
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, started, finished, nofile) -> None:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = started.strftime("%Y-%m-%d-%H%M")
+    tag = f"-{args.tag}" if args.tag else ""
+    md_path = out_dir / f"{stamp}{tag}-results.md"
+    L: list[str] = []
+    L.append(f"# heron benchmark results, {started:%Y-%m-%d %H:%M}")
+    L.append("")
+    L.append(f"- date: {started.isoformat(timespec='seconds')} to {finished.isoformat(timespec='seconds')}")
+    L.append(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; kernel {platform.release()}")
+    L.append(f"- method: one worker per server on core {SERVER_CPU} (`taskset -c {SERVER_CPU}`), load generator "
+             f"on core {CLIENT_CPU}; {args.rounds} interleaved round(s) per scenario, {args.duration:g} s measured "
+             f"after {args.warmup:g} s warm-up, a fresh server process per measurement; medians over clean rounds; "
+             f"ratio = server / {BASELINE} within the same round, median of those ratios")
+    L.append(f"- RLIMIT_NOFILE for servers and clients: {nofile}")
+    L.append("- **the machine is shared and noisy**: differences under ~10% are within noise; "
+             "trust ratios over absolute numbers")
+    L.append(f"- invocation: `{shlex.join([sys.executable] + sys.argv)}`")
+    L.append("")
+    if notes:
+        L.append("## Notes")
+        L.append("")
+        L.extend(f"- {n}" for n in notes)
+        L.append("")
+    for sname in scen_names:
+        sc = SCENARIOS[sname]
+        summary = summarize(sc, results[sname])
+        L.append(f"## {sname}")
+        L.append("")
+        L.append(sc.desc + ".")
+        L.append("")
+        if sc.kind == "memory":
+            counts = [int(x) for x in args.mem_conns.split(",")]
+            head = ["server", "baseline RSS (MiB)"] + [f"RSS @{c:,} (MiB)" for c in counts] + \
+                   [f"KiB/conn @{c:,}" for c in counts] + ["errors", "clean rounds"]
+        else:
+            head = ["server", f"{sc.unit} (median)", "p50 ms", "p99 ms", "errors", f"vs {BASELINE}",
+                    "server CPU %"] + (["client CPU %"] if sc.kind == "ws" else []) + ["clean rounds"]
+        L.append("| " + " | ".join(head) + " |")
+        L.append("|" + "---|" * len(head))
+        for name in srv_names:
+            if name in skipped[sname]:
+                L.append(f"| {name} | skipped: {skipped[sname][name]} |" + " |" * (len(head) - 2))
+                continue
+            s = summary.get(name)
+            if s is None:
+                continue
+            if s.get("rps") is None:
+                val = "**ERRORS**" + (f" ({fmt(s.get('rps_errored'))} {sc.unit} with errors, not counted)"
+                                      if s.get("rps_errored") else "")
+            else:
+                val = fmt(s["rps"], 1 if sc.kind == "memory" else 0)
+            err = str(s["errors"]) if not s["errors"] else f"**{s['errors']}**"
+            if sc.kind == "memory":
+                counts = [int(x) for x in args.mem_conns.split(",")]
+                mib = lambda k: fmt(s[k] / 1024, 1) if s.get(k) is not None else "-"  # noqa: E731
+                row = [name, mib("baseline_kib")] + [mib(f"rss_{c}") for c in counts] + \
+                      [fmt(s.get(f"kib_per_conn_{c}"), 1) for c in counts] + [err, f"{s['clean']}/{s['rounds']}"]
+                if s.get("rps") is None:
+                    row[1] = val
+            else:
+                ratio = "-" if s.get("ratio") is None else f"{s['ratio']:.2f}x"
+                row = [name, val, fmt(s.get("p50_ms"), 2), fmt(s.get("p99_ms"), 2), err, ratio,
+                       fmt(s.get("server_cpu"))] + ([fmt(s.get("client_cpu"))] if sc.kind == "ws" else []) + \
+                      [f"{s['clean']}/{s['rounds']}"]
+            L.append("| " + " | ".join(row) + " |")
+        L.append("")
+        errs = {n: s["details"] for n, s in summary.items() if s["details"]}
+        if errs:
+            L.append("Errors:")
+            L.extend(f"- {n}: " + " / ".join(d[:300] for d in ds) for n, ds in errs.items())
+            L.append("")
+        if sc.kind == "ws":
+            L.append("The client is Python (bench/ws_client.py, raw frames, uvloop) on core 1; if a server's CPU "
+                     "is well under 100% while the client's is near 100%, the client was the bottleneck for "
+                     "that server, and the number is a floor.")
+            L.append("")
+        png = out_dir / f"{stamp}{tag}-{sname}.png"
+        if summary and chart(sc, summary, png, f"{sname}: {sc.desc}"[:110]):
+            L.append(f"![{sname}]({png.name})")
+            L.append("")
+        L.append("Commands:")
+        L.append("")
+        L.append(f"- load: `{load_cmd_text(sc, args)}`")
+        for name in srv_names:
+            if name in cmds[sname]:
+                L.append(f"- {name}: `{cmds[sname][name]}`")
+        L.append("")
+    L.append("## Versions")
+    L.append("")
+    L.append("| component | version |")
+    L.append("|---|---|")
+    L.extend(f"| {k} | {v} |" for k, v in versions())
+    L.append("")
+    text = "\n".join(L)
+    md_path.write_text(text)
+    (out_dir / "latest.md").write_text(text)
+    log(f"wrote {md_path} and {out_dir / 'latest.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
