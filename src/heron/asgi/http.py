@@ -78,7 +78,6 @@ class HTTPStream(Protocol):
 
 
 def http_scope(
-    *,
     method: str,
     http_version: str,
     scheme: str,
@@ -143,11 +142,13 @@ class HTTPCycle:
         "_request_delivered",
         "_expect_continue",
         "_disconnected",
+        "_client_eof",
         "_waiter",
         "_reading_paused",
         "on_response_complete",
         "status",
         "bytes_sent",
+        "task",
     )
 
     def __init__(
@@ -169,11 +170,14 @@ class HTTPCycle:
         self._request_delivered = False
         self._expect_continue = expect_continue
         self._disconnected = False
+        self._client_eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
         #: status actually sent (0 until the head is written), for access logs
         self.status = 0
         self.bytes_sent = 0
+        #: the task running the app, set by whoever starts it
+        self.task: asyncio.Task[None] | None = None
 
     # --- protocol side -------------------------------------------------------
 
@@ -194,6 +198,14 @@ class HTTPCycle:
     def disconnect(self) -> None:
         """The client went away (or the connection is being torn down)."""
         self._disconnected = True
+        self._wake()
+
+    def client_eof(self) -> None:
+        """The client closed its side after a complete request. Once the body is
+        delivered, ``receive()`` reports ``http.disconnect`` (so an app waiting
+        for the client to leave learns it did); ``send()`` still writes, for a
+        client that only half-closed."""
+        self._client_eof = True
         self._wake()
 
     @property
@@ -242,7 +254,7 @@ class HTTPCycle:
                     self.stream.send_continue()
                 await self._wait()
                 continue
-            if self._state == _DONE or self._disconnected:
+            if self._state == _DONE or self._disconnected or self._client_eof:
                 return {"type": "http.disconnect"}
             await self._wait()
 
@@ -313,8 +325,12 @@ class HTTPCycle:
             return
         raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
 
-    async def run(self, app: ASGIApp) -> None:
-        """Run the app for this request; never raises (except cancellation)."""
+    async def run(self, app: ASGIApp, tasks: set[Any] | None = None) -> None:
+        """Run the app for this request; never raises (except cancellation).
+
+        ``tasks`` is the server's registry of running apps: this cycle's task
+        leaves it when the app returns (cheaper than a done-callback).
+        """
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -344,6 +360,8 @@ class HTTPCycle:
                 self.stream.abort()
         finally:
             self._body.clear()
+            if tasks is not None:
+                tasks.discard(self.task)
 
     def _fail(self) -> None:
         state = self._state

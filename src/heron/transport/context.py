@@ -96,10 +96,11 @@ class ServerContext:
         limit = self.limit_concurrency
         return limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit)
 
-    def start_task(self, coro: Any) -> None:
-        task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+    def start_cycle(self, cycle: Any) -> None:
+        """Run the app for ``cycle`` in a task; the cycle removes it from ``tasks`` when done."""
+        cycle.task = task = self.loop.create_task(cycle.run(self.app, self.tasks))
+        if not task.done():  # an eager task factory may have finished it already
+            self.tasks.add(task)
 
     def log_bad_request(self, peer: str, message: str, status: int) -> None:
         """One INFO line per bad request, at most 20 per second (floods stay quiet)."""

@@ -139,6 +139,8 @@ class H1Protocol(asyncio.Protocol):
         self.conn.receive_data(b"")
         if self.cycle is None or self.conn.request_complete:
             self._process()
+        if self.cycle is not None and self.conn.request_complete:
+            self.cycle.client_eof()
         # Keep the transport open to finish a response in flight (half-close).
         return not self._closed and self.cycle is not None
 
@@ -184,6 +186,11 @@ class H1Protocol(asyncio.Protocol):
             kind = event.__class__
             if kind is Request:
                 self._on_request(event)  # type: ignore[arg-type]
+                if not event.has_body:  # type: ignore[union-attr]
+                    # complete already: the parser would only say PAUSED
+                    if conn.buffered > MAX_PIPELINE_BUFFER:
+                        self._pause_reading(2)
+                    return
             elif kind is Data:
                 if self._draining:
                     self._drained += len(event.data)  # type: ignore[union-attr]
@@ -225,17 +232,17 @@ class H1Protocol(asyncio.Protocol):
             self._write_simple(503, b"Service Unavailable\n")
             return
         scope = http_scope(
-            method=method,
-            http_version=request.http_version,
-            scheme=self.scheme,
-            raw_path=request.path,
-            query_string=request.query,
-            root_path=ctx.root_path,
-            headers=request.headers,
-            client=self.client,
-            server=self.server,
-            state=ctx.lifespan_state,
-            extensions={},
+            method,
+            request.http_version,
+            self.scheme,
+            request.path,
+            request.query,
+            ctx.root_path,
+            request.headers,
+            self.client,
+            self.server,
+            ctx.lifespan_state,
+            {},
         )
         cycle = HTTPCycle(
             scope,
@@ -244,7 +251,7 @@ class H1Protocol(asyncio.Protocol):
             expect_continue=request.expect_continue,
         )
         self.cycle = cycle
-        ctx.start_task(cycle.run(ctx.app))
+        ctx.start_cycle(cycle)
 
     def _reject(self, exc: RemoteProtocolError) -> None:
         """Answer a malformed request (if the framing still allows it) and close."""
