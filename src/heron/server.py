@@ -43,8 +43,10 @@ class Server:
         self.started = asyncio.Event()
         self.sockets: list[socket.socket] = []
         self._exit = asyncio.Event()
+        self._forced = asyncio.Event()
         self.force_exit = False
         self._signal_count = 0
+        self._ctx: ServerContext | None = None
 
     # --- public control ---------------------------------------------------
 
@@ -52,7 +54,14 @@ class Server:
         """Ask the server to stop (thread-unsafe: call from the loop)."""
         if force:
             self.force_exit = True
+            self._forced.set()
         self._exit.set()
+
+    @property
+    def connection_count(self) -> int:
+        """Open client connections (read-only; 0 before start-up)."""
+        ctx = self._ctx
+        return len(ctx.connections) if ctx is not None else 0
 
     @property
     def port(self) -> int | None:
@@ -87,7 +96,7 @@ class Server:
             logger.error("%s", exc)
             return STARTUP_FAILURE
 
-        ctx = ServerContext(config, app, loop)
+        ctx = self._ctx = ServerContext(config, app, loop)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.base_events.Server] = []
@@ -110,7 +119,14 @@ class Server:
             self.started.set()
             await self._exit.wait()
             await self._shutdown(ctx, servers)
-            await lifespan.shutdown()
+            if not self.force_exit:
+                # a second signal during lifespan shutdown still exits at once
+                shutdown = asyncio.ensure_future(lifespan.shutdown())
+                forced = asyncio.ensure_future(self._forced.wait())
+                await asyncio.wait([shutdown, forced], return_when=asyncio.FIRST_COMPLETED)
+                forced.cancel()
+                if not shutdown.done():
+                    shutdown.cancel()
             return 0
         finally:
             ctx.stop()
@@ -225,6 +241,7 @@ class Server:
         if self._signal_count > 1:
             logger.warning("Second %s: exiting now", signal.Signals(sig).name)
             self.force_exit = True
+            self._forced.set()
         self._exit.set()
 
 

@@ -77,7 +77,7 @@ _PARAMS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeflateSettings:
     """What the server is willing to do; the input to :func:`negotiate`.
 
@@ -110,7 +110,7 @@ class DeflateSettings:
             raise ValueError("mem_level must be between 1 and 9")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeflateParams:
     """The agreed parameters of one connection (plus our local zlib settings)."""
 
