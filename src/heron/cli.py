@@ -69,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         flags = meta["flags"] or ("--" + f.name.replace("_", "-"),)
         kind, _ = _field_type(f)
         help_text = f"{meta['help']} [env {env_name(f.name)}; default: {_show_default(f)}]"
-        if kind is bool:
+        if kind is bool and meta["metavar"] == "BOOL":
+            # uvicorn's valued boolean, e.g. --ws-per-message-deflate false
+            group.add_argument(*flags, dest=f.name, default=None, metavar="BOOL", help=help_text)
+        elif kind is bool:
             group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif f.name == "headers":
             group.add_argument(*flags, dest=f.name, action="append", default=None, metavar=meta["metavar"], help=help_text)

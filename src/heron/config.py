@@ -133,6 +133,27 @@ class Config:
         metavar="NAME:VALUE",
     )
 
+    # --- WebSocket ---------------------------------------------------------
+    ws: str = _s(
+        "auto",
+        "WebSocket support: auto (on) or none (upgrade requests are served as plain HTTP).",
+        section="websocket",
+        choices=("auto", "none"),
+    )
+    ws_max_size: int = _s(16 * 1024 * 1024, "Maximum WebSocket message size in bytes (close 1009 beyond).", section="websocket")
+    ws_max_queue: int = _s(
+        32, "Maximum received WebSocket messages waiting for the app before reading pauses.", section="websocket"
+    )
+    ws_ping_interval: Optional[float] = _s(
+        20.0, "Send a WebSocket ping after this many idle seconds; 0 or none disables.", section="websocket"
+    )
+    ws_ping_timeout: Optional[float] = _s(
+        20.0, "Close with 1011 if no frame arrives this many seconds after a ping; 0 or none disables.", section="websocket"
+    )
+    ws_per_message_deflate: bool = _s(
+        True, "Offer permessage-deflate compression (takes a value: true/false).", section="websocket", metavar="BOOL"
+    )
+
     # --- logging -----------------------------------------------------------
     log_level: str = _s("info", "Log level.", section="logging", choices=LOG_LEVELS)
     access_log: bool = _s(True, "Log one line per request.", section="logging", negatable=True)
@@ -153,10 +174,14 @@ class Config:
         _require(self.backlog > 0, "backlog", self.backlog, "a positive integer")
         if self.limit_concurrency is not None:
             _require(self.limit_concurrency > 0, "limit_concurrency", self.limit_concurrency, "a positive integer")
-        for name in ("limit_request_line", "limit_request_fields", "limit_request_head_size"):
+        for name in ("limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "a number of seconds >= 0")
+        for name in ("ws_ping_interval", "ws_ping_timeout"):
+            value = getattr(self, name)
+            if value is not None:
+                _require(value >= 0, name, value, "a number of seconds >= 0, or none")
         if self.timeout_graceful_shutdown is not None:
             _require(
                 self.timeout_graceful_shutdown >= 0,

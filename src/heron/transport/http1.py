@@ -137,8 +137,9 @@ class H1Protocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._eof = True
         self.conn.receive_data(b"")
-        if self.cycle is None or self.conn.request_complete:
-            self._process()
+        # Also with a request in flight: a body cut short by the client's EOF
+        # fails in the parser, so the app reading it gets http.disconnect.
+        self._process()
         if self.cycle is not None and self.conn.request_complete:
             self.cycle.client_eof()
         # Keep the transport open to finish a response in flight (half-close).
@@ -226,6 +227,9 @@ class H1Protocol(asyncio.Protocol):
         if ctx.access_log:
             self._request_start = ctx.loop.time()
             self._request_line = f"{method} {request.target.decode('ascii')} HTTP/{request.http_version}"
+        if request.upgrade is not None and ctx.config.ws != "none" and b"websocket" in request.upgrade:
+            self._upgrade_websocket(request)
+            return
         if ctx.over_capacity():
             self.cycle = HTTPCycle({}, self, body_complete=not request.has_body)
             self.cycle.status = 503
@@ -252,6 +256,38 @@ class H1Protocol(asyncio.Protocol):
         )
         self.cycle = cycle
         ctx.start_cycle(cycle)
+
+    def _upgrade_websocket(self, request: Request) -> None:
+        """Hand the connection to a WebSocketProtocol (or refuse the handshake)."""
+        from ..protocol.errors import HandshakeError
+        from ..protocol.websocket import validate_handshake
+        from .websocket import WebSocketProtocol
+
+        try:
+            if request.has_body:
+                raise HandshakeError("WebSocket handshake with a request body")
+            handshake = validate_handshake(request.method, request.http_version, request.headers)
+        except HandshakeError as exc:
+            extra = b"".join(name + b": " + value + b"\r\n" for name, value in exc.extra_headers)
+            self.ctx.log_bad_request(self.peer, str(exc), exc.status_code)
+            self.transport.write(simple_response(exc.status_code, self.ctx.date_line + self.ctx.server_line + extra))
+            self._close()
+            return
+        self._closed = True  # this protocol is done; the transport now belongs to the WebSocket
+        self.deadline = 0.0
+        self.ctx.connections.discard(self)
+        WebSocketProtocol.take_over(
+            self.ctx,
+            self.transport,
+            self.conn,
+            request,
+            handshake,
+            scheme=self.scheme,
+            client=self.client,
+            server=self.server,
+            peer=self.peer,
+            leftover=self.conn.take_buffer(),
+        )
 
     def _reject(self, exc: RemoteProtocolError) -> None:
         """Answer a malformed request (if the framing still allows it) and close."""
@@ -302,7 +338,7 @@ class H1Protocol(asyncio.Protocol):
             self._response_complete()
 
     def send_body(self, body: bytes, more_body: bool) -> None:
-        if self._closed:
+        if self._closed or self._transport_lost():
             return
         conn = self.conn
         data = conn.send_data(body) if body else b""
@@ -329,9 +365,12 @@ class H1Protocol(asyncio.Protocol):
 
     def abort(self) -> None:
         self.conn.send_failed()
-        if self.cycle is not None:
-            self._log_access(self.cycle)
+        cycle = self.cycle
+        if cycle is not None:
+            self._log_access(cycle)
             self.cycle = None
+            # an app still sending (write timeout) must learn the connection is gone
+            cycle.disconnect()
         self._close()
 
     def send_continue(self) -> None:
@@ -441,6 +480,16 @@ class H1Protocol(asyncio.Protocol):
         self._reading_paused_by &= ~reasons
         if was_paused and not self._reading_paused_by and not self._closed:
             self.transport.resume_reading()
+
+    def _transport_lost(self) -> bool:
+        """True (and the cycle sees a disconnect) when a write failed, e.g. the
+        peer reset: the transport is closing and ``connection_lost`` is only
+        queued. Without this an app that streams without awaiting anything else
+        would never yield to the loop again (its writes are silently dropped)."""
+        if self.transport.is_closing():
+            self._close()
+            return True
+        return False
 
     def _close(self) -> None:
         if not self._closed:
