@@ -299,6 +299,8 @@ def test_options_asterisk() -> None:
         (b"http://example.com", b"/", b""),
         (b"HTTPS://example.com?x=1", b"/", b"x=1"),
         (b"http://[::1]:80/p", b"/p", b""),
+        (b"http://example.com:/p", b"/p", b""),
+        (b"http://a.b-c_d~e%41:1?x", b"/", b"x"),
         (b"https://example.com/a?b?c", b"/a", b"b?c"),
     ],
 )
@@ -619,7 +621,13 @@ def test_asterisk_form_requires_options(method: bytes) -> None:
         b"*/",
         b"ftp://a/b",
         b"http:/a",
-        b"http:///path",  # empty authority: RFC 9110 4.2.1 says reject
+        b"http:///path",  # empty host: RFC 9110 4.2.1 says reject
+        b"http://",
+        b"http://:80/x",
+        b"http://user@example.com/",  # userinfo: RFC 9110 4.2.4
+        b"http://a b",
+        b"http://a:80x/",
+        b"http://[::1/",
         b"://a/b",
         b"1http://a/",
     ],
@@ -1097,7 +1105,7 @@ def test_chunked_response_with_trailers() -> None:
 def test_invalid_trailer_raises_and_leaves_the_response_open() -> None:
     conn, _ = conn_with(get(b"/", b"Host: h"))
     conn.send_response(200, [])
-    for bad in ([(b"bad name", b"x")], [(b"x", b"a\r\nb")], [("x", "y")]):
+    for bad in ([(b"ok", b"1"), (b"bad name", b"x")], [(b"x", b"a\r\nb")], [("x", "y")], [(b"x",)], [None]):
         with pytest.raises(LocalProtocolError):
             conn.send_end(bad)
         # nothing was produced, so the body is not finished
@@ -1285,11 +1293,12 @@ def test_send_informational() -> None:
         b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>; rel=preload\r\n\r\n"
     )
     assert conn.response_started is False
-    for bad in (101, 99, 200, 204):
+    for bad in (101, 99, 200, 204, "100", 100.0, None):
         with pytest.raises(LocalProtocolError):
-            conn.send_informational(bad)
-    with pytest.raises(LocalProtocolError):
-        conn.send_informational(103, [(b"link", b"a\r\nb")])
+            conn.send_informational(bad)  # type: ignore[arg-type]
+    for headers in ([(b"link", b"a\r\nb")], [(b"bad name", b"x")], [(b"link",)], [None], [("link", "x")]):
+        with pytest.raises(LocalProtocolError):
+            conn.send_informational(103, headers)  # type: ignore[list-item]
     conn.send_response(200, [(b"content-length", b"0")])
     with pytest.raises(LocalProtocolError):
         conn.send_informational(100)
@@ -1440,15 +1449,13 @@ def test_property_arbitrary_bytes_only_give_events_or_remote_errors(
         assert whole.events == split.events
 
 
-_tchar = st.sampled_from(list(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
-_token = st.lists(_tchar, min_size=1, max_size=12).map(bytes)
-_pchar = st.sampled_from(list(b"abcXYZ019-._~!$&'()*+,;=:@%"))
-_path = st.lists(st.lists(_pchar, max_size=6).map(bytes), min_size=1, max_size=4).map(
-    lambda segs: b"/" + b"/".join(segs)
-)
-_query = st.one_of(st.none(), st.lists(st.sampled_from(list(b"abc=&/?:@%+019")), max_size=12).map(bytes))
-_value_char = st.sampled_from(list(range(0x21, 0x7F)) + list(range(0x80, 0x100)) + [0x20, 0x09])
-_value = st.lists(_value_char, max_size=20).map(bytes)
+_TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_token = st.text(alphabet=_TCHARS, min_size=1, max_size=12).map(str.encode)
+_path = st.text(alphabet="abcXYZ019-._~!$&'()*+,;=:@%/", max_size=24).map(lambda p: b"/" + p.encode())
+_query = st.one_of(st.none(), st.text(alphabet="abc=&/?:@%+019", max_size=12).map(str.encode))
+# field values: any byte except CTLs (HTAB is fine), so obs-text shows up too
+_VALUE_TABLE = bytes(b if b == 0x09 or 0x20 <= b != 0x7F else 0x5F for b in range(256))
+_value = st.binary(max_size=20).map(lambda v: v.translate(_VALUE_TABLE))
 _ows = st.sampled_from([b"", b" ", b"\t", b"  ", b" \t"])
 _reserved = {b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade"}
 _field_name = _token.filter(lambda n: n.lower() not in _reserved)
@@ -1580,3 +1587,34 @@ def test_property_generated_chunked_encoding_round_trips(body: bytes, data: st.D
     assert r.error is None
     assert r.events[-2:] == [("eom",), ("need_data",)]
     assert b"".join(e[1] for e in r.events if e[0] == "data") == body
+
+
+_LIMITS = H1Limits(max_request_line=32, max_head_size=100, max_trailer_size=40)
+
+
+@PROPS
+@given(
+    line_len=st.integers(min_value=15, max_value=40),
+    value_len=st.integers(min_value=0, max_value=90),
+    trailer_len=st.integers(min_value=0, max_value=50),
+    points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=6),
+)
+def test_property_limits_do_not_depend_on_how_bytes_arrive(
+    line_len: int, value_len: int, trailer_len: int, points: list[int]
+) -> None:
+    line = line_of(line_len)
+    start = line + b"\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX: "
+    data = start + b"v" * value_len + b"\r\n\r\n"
+    head_size = len(start) + value_len
+    trailer = b"T: " + b"t" * trailer_len
+    data += b"0\r\n" + trailer + b"\r\n\r\n"
+    ways = [[data], [data[i : i + 1] for i in range(len(data))], _cuts(data, points)]
+    r = run(data, limits=_LIMITS, pieces=ways)
+    if line_len > 32:
+        assert r.events == [("error", 414)]
+    elif head_size > 100:
+        assert r.events == [("error", 431)]
+    elif len(trailer) > 40:
+        assert r.events[1:] == [("error", 431)]
+    else:
+        assert r.events[1:] == [("eom",), ("need_data",)]

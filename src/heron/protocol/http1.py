@@ -171,8 +171,14 @@ _FIELD_LINE = rb"[" + _TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*"
 _HEADER_BLOCK = re.compile(_FIELD_LINE + rb"(?:\r\n" + _FIELD_LINE + rb")*")
 _REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 _ORIGIN_FORM = re.compile(rb"/[^#]*")
-_ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*)://([^/?#]*)([^#]*)")
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+_REG_NAME = rb"[A-Za-z0-9\-._~!$&'()*+,;=%]"
+_IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
+_HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"*)(?::[0-9]*)?")
+# authority of an http(s) URI: the host may not be empty (RFC 9110 4.2.1) and
+# userinfo is treated as an error (RFC 9110 4.2.4).
+_ABSOLUTE_FORM = re.compile(
+    rb"([A-Za-z][A-Za-z0-9+\-.]*)://((?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"+)(?::[0-9]*)?)([/?][^#]*)?"
+)
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
 _CHUNK_EXT = (
@@ -513,9 +519,12 @@ class H1Connection:
     def _incomplete_head(self) -> Event:
         buf = self._buf
         limits = self.limits
-        if len(buf) > limits.max_request_line and buf.find(b"\r\n", 0, limits.max_request_line + 2) == -1:
+        # No CRLFCRLF yet: the head can still end with the last bytes we have
+        # (a request line at the limit followed by its CR, a head at the limit
+        # followed by CR LF CR), so only fail once that is impossible.
+        if len(buf) > limits.max_request_line + 1 and buf.find(b"\r\n", 0, limits.max_request_line + 2) == -1:
             raise self._fail("request line too long", 414)
-        if len(buf) > limits.max_head_size:
+        if len(buf) - 3 > limits.max_head_size:
             raise self._oversized_head()
         # A bare CR or LF can never become a valid head: fail now, not at a
         # timeout. Only the new bytes are scanned, so a client trickling a head
@@ -619,7 +628,7 @@ class H1Connection:
                     return _END_OF_MESSAGE
                 end = buf.find(b"\r\n\r\n")
                 if end == -1:
-                    if len(buf) > limits.max_trailer_size:
+                    if len(buf) - 3 > limits.max_trailer_size:  # see _incomplete_head
                         raise self._fail("trailer section too large", 431)
                     if len(buf) >= 2 and (buf.count(b"\n") != buf.count(b"\r\n")):
                         raise self._fail("bare LF in the trailer section")
@@ -654,13 +663,16 @@ class H1Connection:
         """A 1xx interim response (100 Continue, 103 Early Hints)."""
         if self._our_state != _OURS_IDLE:
             raise LocalProtocolError("interim response after the final response started")
-        if not 100 <= status < 200 or status == 101:
+        if type(status) is not int or not 100 <= status < 200 or status == 101:
             raise LocalProtocolError(f"{status} is not an interim status")
         if self._request_http10:
             return b""  # HTTP/1.0 clients do not understand 1xx
         parts = [_STATUS_LINES[status]]
-        for name, value in headers:
-            parts.append(_header_line(name, value))
+        try:
+            for name, value in headers:
+                parts.append(_header_line(name, value))
+        except (TypeError, ValueError):
+            raise LocalProtocolError("headers must be [name, value] pairs of bytes") from None
         parts.append(b"\r\n")
         return b"".join(parts)
 
@@ -692,6 +704,8 @@ class H1Connection:
         keep_alive = self.keep_alive and not close
         try:
             for name, value in headers:
+                if type(name) is not bytes or type(value) is not bytes:
+                    _check_bytes_header(name, value)
                 if _TOKEN.fullmatch(name) is None:
                     raise LocalProtocolError(f"invalid header name {name!r}")
                 if _BAD_VALUE_CHAR.search(value) is not None:
@@ -774,12 +788,18 @@ class H1Connection:
         if mode == _SEND_LENGTH and self._send_remaining != 0:
             self.keep_alive = False
             raise LocalProtocolError("response body shorter than its Content-Length")
-        self._our_state = _OURS_DONE
+        end = b""
         if mode == _SEND_CHUNKED:
             if trailers:
-                return b"0\r\n" + b"".join(_header_line(n, v) for n, v in trailers) + b"\r\n"
-            return b"0\r\n\r\n"
-        return b""
+                # built before the state changes: a bad trailer leaves the body open
+                try:
+                    end = b"0\r\n" + b"".join([_header_line(n, v) for n, v in trailers]) + b"\r\n"
+                except (TypeError, ValueError):
+                    raise LocalProtocolError("trailers must be [name, value] pairs of bytes") from None
+            else:
+                end = b"0\r\n\r\n"
+        self._our_state = _OURS_DONE
+        return end
 
     def send_failed(self) -> None:
         """The response was abandoned half-way: the connection can't be reused."""
@@ -789,6 +809,13 @@ class H1Connection:
     @property
     def chunked_response(self) -> bool:
         return self._send_mode == _SEND_CHUNKED
+
+    def take_buffer(self) -> bytes:
+        """Hand over the unparsed bytes (after an upgrade) and stop parsing."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        self._their_state = _CLOSED
+        return data
 
     def start_next_cycle(self) -> None:
         """Reset for the next pipelined or keep-alive request."""
@@ -800,6 +827,13 @@ class H1Connection:
         self._our_state = _OURS_IDLE
         self._request_method = b""
         self._send_mode = _SEND_NONE
+
+
+def _check_bytes_header(name: object, value: object) -> None:
+    """Raise, naming the header, unless its name and value are bytes (not str)."""
+    for item in (name, value):
+        if not isinstance(item, (bytes, bytearray)):
+            raise LocalProtocolError(f"header {name!r:.80}: names and values must be bytes, not {type(item).__name__}")
 
 
 def _header_line(name: bytes, value: bytes) -> bytes:
