@@ -170,7 +170,23 @@ _TOKEN = re.compile(rb"[" + _TCHAR + rb"]+")
 _FIELD_LINE = rb"[" + _TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*"
 _HEADER_BLOCK = re.compile(_FIELD_LINE + rb"(?:\r\n" + _FIELD_LINE + rb")*")
 _REQUEST_LINE = re.compile(rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
-_ORIGIN_FORM = re.compile(rb"/[^#]*")
+_HTTP_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]")
+# byte sets for bytes.translate(None, allowed): what is left is not allowed
+_TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_VCHAR_BYTES = bytes(range(0x21, 0x7F))
+_NOT_FIELD_BYTES = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"  # CTLs but HTAB; CR, LF
+
+# Small caches of values already validated (most requests repeat the Host,
+# most responses repeat their header lines). Cleared when full.
+_CACHE_LIMIT = 1024
+_VALID_HOSTS: set[bytes] = set()
+_VALID_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+
+
+def _remember(cache: set[bytes], value: bytes) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache.add(value)
 _REG_NAME = rb"[A-Za-z0-9\-._~!$&'()*+,;=%]"
 _IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
 _HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"*)(?::[0-9]*)?")
@@ -385,15 +401,29 @@ class H1Connection:
             line, block = head[:line_end], head[line_end + 2 :]
         if len(line) > limits.max_request_line:
             raise self._fail("request line too long", 414)
-        match = _REQUEST_LINE.fullmatch(line)
-        if match is None:
+        # Validation is done with bytes.translate(None, allowed), which deletes
+        # the allowed bytes in C: anything left over is a bad byte. Regular
+        # expressions step byte by byte and cost several times more.
+        parts = line.split(b" ")
+        if (
+            len(parts) != 3
+            or not parts[0]
+            or not parts[1]
+            or parts[0].translate(None, _TCHAR_BYTES)
+            or parts[1].translate(None, _VCHAR_BYTES)
+        ):
             if b"\n" in line or b"\r" in line:
                 raise self._fail("bare CR or LF in the request line")
             raise self._fail("malformed request line")
-        method, target, major, minor = match.groups()
-        if major != b"1" or minor not in (b"0", b"1"):
+        method, target, version = parts
+        if version == b"HTTP/1.1":
+            http10 = False
+        elif version == b"HTTP/1.0":
+            http10 = True
+        elif _HTTP_VERSION.fullmatch(version) is not None:
             raise self._fail("HTTP version not supported", 505)
-        http10 = minor == b"0"
+        else:
+            raise self._fail("malformed request line")
 
         headers: list[tuple[bytes, bytes]] = []
         content_length: bytes | None = None
@@ -404,22 +434,30 @@ class H1Connection:
         upgrade: bytes | None = None
         connection_upgrade = False
         if block:
-            if _HEADER_BLOCK.fullmatch(block) is None:
-                raise self._fail(_header_block_error(block))
             lines = block.split(b"\r\n")
             if len(lines) > limits.max_header_count:
                 raise self._fail("too many header fields", 431)
+            # Deleting the forbidden bytes (CTLs, CR, LF) must remove exactly
+            # the CRLFs between lines: anything more is a bad or bare byte.
+            if len(block.translate(None, _NOT_FIELD_BYTES)) + 2 * len(lines) - 2 != len(block):
+                raise self._fail(_header_block_error(block))
+            names = []
             for field in lines:
-                name, _, value = field.partition(b":")
+                name, colon, value = field.partition(b":")
+                if not colon or not name:
+                    raise self._fail(_header_block_error(block))
                 name = name.lower()
+                names.append(name)
                 value = value.strip(b" \t")
                 headers.append((name, value))
                 if name not in _FRAMING_HEADERS:
                     continue
                 if name == b"host":
                     hosts += 1
-                    if _HOST.fullmatch(value) is None:
-                        raise self._fail("invalid Host header")
+                    if value not in _VALID_HOSTS:
+                        if _HOST.fullmatch(value) is None:
+                            raise self._fail("invalid Host header")
+                        _remember(_VALID_HOSTS, value)
                 elif name == b"content-length":
                     if content_length is not None:
                         raise self._fail("more than one Content-Length")
@@ -446,6 +484,9 @@ class H1Connection:
                         raise self._fail("unsupported expectation", 417)
                 else:  # upgrade
                     upgrade = value.lower()
+            joined = b"".join(names)
+            if not joined.replace(b"-", b"").isalnum() and joined.translate(None, _TCHAR_BYTES):
+                raise self._fail(_header_block_error(block))  # a name is not a token
         # close wins over keep-alive, whatever the order; 1.0 needs keep-alive.
         keep_alive = not saw_close and (saw_keep_alive or not http10)
 
@@ -456,7 +497,7 @@ class H1Connection:
 
         # request-target forms (RFC 9112 3.2)
         if target[0] == 0x2F:  # "/"
-            if _ORIGIN_FORM.fullmatch(target) is None:
+            if b"#" in target:
                 raise self._fail("invalid request target")
             path, _, query = target.partition(b"?")
         elif method == b"CONNECT":
@@ -702,32 +743,30 @@ class H1Connection:
         parts = [status_bytes, b""]
         content_length = -1
         keep_alive = self.keep_alive and not close
+        cache = _VALID_LINES
         try:
             for name, value in headers:
-                if type(name) is not bytes or type(value) is not bytes:
-                    _check_bytes_header(name, value)
-                if _TOKEN.fullmatch(name) is None:
-                    raise LocalProtocolError(f"invalid header name {name!r}")
-                if _BAD_VALUE_CHAR.search(value) is not None:
-                    raise LocalProtocolError(f"invalid characters in the value of header {name!r}")
-                lname = name.lower()
-                if lname in _RESPONSE_SPECIAL:
-                    if lname == b"content-length":
-                        if content_length != -1 or _DIGITS.fullmatch(value.strip(b" \t")) is None:
-                            raise LocalProtocolError(f"invalid Content-Length header {value!r}")
+                try:
+                    line, special = cache[name, value]
+                except (KeyError, TypeError):
+                    line, special = _validate_field(name, value)
+                if special:
+                    if special == b"content-length":
+                        if content_length != -1:
+                            raise LocalProtocolError("more than one Content-Length header")
                         content_length = int(value)
                         continue  # written below, once the framing is decided
-                    if lname == b"transfer-encoding":
+                    if special == b"transfer-encoding":
                         continue  # the server owns framing (ASGI spec)
-                    if lname == b"connection":
+                    if special == b"connection":
                         if b"close" in value.lower():
                             keep_alive = False
                         continue  # re-emitted below to match what we really do
-                    if lname == b"server":
+                    if special == b"server":
                         server_line = b""
                     else:
                         date_line = b""
-                parts.append(name + b": " + value + b"\r\n")
+                parts.append(line)
         except TypeError:
             raise LocalProtocolError(
                 "response headers must be an iterable of [name, value] pairs of bytes"
@@ -827,6 +866,27 @@ class H1Connection:
         self._our_state = _OURS_IDLE
         self._request_method = b""
         self._send_mode = _SEND_NONE
+
+
+def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
+    """Check one response header; return its wire line and, for the headers
+    the framer handles itself, its lowercased name (else b"")."""
+    if type(name) is not bytes or type(value) is not bytes:
+        _check_bytes_header(name, value)
+        name, value = bytes(name), bytes(value)  # type: ignore[call-overload]
+    if _TOKEN.fullmatch(name) is None:
+        raise LocalProtocolError(f"invalid header name {name!r}")
+    if _BAD_VALUE_CHAR.search(value) is not None:
+        raise LocalProtocolError(f"invalid characters in the value of header {name!r}")
+    lname = name.lower()
+    special = lname if lname in _RESPONSE_SPECIAL else b""
+    if special == b"content-length" and _DIGITS.fullmatch(value.strip(b" \t")) is None:
+        raise LocalProtocolError(f"invalid Content-Length header {value!r}")
+    result = (name + b": " + value + b"\r\n", special)
+    if len(_VALID_LINES) >= _CACHE_LIMIT:
+        _VALID_LINES.clear()
+    _VALID_LINES[name, value] = result
+    return result
 
 
 def _check_bytes_header(name: object, value: object) -> None:
