@@ -12,7 +12,7 @@ import dataclasses
 import os
 import sys
 import typing
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from . import __version__
 from .config import Config, SettingError, env_name, parse_header, settings
@@ -51,8 +51,15 @@ def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
     return raw
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line naming the option, like heron's own value errors (argparse
+        # would print the whole, very long, usage first).
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="heron",
         description="heron: a fast, strict ASGI server.",
         epilog="Every option can also be set as an environment variable HERON_<OPTION>, e.g. HERON_PORT=9000.",
@@ -105,7 +112,7 @@ def config_from_args(argv: Sequence[str] | None = None, environ: dict[str, str] 
         if not f.metadata.get("cli", True) and f.name != "app":
             continue
         given = getattr(namespace, f.name, None)
-        source = "--" + f.name.replace("_", "-")
+        source = (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]  # as the user typed it
         if given is None and env_name(f.name) in environ:
             given = environ[env_name(f.name)]
             source = env_name(f.name)
@@ -119,7 +126,8 @@ def config_from_args(argv: Sequence[str] | None = None, environ: dict[str, str] 
             if choices and value not in choices:
                 raise ValueError(f"expected one of {', '.join(choices)}")
         except (ValueError, SettingError) as exc:
-            parser.exit(2, f"heron: error: invalid value {given!r} for {source}: {exc}\n")
+            shown = "" if isinstance(given, list) else f" {given!r}"  # a list: exc names the bad item
+            parser.exit(2, f"heron: error: invalid value{shown} for {source}: {exc}\n")
         values[f.name] = value
     try:
         config = Config(**values).validate()
