@@ -1618,3 +1618,50 @@ def test_property_limits_do_not_depend_on_how_bytes_arrive(
         assert r.events[1:] == [("error", 431)]
     else:
         assert r.events[1:] == [("eom",), ("need_data",)]
+
+
+# --- send_response(complete_body=...): the whole response in one call ---------
+
+
+def _ready(request: bytes) -> H1Connection:
+    conn = H1Connection()
+    conn.receive_data(request)
+    assert isinstance(conn.next_event(), Request)
+    return conn
+
+
+def test_complete_body_with_content_length_matches_separate_calls() -> None:
+    one = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    two = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    headers = [(b"content-length", b"5")]
+    whole = one.send_response(200, headers, complete_body=b"hello")
+    parts = two.send_response(200, headers) + two.send_data(b"hello") + two.send_end()
+    assert whole == parts == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    assert one.response_complete and one.keep_alive
+    one.start_next_cycle()
+
+
+def test_complete_body_chunked_and_empty() -> None:
+    conn = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert conn.send_response(200, [], complete_body=b"abc").endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    conn.start_next_cycle()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn.next_event()
+    assert conn.send_response(200, [], complete_body=b"").endswith(b"transfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+
+
+def test_complete_body_head_and_http10() -> None:
+    head = _ready(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    out = head.send_response(200, [(b"content-length", b"5")], complete_body=b"hello")
+    assert out == b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"
+    old = _ready(b"GET / HTTP/1.0\r\n\r\n")
+    out = old.send_response(200, [], complete_body=b"hi")
+    assert out == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi" and not old.keep_alive
+
+
+@pytest.mark.parametrize("body", [b"1234", b"123456"])
+def test_complete_body_contradicting_content_length_produces_nothing(body: bytes) -> None:
+    conn = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    with pytest.raises(LocalProtocolError, match="Content-Length"):
+        conn.send_response(200, [(b"content-length", b"5")], complete_body=body)
+    assert not conn.response_started and not conn.keep_alive

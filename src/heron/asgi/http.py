@@ -155,7 +155,6 @@ class HTTPCycle:
         self,
         scope: Scope,
         stream: HTTPStream,
-        *,
         body_complete: bool,
         expect_continue: bool = False,
     ) -> None:

@@ -726,8 +726,14 @@ class H1Connection:
         date_line: bytes = b"",
         extra_lines: bytes = b"",
         close: bool = False,
+        complete_body: bytes | None = None,
     ) -> bytes:
         """The response head, framed for this request.
+
+        With ``complete_body`` the whole response is produced at once (head,
+        body, end): the same as ``send_data(body) + send_end()`` after the
+        head, in one call. A body that contradicts the app's Content-Length
+        then raises :class:`LocalProtocolError` and produces nothing.
 
         ``server_line``/``date_line``/``extra_lines`` are pre-validated header
         lines ending in CRLF; the first two are dropped when the application
@@ -789,13 +795,35 @@ class H1Connection:
             keep_alive = False
 
         if not keep_alive:
-            self.keep_alive = False
             parts.append(b"connection: close\r\n")
         elif self._request_http10:
             parts.append(b"connection: keep-alive\r\n")
         parts[1] = server_line + date_line + extra_lines
         parts.append(b"\r\n")
 
+        if complete_body is not None:
+            if mode == _SEND_LENGTH:
+                if len(complete_body) != content_length:
+                    longer = "longer" if len(complete_body) > content_length else "shorter"
+                    self.keep_alive = False  # the app can't be trusted with this connection
+                    raise LocalProtocolError(
+                        f"response body ({len(complete_body)} bytes) {longer} than its Content-Length ({content_length})"
+                    )
+                parts.append(complete_body)
+            elif mode == _SEND_CHUNKED:
+                if complete_body:
+                    parts.append(b"%x\r\n%b\r\n0\r\n\r\n" % (len(complete_body), complete_body))
+                else:
+                    parts.append(b"0\r\n\r\n")
+            elif mode == _SEND_UNTIL_CLOSE:
+                parts.append(complete_body)
+            if not keep_alive:
+                self.keep_alive = False
+            self._send_mode = mode
+            self._our_state = _OURS_DONE
+            return b"".join(parts)
+        if not keep_alive:
+            self.keep_alive = False
         self._send_mode = mode
         self._send_remaining = content_length
         self._our_state = _OURS_BODY

@@ -43,6 +43,7 @@ class ServerContext:
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.limit_concurrency = config.limit_concurrency
+        self.timeout_keep_alive = config.timeout_keep_alive
 
         self.server_line = b"server: heron\r\n" if config.server_header else b""
         extra = []

@@ -230,7 +230,7 @@ class H1Protocol(asyncio.Protocol):
         if request.upgrade is not None and ctx.config.ws != "none" and b"websocket" in request.upgrade:
             self._upgrade_websocket(request)
             return
-        if ctx.over_capacity():
+        if ctx.limit_concurrency is not None and ctx.over_capacity():
             self.cycle = HTTPCycle({}, self, body_complete=not request.has_body)
             self.cycle.status = 503
             self._write_simple(503, b"Service Unavailable\n")
@@ -248,12 +248,7 @@ class H1Protocol(asyncio.Protocol):
             ctx.lifespan_state,
             {},
         )
-        cycle = HTTPCycle(
-            scope,
-            self,
-            body_complete=not request.has_body,
-            expect_continue=request.expect_continue,
-        )
+        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue)
         self.cycle = cycle
         ctx.start_cycle(cycle)
 
@@ -313,11 +308,25 @@ class H1Protocol(asyncio.Protocol):
         # Close after this response when the unread body is too big to drain,
         # or when the client still waits for 100-continue (it may never send
         # the body now), or when the server is shutting down.
-        close = (
-            ctx.shutting_down
-            or self._draining_needed()
-            or (self._awaiting_continue and not conn.request_complete)
+        close = ctx.shutting_down or (
+            not conn.request_complete and (self._awaiting_continue or self._draining_needed())
         )
+        if not more_body:
+            # the whole response in one message: one call, one write
+            self.transport.write(
+                conn.send_response(
+                    status,
+                    headers,
+                    server_line=ctx.server_line,
+                    date_line=ctx.date_line,
+                    extra_lines=ctx.extra_lines,
+                    close=close,
+                    complete_body=body,
+                )
+            )
+            self._head_written = True
+            self._response_complete()
+            return
         head = conn.send_response(
             status,
             headers,
@@ -328,14 +337,11 @@ class H1Protocol(asyncio.Protocol):
         )
         try:
             data = conn.send_data(body) if body else b""
-            end = b"" if more_body else conn.send_end()
         except LocalProtocolError:
             conn.send_failed()  # nothing written: send_server_error() can still answer
             raise
         self._head_written = True
-        self.transport.write(head + data + end if data or end else head)
-        if not more_body:
-            self._response_complete()
+        self.transport.write(head + data if data else head)
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         if self._closed or self._transport_lost():
@@ -427,10 +433,16 @@ class H1Protocol(asyncio.Protocol):
         self.cycle = None
         conn = self.conn
         conn.start_next_cycle()
-        if self.ctx.shutting_down:
+        ctx = self.ctx
+        if ctx.shutting_down:
             self._close()
             return
-        self._set_deadline(_KEEP_ALIVE_DEADLINE, self.ctx.config.timeout_keep_alive)
+        if ctx.timeout_keep_alive:
+            self.deadline = ctx.clock + ctx.timeout_keep_alive
+            self.deadline_kind = _KEEP_ALIVE_DEADLINE
+        else:
+            self.deadline = 0.0
+            self.deadline_kind = _NO_DEADLINE
         if self._reading_paused_by:
             self._resume_reading(3)
         if conn.buffered or self._eof:
