@@ -183,6 +183,24 @@ _VALID_HOSTS: set[bytes] = set()
 _VALID_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 
 
+_REQUEST_LINES: dict[bytes, tuple[bytes, bytes, bool, bytes, bytes]] = {}
+_FIELD_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+
+
+def _parse_field(field: bytes) -> tuple[bytes, bytes] | None:
+    """Validate and split one request field line (None if invalid); cache it."""
+    if len(field.translate(None, _NOT_FIELD_BYTES)) != len(field):
+        return None  # a control character, or a bare CR or LF
+    name, colon, value = field.partition(b":")
+    if not colon or not name or name.translate(None, _TCHAR_BYTES):
+        return None  # no colon, empty name, or a name that is not a token
+    pair = (name.lower(), value.strip(b" \t"))
+    if len(_FIELD_LINES) >= 4 * _CACHE_LIMIT:
+        _FIELD_LINES.clear()
+    _FIELD_LINES[field] = pair
+    return pair
+
+
 def _remember(cache: set[bytes], value: bytes) -> None:
     if len(cache) >= _CACHE_LIMIT:
         cache.clear()
@@ -394,36 +412,18 @@ class H1Connection:
         head = bytes(buf[:end])
         del buf[: end + 4]
 
-        line_end = head.find(b"\r\n")
-        if line_end == -1:
-            line, block = head, b""
-        else:
-            line, block = head[:line_end], head[line_end + 2 :]
-        if len(line) > limits.max_request_line:
-            raise self._fail("request line too long", 414)
-        # Validation is done with bytes.translate(None, allowed), which deletes
-        # the allowed bytes in C: anything left over is a bad byte. Regular
-        # expressions step byte by byte and cost several times more.
-        parts = line.split(b" ")
-        if (
-            len(parts) != 3
-            or not parts[0]
-            or not parts[1]
-            or parts[0].translate(None, _TCHAR_BYTES)
-            or parts[1].translate(None, _VCHAR_BYTES)
-        ):
-            if b"\n" in line or b"\r" in line:
-                raise self._fail("bare CR or LF in the request line")
-            raise self._fail("malformed request line")
-        method, target, version = parts
-        if version == b"HTTP/1.1":
-            http10 = False
-        elif version == b"HTTP/1.0":
-            http10 = True
-        elif _HTTP_VERSION.fullmatch(version) is not None:
-            raise self._fail("HTTP version not supported", 505)
-        else:
-            raise self._fail("malformed request line")
+        # Real clients repeat their header lines (Host, User-Agent, Accept,
+        # Cookie...) on every request, so each distinct line is validated and
+        # split once and then looked up: one dict lookup instead of a dozen
+        # byte operations. The caches are bounded and keyed by the exact bytes.
+        lines = head.split(b"\r\n")
+        if len(lines) - 1 > limits.max_header_count:
+            raise self._fail("too many header fields", 431)
+        line = lines[0]
+        parsed_line = _REQUEST_LINES.get(line)
+        if parsed_line is None:
+            parsed_line = self._parse_request_line(line)
+        method, target, http10, path, query = parsed_line
 
         headers: list[tuple[bytes, bytes]] = []
         content_length: bytes | None = None
@@ -433,25 +433,19 @@ class H1Connection:
         expect_continue = False
         upgrade: bytes | None = None
         connection_upgrade = False
-        if block:
-            lines = block.split(b"\r\n")
-            if len(lines) > limits.max_header_count:
-                raise self._fail("too many header fields", 431)
-            # Deleting the forbidden bytes (CTLs, CR, LF) must remove exactly
-            # the CRLFs between lines: anything more is a bad or bare byte.
-            if len(block.translate(None, _NOT_FIELD_BYTES)) + 2 * len(lines) - 2 != len(block):
-                raise self._fail(_header_block_error(block))
-            names = []
-            for field in lines:
-                name, colon, value = field.partition(b":")
-                if not colon or not name:
-                    raise self._fail(_header_block_error(block))
-                name = name.lower()
-                names.append(name)
-                value = value.strip(b" \t")
-                headers.append((name, value))
+        if len(lines) > 1:
+            cache = _FIELD_LINES
+            for field in lines[1:]:
+                pair = cache.get(field)
+                if pair is None:
+                    pair = _parse_field(field)
+                    if pair is None:
+                        raise self._fail(_header_block_error(head[len(line) + 2 :]))
+                headers.append(pair)
+                name = pair[0]
                 if name not in _FRAMING_HEADERS:
                     continue
+                value = pair[1]
                 if name == b"host":
                     hosts += 1
                     if value not in _VALID_HOSTS:
@@ -484,9 +478,6 @@ class H1Connection:
                         raise self._fail("unsupported expectation", 417)
                 else:  # upgrade
                     upgrade = value.lower()
-            joined = b"".join(names)
-            if not joined.replace(b"-", b"").isalnum() and joined.translate(None, _TCHAR_BYTES):
-                raise self._fail(_header_block_error(block))  # a name is not a token
         # close wins over keep-alive, whatever the order; 1.0 needs keep-alive.
         keep_alive = not saw_close and (saw_keep_alive or not http10)
 
@@ -495,26 +486,6 @@ class H1Connection:
         if http10 and hosts > 1:
             raise self._fail("more than one Host header")
 
-        # request-target forms (RFC 9112 3.2)
-        if target[0] == 0x2F:  # "/"
-            if b"#" in target:
-                raise self._fail("invalid request target")
-            path, _, query = target.partition(b"?")
-        elif method == b"CONNECT":
-            raise self._fail("CONNECT is not supported", 501)
-        elif target == b"*":
-            if method != b"OPTIONS":
-                raise self._fail("asterisk-form is only allowed with OPTIONS")
-            path, query = b"*", b""
-        else:
-            absolute = _ABSOLUTE_FORM.fullmatch(target)
-            if absolute is None or absolute.group(1).lower() not in (b"http", b"https"):
-                raise self._fail("invalid request target")
-            path, _, query = (absolute.group(3) or b"/").partition(b"?")
-            if not path:
-                path = b"/"
-        if method == b"CONNECT":
-            raise self._fail("CONNECT is not supported", 501)
 
         # message body length (RFC 9112 6.3)
         if transfer_encoding is not None:
@@ -556,6 +527,60 @@ class H1Connection:
             has_body,
             upgrade if connection_upgrade else None,
         )
+
+    def _parse_request_line(self, line: bytes) -> tuple[bytes, bytes, bool, bytes, bytes]:
+        """Validate a request line; return (method, target, http10, path, query).
+
+        Validation uses bytes.translate(None, allowed), which deletes the
+        allowed bytes in C: anything left over is a bad byte.
+        """
+        if len(line) > self.limits.max_request_line:
+            raise self._fail("request line too long", 414)
+        parts = line.split(b" ")
+        if (
+            len(parts) != 3
+            or not parts[0]
+            or not parts[1]
+            or parts[0].translate(None, _TCHAR_BYTES)
+            or parts[1].translate(None, _VCHAR_BYTES)
+        ):
+            if b"\n" in line or b"\r" in line:
+                raise self._fail("bare CR or LF in the request line")
+            raise self._fail("malformed request line")
+        method, target, version = parts
+        if version == b"HTTP/1.1":
+            http10 = False
+        elif version == b"HTTP/1.0":
+            http10 = True
+        elif _HTTP_VERSION.fullmatch(version) is not None:
+            raise self._fail("HTTP version not supported", 505)
+        else:
+            raise self._fail("malformed request line")
+        # request-target forms (RFC 9112 3.2)
+        if target[0] == 0x2F:  # "/"
+            if b"#" in target:
+                raise self._fail("invalid request target")
+            path, _, query = target.partition(b"?")
+        elif method == b"CONNECT":
+            raise self._fail("CONNECT is not supported", 501)
+        elif target == b"*":
+            if method != b"OPTIONS":
+                raise self._fail("asterisk-form is only allowed with OPTIONS")
+            path, query = b"*", b""
+        else:
+            absolute = _ABSOLUTE_FORM.fullmatch(target)
+            if absolute is None or absolute.group(1).lower() not in (b"http", b"https"):
+                raise self._fail("invalid request target")
+            path, _, query = (absolute.group(3) or b"/").partition(b"?")
+            if not path:
+                path = b"/"
+        if method == b"CONNECT":
+            raise self._fail("CONNECT is not supported", 501)
+        result = (method, target, http10, path, query)
+        if len(_REQUEST_LINES) >= _CACHE_LIMIT:
+            _REQUEST_LINES.clear()
+        _REQUEST_LINES[line] = result
+        return result
 
     def _incomplete_head(self) -> Event:
         buf = self._buf
