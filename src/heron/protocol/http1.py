@@ -773,6 +773,7 @@ class H1Connection:
             raise LocalProtocolError(f"invalid response status {status!r}")
         parts = [status_bytes, b""]
         content_length = -1
+        length_line = b""
         keep_alive = self.keep_alive and not close
         cache = _VALID_LINES
         try:
@@ -786,6 +787,7 @@ class H1Connection:
                         if content_length != -1:
                             raise LocalProtocolError("more than one Content-Length header")
                         content_length = int(value)
+                        length_line = line
                         continue  # written below, once the framing is decided
                     if special == b"transfer-encoding":
                         continue  # the server owns framing (ASGI spec)
@@ -808,10 +810,10 @@ class H1Connection:
         if status == 204 or status == 304 or self._request_method == b"HEAD":
             mode = _SEND_NONE
             if content_length != -1 and status != 204:
-                parts.append(b"content-length: %d\r\n" % content_length)
+                parts.append(length_line)
         elif content_length != -1:
             mode = _SEND_LENGTH
-            parts.append(b"content-length: %d\r\n" % content_length)
+            parts.append(length_line)
         elif not self._request_http10:
             mode = _SEND_CHUNKED
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -933,9 +935,12 @@ def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
         raise LocalProtocolError(f"invalid characters in the value of header {name!r}")
     lname = name.lower()
     special = lname if lname in _RESPONSE_SPECIAL else b""
-    if special == b"content-length" and _DIGITS.fullmatch(value.strip(b" \t")) is None:
-        raise LocalProtocolError(f"invalid Content-Length header {value!r}")
-    result = (name + b": " + value + b"\r\n", special)
+    if special == b"content-length":
+        if _DIGITS.fullmatch(value.strip(b" \t")) is None:
+            raise LocalProtocolError(f"invalid Content-Length header {value!r}")
+        result = (b"content-length: %d\r\n" % int(value), special)  # normalised
+    else:
+        result = (name + b": " + value + b"\r\n", special)
     if len(_VALID_LINES) >= _CACHE_LIMIT:
         _VALID_LINES.clear()
     _VALID_LINES[name, value] = result
