@@ -165,6 +165,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     for p in protos:
         p.send_one()
     await asyncio.sleep(args.warmup)
+    sys.stdout.write(json.dumps({"event": "start"}) + "\n")
+    sys.stdout.flush()
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     state.measuring = True
