@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from heron.config import Config
-from heron.server import Server
+from heron.server import Server, _new_loop
 
 
 class RunningServer:
@@ -52,7 +52,7 @@ def serve(app: Any, **settings: Any) -> Iterator[RunningServer]:
     settings.setdefault("lifespan", "off")
     settings.setdefault("loop", "asyncio")
     config = Config(app=app, **settings)
-    loop = asyncio.new_event_loop()
+    loop = _new_loop(config.loop)  # honour loop= (uvloop or asyncio)
     server_box: dict[str, Any] = {}
     ready = threading.Event()
 

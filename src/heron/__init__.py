@@ -10,15 +10,27 @@ __version__ = "0.1.0"
 def run(app: Any = None, **settings: Any) -> int:
     """Serve ``app`` (an ASGI app or a 'module:attribute' string) until stopped.
 
-    Keyword arguments are :class:`heron.config.Config` fields. Returns the exit
-    status (0, or 3 when start-up failed).
+    Keyword arguments are :class:`heron.config.Config` fields, the same names
+    as the command-line options (``port=9000``, ``log_config={...}``,
+    ``metrics_bind="127.0.0.1:9100"``...); the environment and config files
+    are not read. Like the command line it loads ``env_file``, sets up
+    logging, and logs one warning per setting heron accepts but does not
+    support yet. Returns the exit status (0, or 3 when start-up failed);
+    raises :class:`heron.config.SettingError` for an invalid setting.
     """
+    import logging
+
     from .config import Config
-    from .logs import configure_logging
+    from .logs import setup_logging
     from .server import run_server
+    from .sources import load_dotenv
 
     config = Config(app=app, **settings).validate()
-    configure_logging(config.log_level, config.access_log)
+    if config.env_file:
+        load_dotenv(config.env_file)
+    setup_logging(config)
+    for name, message in config.notices():
+        logging.getLogger("heron.error").warning("%s: %s", name, message)
     return run_server(config)
 
 

@@ -1,150 +1,178 @@
 """The ``heron`` command. Options are derived from :class:`heron.config.Config`.
 
-Precedence: command line > ``HERON_*`` environment variables > defaults.
-Invalid values exit with status 2 and one line naming the setting and its
-source; start-up failures (import, bind, lifespan) exit with status 3.
+Precedence: command line > environment (``HERON_*``, then ``UVICORN_*``) >
+config file (``--config``, else ``[tool.heron]`` in ``./pyproject.toml``) >
+defaults; see :mod:`heron.sources`. Invalid values exit with status 2 and one
+line naming the setting, its source and what is allowed; start-up failures
+(import, bind, lifespan) exit with status 3.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
+import logging
 import sys
-import typing
 from typing import Any, NoReturn, Sequence
 
 from . import __version__
-from .config import Config, SettingError, env_name, parse_header, settings
-from .logs import configure_logging
+from .config import SettingError, cli_flags, env_names, field_kind, settings
+from .config import _show_default as show_default
+from .config import SECTIONS
+from .sources import Resolved, resolve, setting_error
 
-
-def _field_type(f: dataclasses.Field[Any]) -> Any:
-    hints = typing.get_type_hints(Config)
-    hint = hints[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is typing.Union and len(args) == 1:
-        return args[0], True
-    return hint, False
-
-
-def _convert(f: dataclasses.Field[Any], raw: Any) -> Any:
-    """Turn a string (from argv or the environment) into the field's type."""
-    kind, optional = _field_type(f)
-    if f.name == "headers":
-        return tuple(parse_header(item) for item in raw)
-    if isinstance(raw, str) and optional and raw.lower() in ("none", ""):
-        return None
-    if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        lowered = str(raw).lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("0", "false", "no", "off"):
-            return False
-        raise ValueError("expected true or false")
-    if kind is int:
-        return int(raw)
-    if kind is float:
-        return float(raw)
-    return raw
+EXIT_INVALID = 2
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming the option, like heron's own value errors (argparse
         # would print the whole, very long, usage first).
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# Actions that also record the option string as typed (``-b`` or ``--bind``),
+# so an error can name it.
+
+
+def _record(namespace: argparse.Namespace, dest: str, option_string: str | None) -> None:
+    namespace._sources[dest] = option_string or dest
+
+
+class _Store(argparse.Action):
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        if values is None:  # an optional positional (APP) that was not given
+            return
+        setattr(namespace, self.dest, values)
+        _record(namespace, self.dest, option_string)
+
+
+class _Append(argparse.Action):
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        items.append(values)
+        setattr(namespace, self.dest, items)
+        _record(namespace, self.dest, option_string)
+
+
+class _Flag(argparse.Action):
+    """``--flag`` (and ``--no-flag`` when negatable)."""
+
+    def __init__(self, option_strings: list[str], dest: str, negatable: bool = False, **kwargs: Any) -> None:
+        strings = list(option_strings)
+        if negatable:
+            strings += ["--no-" + s[2:] for s in option_strings if s.startswith("--")]
+        super().__init__(strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, not str(option_string).startswith("--no-"))
+        _record(namespace, self.dest, option_string)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="heron",
         description="heron: a fast, strict ASGI server.",
-        epilog="Every option can also be set as an environment variable HERON_<OPTION>, e.g. HERON_PORT=9000.",
+        epilog=(
+            "Every option can also be set as an environment variable HERON_<OPTION> (e.g. HERON_PORT=9000; "
+            "uvicorn's UVICORN_<OPTION> names work too) or in a TOML config file (--config, or [tool.heron] "
+            "in ./pyproject.toml). Precedence: command line > environment > config file > default."
+        ),
     )
-    parser.add_argument("app", nargs="?", metavar="APP", help="the ASGI app, 'module:attribute' (default: a demo page)")
+    parser.add_argument(
+        "app", nargs="?", metavar="APP", action=_Store, help="the ASGI app, 'module:attribute' (default: a demo page)"
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     groups: dict[str, argparse._ArgumentGroup] = {}
-    for f in settings():
+    fields = [f for f in settings() if f.metadata.get("cli", True)]
+    order = {name: i for i, name in enumerate(SECTIONS)}
+    for f in sorted(fields, key=lambda f: order.get(f.metadata["section"], len(order))):
         meta = f.metadata
-        if not meta.get("cli", True):
-            continue
         section = meta["section"]
-        group = groups.get(section) or groups.setdefault(section, parser.add_argument_group(section))
-        flags = meta["flags"] or ("--" + f.name.replace("_", "-"),)
-        kind, _ = _field_type(f)
-        help_text = f"{meta['help']} [env {env_name(f.name)}; default: {_show_default(f)}]"
-        if kind is bool and meta["metavar"] == "BOOL":
-            # uvicorn's valued boolean, e.g. --ws-per-message-deflate false
-            group.add_argument(*flags, dest=f.name, default=None, metavar="BOOL", help=help_text)
-        elif kind is bool:
-            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif f.name == "headers":
-            group.add_argument(*flags, dest=f.name, action="append", default=None, metavar=meta["metavar"], help=help_text)
+        if section not in groups:
+            groups[section] = parser.add_argument_group(SECTIONS.get(section, section))
+        group = groups[section]
+        flags = cli_flags(f)
+        kind = field_kind(f)
+        help_text = f"{meta['help']} [env {', '.join(env_names(f))}; default: {show_default(f)}]".replace("%", "%%")
+        if kind.base is bool and meta["metavar"] != "BOOL":
+            group.add_argument(
+                *flags, dest=f.name, action=_Flag, negatable=meta["negatable"], default=None, help=help_text
+            )
+        elif kind.multiple:
+            group.add_argument(
+                *flags, dest=f.name, action=_Append, default=None, metavar=meta["metavar"], help=help_text
+            )
         else:
             group.add_argument(
                 *flags,
                 dest=f.name,
+                action=_Store,
                 default=None,
-                choices=meta["choices"],
-                metavar=meta["metavar"] or (None if meta["choices"] else f.name.split("_")[-1].upper()),
+                metavar=meta["metavar"] or ("{" + ",".join(meta["choices"]) + "}" if meta["choices"] else None)
+                or f.name.split("_")[-1].upper(),
                 help=help_text,
             )
     return parser
 
 
-def _show_default(f: dataclasses.Field[Any]) -> str:
-    value = f.default if f.default is not dataclasses.MISSING else None
-    if value in (None, "", ()):
-        return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def config_from_args(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> tuple[Config, bool]:
-    """Parse argv and the environment into a validated Config; (config, show_version)."""
-    environ = dict(os.environ if environ is None else environ)
+def parse_command_line(argv: Sequence[str] | None = None) -> tuple[dict[str, tuple[Any, str]], bool]:
+    """argv -> ({setting: (raw value, option as typed)}, --version given)."""
     parser = build_parser()
-    namespace = parser.parse_args(argv)
-    values: dict[str, Any] = {}
-    for f in settings():
-        if not f.metadata.get("cli", True) and f.name != "app":
-            continue
-        given = getattr(namespace, f.name, None)
-        source = (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]  # as the user typed it
-        if given is None and env_name(f.name) in environ:
-            given = environ[env_name(f.name)]
-            source = env_name(f.name)
-            if f.name == "headers":
-                given = [h for h in given.split("\n") if h.strip()]
-        if given is None:
-            continue
-        try:
-            value = _convert(f, given)
-            choices = f.metadata.get("choices")
-            if choices and value not in choices:
-                raise ValueError(f"expected one of {', '.join(choices)}")
-        except (ValueError, SettingError) as exc:
-            shown = "" if isinstance(given, list) else f" {given!r}"  # a list: exc names the bad item
-            parser.exit(2, f"heron: error: invalid value{shown} for {source}: {exc}\n")
-        values[f.name] = value
+    namespace = argparse.Namespace(_sources={})
+    parser.parse_args(argv, namespace=namespace)
+    given: dict[str, tuple[Any, str]] = {}
+    for name, option in namespace._sources.items():
+        value = getattr(namespace, name)
+        given[name] = (value, "APP" if name == "app" else option)
+    return given, bool(namespace.version)
+
+
+def load(
+    argv: Sequence[str] | None = None, environ: dict[str, str] | None = None, cwd: str | None = None
+) -> tuple[Resolved, bool]:
+    """Parse argv, the environment and the config file; ``SettingError`` on a bad value."""
+    given, show_version = parse_command_line(argv)
+    return resolve(given, environ, cwd), show_version
+
+
+def config_from_args(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> tuple[Any, bool]:
+    """(validated Config, --version given); exits with status 2 on an invalid value."""
     try:
-        config = Config(**values).validate()
+        resolved, show_version = load(argv, environ)
     except SettingError as exc:
-        parser.exit(2, f"heron: error: {exc}\n")
-    return config, bool(namespace.version)
+        _exit_invalid(exc)
+    return resolved.config, show_version
+
+
+def _exit_invalid(exc: SettingError) -> NoReturn:
+    sys.stderr.write(f"heron: error: {exc}\n")
+    sys.exit(EXIT_INVALID)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from .logs import setup_logging
     from .server import run_server, version_string
 
-    config, show_version = config_from_args(argv)
+    given, show_version = parse_command_line(argv)
     if show_version:
         print(version_string())
         sys.exit(0)
-    configure_logging(config.log_level, config.access_log)
-    sys.exit(run_server(config))
+    try:
+        resolved = resolve(given)
+    except SettingError as exc:
+        _exit_invalid(exc)
+    try:
+        setup_logging(resolved.config)
+    except SettingError as exc:  # an unusable --log-config
+        name = exc.setting or "log_config"
+        _exit_invalid(setting_error(name, exc.value, resolved.sources.get(name, ""), exc.allowed or ""))
+    logger = logging.getLogger("heron.error")
+    for line in resolved.notices:
+        logger.warning("%s", line)
+    sys.exit(run_server(resolved.config))
 
 
-__all__ = ["main", "build_parser", "config_from_args", "__version__"]
+__all__ = ["main", "build_parser", "config_from_args", "load", "parse_command_line", "__version__"]

@@ -1,25 +1,67 @@
 """heron's settings: one frozen dataclass, each field defined once.
 
-Every field carries its own metadata (help text, section, CLI flags). The CLI
-(:mod:`heron.cli`), the ``HERON_*`` environment variables and the reference
-docs are all derived from these fields, so a setting is never listed twice.
-:meth:`Config.validate` is the one place values are checked.
+Every field carries its own metadata: help text, section, command-line flags,
+the environment variables that set it (``HERON_<FIELD>``, and uvicorn's
+``UVICORN_<PARAM>`` for the options uvicorn has), whether a config file may
+set it, and a notice for values heron accepts but does not act on (yet). The
+command line (:mod:`heron.cli`), the environment and config-file loaders
+(:mod:`heron.sources`) and the reference docs (``python -m heron.config
+--markdown`` writes ``docs/settings.md``) are all derived from these fields,
+so a setting is never listed twice. :meth:`Config.validate` is the one place
+values are checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+import ssl
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
-__all__ = ["Config", "SettingError", "settings"]
+__all__ = ["Config", "SettingError", "settings", "Listener", "parse_bind"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+ACCESS_LOG_PRESETS = ("default", "common", "combined", "json")
+HTTP_IMPLEMENTATIONS = ("auto", "h11", "httptools", "zttp")
+WS_IMPLEMENTATIONS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+LOOPS = ("auto", "asyncio", "uvloop", "none")
+
+#: Sections, in the order the docs and ``--help`` show them.
+SECTIONS = {
+    "application": "Application",
+    "binding": "Binding",
+    "server": "Server process",
+    "limits": "Limits",
+    "timeouts": "Timeouts",
+    "http": "HTTP",
+    "websocket": "WebSocket",
+    "tls": "TLS",
+    "logging": "Logging",
+    "metrics": "Metrics",
+    "settings": "Settings sources",
+    "development": "Development",
+}
 
 
 class SettingError(ValueError):
-    """An invalid setting value; the message names the setting and what is allowed."""
+    """An invalid setting value; the message names the setting and what is allowed.
+
+    ``setting`` is the field name, so a caller that knows where the value came
+    from (a flag, an environment variable, a config file) can say so.
+    """
+
+    def __init__(self, message: str, setting: str | None = None, value: Any = None, allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+        self.allowed = allowed
+
+
+def _unsupported(what: str) -> Callable[[Any], str]:
+    return lambda value: f"not supported yet: {what}"
 
 
 def _s(
@@ -32,8 +74,16 @@ def _s(
     negatable: bool = False,
     metavar: str | None = None,
     cli: bool = True,
+    file: bool = True,
+    uvicorn: bool = False,
+    env: tuple[str, ...] = (),
+    notice: Callable[[Any], str | None] | None = None,
     default_factory: Callable[[], Any] | None = None,
 ) -> Any:
+    """One setting. ``uvicorn``: also read ``UVICORN_<FIELD>`` (the field is a
+    uvicorn option of the same name); ``env``: further variables read last
+    (e.g. ``WEB_CONCURRENCY``); ``notice``: given a non-default value, the
+    one-line warning heron logs at start-up (for accepted-but-ignored values)."""
     metadata = {
         "help": help,
         "section": section,
@@ -42,10 +92,38 @@ def _s(
         "negatable": negatable,
         "metavar": metavar,
         "cli": cli,
+        "file": file,
+        "uvicorn": uvicorn,
+        "env": env,
+        "notice": notice,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def _http_notice(value: str) -> str | None:
+    if value == "auto":
+        return None
+    return f"{value!r} has no effect: heron always uses its own strict HTTP/1.1 implementation"
+
+
+def _ws_notice(value: str) -> str | None:
+    if value in ("auto", "none"):
+        return None
+    return f"{value!r} has no effect: heron always uses its own WebSocket implementation (use 'none' to turn WebSocket off)"
+
+
+def _loop_notice(value: str) -> str | None:
+    if value == "none":
+        return "'none' is served as 'asyncio': heron always creates its own event loop"
+    return None
+
+
+def _interface_notice(value: str) -> str | None:
+    if value == "wsgi":
+        return "not supported yet: WSGI apps can't be served; APP is served as ASGI"
+    return None
 
 
 @dataclass(frozen=True)
@@ -58,51 +136,140 @@ class Config:
         "The ASGI app as 'module:attribute' (default: heron's built-in demo page).",
         section="application",
         cli=False,
+        uvicorn=True,
     )
     factory: bool = _s(
-        False, "Treat APP as a factory: call it with no arguments to get the app.", section="application"
+        False,
+        "Treat APP as a factory: call it with no arguments to get the app.",
+        section="application",
+        uvicorn=True,
     )
     app_dir: str = _s(
-        "", "Look for APP in this directory (put first on sys.path).", section="application", metavar="DIR"
+        "",
+        "Look for APP in this directory (put first on sys.path).",
+        section="application",
+        metavar="DIR",
+        uvicorn=True,
     )
     interface: str = _s(
         "auto",
-        "Application interface: asgi3, asgi2, or auto-detect.",
+        "Application interface: asgi3, asgi2, or auto-detect (wsgi is accepted, not supported yet).",
         section="application",
-        choices=("auto", "asgi3", "asgi2"),
+        choices=("auto", "asgi3", "asgi2", "wsgi"),
+        uvicorn=True,
+        notice=_interface_notice,
     )
     lifespan: str = _s(
         "auto",
         "Lifespan protocol: on (required), off, or auto (used if the app supports it).",
         section="application",
         choices=("auto", "on", "off"),
+        uvicorn=True,
     )
     root_path: str = _s(
-        "", "The ASGI root_path, for an app mounted below a path prefix.", section="application", metavar="PATH"
+        "",
+        "The ASGI root_path, for an app mounted below a path prefix.",
+        section="application",
+        metavar="PATH",
+        uvicorn=True,
     )
 
     # --- binding -----------------------------------------------------------
-    host: str = _s("127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding")
-    port: int = _s(8000, "Bind to this port; 0 picks a free one.", section="binding")
-    uds: Optional[str] = _s(None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH")
-    fd: Optional[int] = _s(None, "Serve an already-bound listening socket from this file descriptor.", section="binding")
-    backlog: int = _s(2048, "Maximum number of pending connections.", section="binding")
-
-    # --- event loop and limits ------------------------------------------------
-    loop: str = _s(
-        "auto", "Event loop: uvloop, asyncio, or auto (uvloop when installed).", choices=("auto", "asyncio", "uvloop")
+    host: str = _s(
+        "127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding", uvicorn=True
     )
+    port: int = _s(8000, "Bind to this port; 0 picks a free one.", section="binding", uvicorn=True)
+    uds: Optional[str] = _s(
+        None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH", uvicorn=True
+    )
+    fd: Optional[int] = _s(
+        None,
+        "Serve an already-bound listening socket from this file descriptor.",
+        section="binding",
+        uvicorn=True,
+    )
+    bind: tuple[str, ...] = _s(
+        (),
+        "Listen on ADDRESS: HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N (repeatable; replaces --host/--port/--uds/--fd).",
+        section="binding",
+        flags=("-b", "--bind"),
+        metavar="ADDRESS",
+    )
+    backlog: int = _s(2048, "Maximum number of pending connections.", section="binding", uvicorn=True)
+
+    # --- server process -----------------------------------------------------
+    workers: Optional[int] = _s(
+        None,
+        "Number of worker processes; only 1 is supported yet (default: $WEB_CONCURRENCY or 1).",
+        flags=("-w", "--workers"),
+        uvicorn=True,
+        env=("WEB_CONCURRENCY",),
+    )
+    loop: str = _s(
+        "auto",
+        "Event loop: uvloop, asyncio, auto (uvloop when installed), or a 'module:callable' loop factory.",
+        metavar="auto|asyncio|uvloop|MODULE:FACTORY",
+        uvicorn=True,
+        notice=_loop_notice,
+    )
+    http: str = _s(
+        "auto",
+        "HTTP implementation (uvicorn's h11/httptools are accepted and have no effect: heron has its own).",
+        section="http",
+        metavar="auto|h11|httptools",
+        uvicorn=True,
+        notice=_http_notice,
+    )
+    reset_contextvars: bool = _s(
+        False,
+        "Run each request in a fresh contextvars.Context (not supported yet).",
+        uvicorn=True,
+        notice=_unsupported("each request's context is copied from the server's"),
+    )
+    limit_max_requests: Optional[int] = _s(
+        None,
+        "Exit after this many requests (not supported yet).",
+        uvicorn=True,
+        notice=_unsupported("heron does not stop after a number of requests"),
+    )
+    limit_max_requests_jitter: int = _s(
+        0,
+        "Random extra requests added to --limit-max-requests (not supported yet).",
+        uvicorn=True,
+        notice=_unsupported("heron does not stop after a number of requests"),
+    )
+    timeout_worker_healthcheck: int = _s(
+        5,
+        "Seconds a worker has to answer the supervisor's health check (not supported yet: there are no worker processes).",
+        section="timeouts",
+        uvicorn=True,
+        notice=_unsupported("there are no worker processes to check"),
+    )
+
+    # --- limits ---------------------------------------------------------------
     limit_concurrency: Optional[int] = _s(
-        None, "Answer 503 to new requests while this many connections or tasks are active.", section="limits"
+        None,
+        "Answer 503 to new requests while this many connections or tasks are active.",
+        section="limits",
+        uvicorn=True,
     )
     limit_request_line: int = _s(8190, "Maximum request line size in bytes (414 beyond).", section="limits")
     limit_request_fields: int = _s(100, "Maximum number of request header fields (431 beyond).", section="limits")
     limit_request_head_size: int = _s(
         65536, "Maximum size of the request line and header fields together, in bytes (431 beyond).", section="limits"
     )
+    h11_max_incomplete_event_size: Optional[int] = _s(
+        None,
+        "h11's buffer limit; has no effect (heron's parser is bounded by --limit-request-head-size).",
+        section="limits",
+        uvicorn=True,
+        notice=lambda value: "has no effect: heron's parser is bounded by --limit-request-head-size",
+    )
 
     # --- timeouts ----------------------------------------------------------
-    timeout_keep_alive: float = _s(5.0, "Close idle keep-alive connections after this many seconds.", section="timeouts")
+    timeout_keep_alive: float = _s(
+        5.0, "Close idle keep-alive connections after this many seconds.", section="timeouts", uvicorn=True
+    )
     timeout_request_header: float = _s(
         30.0,
         "A client must send a complete request head within this many seconds (slowloris guard); 0 disables.",
@@ -115,48 +282,273 @@ class Config:
     )
     timeout_graceful_shutdown: Optional[float] = _s(
         30.0,
-        "On shutdown, wait this many seconds for in-flight requests before cancelling them.",
+        "On shutdown, wait this many seconds for in-flight requests before cancelling them (none: wait forever).",
         section="timeouts",
+        uvicorn=True,
     )
     timeout_lifespan: float = _s(
         60.0, "Maximum seconds for the app's lifespan startup and shutdown.", section="timeouts"
     )
 
     # --- HTTP --------------------------------------------------------------
-    server_header: bool = _s(True, "Send a 'Server: heron' header.", section="http", negatable=True)
-    date_header: bool = _s(True, "Send a 'Date' header.", section="http", negatable=True)
+    server_header: bool = _s(True, "Send a 'Server: heron' header.", section="http", negatable=True, uvicorn=True)
+    date_header: bool = _s(True, "Send a 'Date' header.", section="http", negatable=True, uvicorn=True)
     headers: tuple[tuple[str, str], ...] = _s(
         (),
         "Add a default response header 'Name: Value' (repeatable).",
         section="http",
         flags=("--header",),
         metavar="NAME:VALUE",
+        uvicorn=True,
+    )
+    proxy_headers: bool = _s(
+        False,
+        "Trust X-Forwarded-For/-Proto from --forwarded-allow-ips (not supported yet).",
+        section="http",
+        negatable=True,
+        uvicorn=True,
+        notice=_unsupported("X-Forwarded-* headers are not applied to the scope"),
+    )
+    forwarded_allow_ips: Optional[str] = _s(
+        None,
+        "Comma-separated IPs/networks trusted for proxy headers (not supported yet).",
+        section="http",
+        metavar="IPS",
+        uvicorn=True,
+        env=("FORWARDED_ALLOW_IPS",),
+        notice=_unsupported("X-Forwarded-* headers are not applied to the scope"),
+    )
+
+    # --- HTTP/2 -------------------------------------------------------------
+    http2: bool = _s(
+        True,
+        "Serve HTTP/2: h2c with prior knowledge and 'Upgrade: h2c' on the HTTP/1.1 port (and ALPN h2 with TLS).",
+        section="http",
+        negatable=True,
+        uvicorn=True,
+    )
+    http2_max_concurrent_streams: int = _s(
+        100, "HTTP/2: streams a client may have open at once (advertised; more are refused).", section="http"
+    )
+    http2_max_header_list_size: int = _s(
+        65536,
+        "HTTP/2: maximum decoded size of a request's header list, in bytes (also bounds CONTINUATION frames).",
+        section="http",
+    )
+    http2_initial_window_size: int = _s(
+        262144,
+        "HTTP/2: request body bytes a client may send ahead on a stream (4 times this per connection).",
+        section="http",
+    )
+    http2_max_resets: int = _s(
+        200,
+        "HTTP/2: stream resets (by the client, or caused by it) allowed per connection in 10 seconds "
+        "before GOAWAY ENHANCE_YOUR_CALM (rapid reset guard); 0 disables.",
+        section="http",
+    )
+    http2_max_control_frames: int = _s(
+        10000,
+        "HTTP/2: replies (PING/SETTINGS ACKs, resets) queued for a client that doesn't read them before "
+        "GOAWAY ENHANCE_YOUR_CALM (flood guard).",
+        section="http",
     )
 
     # --- WebSocket ---------------------------------------------------------
     ws: str = _s(
         "auto",
-        "WebSocket support: auto (on) or none (upgrade requests are served as plain HTTP).",
+        "WebSocket: auto (on) or none (upgrade requests are served as plain HTTP); "
+        "uvicorn's implementation names are accepted and mean auto.",
         section="websocket",
-        choices=("auto", "none"),
+        metavar="auto|none|websockets|websockets-sansio|wsproto",
+        uvicorn=True,
+        notice=_ws_notice,
     )
-    ws_max_size: int = _s(16 * 1024 * 1024, "Maximum WebSocket message size in bytes (close 1009 beyond).", section="websocket")
+    ws_max_size: int = _s(
+        16 * 1024 * 1024,
+        "Maximum WebSocket message size in bytes (close 1009 beyond).",
+        section="websocket",
+        uvicorn=True,
+    )
     ws_max_queue: int = _s(
-        32, "Maximum received WebSocket messages waiting for the app before reading pauses.", section="websocket"
+        32,
+        "Maximum received WebSocket messages waiting for the app before reading pauses.",
+        section="websocket",
+        uvicorn=True,
     )
     ws_ping_interval: Optional[float] = _s(
-        20.0, "Send a WebSocket ping after this many idle seconds; 0 or none disables.", section="websocket"
+        20.0,
+        "Send a WebSocket ping after this many idle seconds; 0 or none disables.",
+        section="websocket",
+        uvicorn=True,
     )
     ws_ping_timeout: Optional[float] = _s(
-        20.0, "Close with 1011 if no frame arrives this many seconds after a ping; 0 or none disables.", section="websocket"
+        20.0,
+        "Close with 1011 if no frame arrives this many seconds after a ping; 0 or none disables.",
+        section="websocket",
+        uvicorn=True,
     )
     ws_per_message_deflate: bool = _s(
-        True, "Offer permessage-deflate compression (takes a value: true/false).", section="websocket", metavar="BOOL"
+        True,
+        "Offer permessage-deflate compression (takes a value: true/false).",
+        section="websocket",
+        metavar="BOOL",
+        uvicorn=True,
+    )
+
+    # --- TLS (uvicorn's names; checked by heron.tls.check_settings) ----------
+    ssl_keyfile: Optional[str] = _s(
+        None,
+        "TLS private key file (PEM); with --ssl-certfile it turns on HTTPS.",
+        section="tls",
+        metavar="PATH",
+        uvicorn=True,
+    )
+    ssl_certfile: Optional[str] = _s(
+        None,
+        "TLS certificate file (PEM): the server certificate, then any intermediates.",
+        section="tls",
+        metavar="PATH",
+        uvicorn=True,
+    )
+    ssl_keyfile_password: Optional[str] = _s(
+        None, "Password of an encrypted --ssl-keyfile.", section="tls", metavar="PASSWORD", uvicorn=True
+    )
+    ssl_version: int = _s(
+        int(ssl.PROTOCOL_TLS_SERVER),
+        "SSL protocol constant: 17 (PROTOCOL_TLS_SERVER) or 2 (PROTOCOL_TLS) for TLS 1.2-1.3, 5 for TLS 1.2 only.",
+        section="tls",
+        uvicorn=True,
+    )
+    ssl_cert_reqs: int = _s(
+        int(ssl.CERT_NONE),
+        "Client certificates: 0 not asked, 1 optional, 2 required (mutual TLS; needs --ssl-ca-certs).",
+        section="tls",
+        uvicorn=True,
+    )
+    ssl_ca_certs: Optional[str] = _s(
+        None,
+        "CA certificates (PEM) that client certificates are verified against.",
+        section="tls",
+        metavar="PATH",
+        uvicorn=True,
+    )
+    ssl_ciphers: Optional[str] = _s(
+        None, "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's).", section="tls", metavar="CIPHERS", uvicorn=True
     )
 
     # --- logging -----------------------------------------------------------
-    log_level: str = _s("info", "Log level.", section="logging", choices=LOG_LEVELS)
-    access_log: bool = _s(True, "Log one line per request.", section="logging", negatable=True)
+    log_level: Union[str, int, None] = _s(
+        None,
+        "Log level (default info; with --log-config, only applied when given); trace also logs every ASGI message.",
+        section="logging",
+        choices=LOG_LEVELS,
+        uvicorn=True,
+    )
+    access_log: bool = _s(
+        True, "Log one line per request on heron.access.", section="logging", negatable=True, uvicorn=True
+    )
+    access_log_format: str = _s(
+        "default",
+        "Access line: a preset (default, common, combined, json) or a format of gunicorn-style atoms "
+        "such as '%(h)s %(t)s \"%(r)s\" %(s)s %(b)s %(D)s %({user-agent}i)s'.",
+        section="logging",
+        metavar="FORMAT",
+    )
+    log_format: str = _s(
+        "text",
+        "Log record layout: text, or json (one JSON object per line, with structured access fields).",
+        section="logging",
+        choices=("text", "json"),
+    )
+    log_config: Union[str, dict[str, Any], Any, None] = _s(
+        None,
+        "Configure logging from this file instead: dictConfig .json or .yaml/.yml, or fileConfig .ini "
+        "(existing loggers are never disabled).",
+        section="logging",
+        metavar="PATH",
+        uvicorn=True,
+    )
+    use_colors: Optional[bool] = _s(
+        None,
+        "Colour the log level (default: only when the output is a terminal).",
+        section="logging",
+        negatable=True,
+        uvicorn=True,
+    )
+    configure_logging: bool = _s(
+        True,
+        "Set up heron's log handlers; --no-configure-logging leaves logging entirely to the app.",
+        section="logging",
+        negatable=True,
+    )
+
+    # --- metrics -------------------------------------------------------------
+    metrics_bind: Optional[str] = _s(
+        None,
+        "Serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT, [IPv6]:PORT or unix:PATH); off by default.",
+        section="metrics",
+        metavar="ADDRESS",
+    )
+
+    # --- settings sources ----------------------------------------------------
+    config: Optional[str] = _s(
+        None,
+        "Read settings from this TOML file (default: [tool.heron] of ./pyproject.toml, if any).",
+        section="settings",
+        flags=("-c", "--config"),
+        metavar="PATH",
+        file=False,
+    )
+    env_file: Optional[str] = _s(
+        None,
+        "Load environment variables from this dotenv file before reading settings (existing variables win).",
+        section="settings",
+        metavar="PATH",
+        uvicorn=True,
+    )
+
+    # --- development -----------------------------------------------------------
+    reload: bool = _s(
+        False,
+        "Restart when files change (not supported yet).",
+        section="development",
+        uvicorn=True,
+        notice=_unsupported("heron serves without reloading"),
+    )
+    reload_dirs: tuple[str, ...] = _s(
+        (),
+        "Directory to watch for --reload (repeatable; not supported yet).",
+        section="development",
+        flags=("--reload-dir",),
+        metavar="DIR",
+        uvicorn=True,
+        notice=_unsupported("heron serves without reloading"),
+    )
+    reload_includes: tuple[str, ...] = _s(
+        (),
+        "Glob of files to watch for --reload (repeatable; not supported yet).",
+        section="development",
+        flags=("--reload-include",),
+        metavar="GLOB",
+        uvicorn=True,
+        notice=_unsupported("heron serves without reloading"),
+    )
+    reload_excludes: tuple[str, ...] = _s(
+        (),
+        "Glob of files to ignore for --reload (repeatable; not supported yet).",
+        section="development",
+        flags=("--reload-exclude",),
+        metavar="GLOB",
+        uvicorn=True,
+        notice=_unsupported("heron serves without reloading"),
+    )
+    reload_delay: float = _s(
+        0.25,
+        "Seconds between reload checks (not supported yet).",
+        section="development",
+        uvicorn=True,
+        notice=_unsupported("heron serves without reloading"),
+    )
 
     # -----------------------------------------------------------------------
 
@@ -165,49 +557,278 @@ class Config:
 
     def validate(self) -> "Config":
         """Check every value; raise :class:`SettingError` naming the first bad one."""
+        hints = _hints()
         for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
             value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise SettingError(f"{f.name}: {value!r} is not one of {', '.join(choices)}")
+            _check_type(f.name, value, hints[f.name])
+            choices = f.metadata.get("choices")
+            if choices and isinstance(value, str) and value not in choices:
+                _fail(f.name, value, "one of " + ", ".join(choices))
+        if isinstance(self.log_level, str) and self.log_level not in LOG_LEVELS:
+            _fail("log_level", self.log_level, "one of " + ", ".join(LOG_LEVELS))
         _require(0 <= self.port <= 65535, "port", self.port, "an integer between 0 and 65535")
         _require(self.backlog > 0, "backlog", self.backlog, "a positive integer")
+        if self.fd is not None:
+            _require(self.fd >= 0, "fd", self.fd, "a file descriptor number (>= 0)")
         if self.limit_concurrency is not None:
             _require(self.limit_concurrency > 0, "limit_concurrency", self.limit_concurrency, "a positive integer")
         for name in ("limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
-        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan"):
+        _require(
+            0 < self.http2_max_concurrent_streams < 2**31,
+            "http2_max_concurrent_streams",
+            self.http2_max_concurrent_streams,
+            "an integer between 1 and 2**31-1",
+        )
+        _require(
+            self.http2_max_header_list_size >= 1024,
+            "http2_max_header_list_size",
+            self.http2_max_header_list_size,
+            "an integer >= 1024",
+        )
+        _require(
+            65535 <= self.http2_initial_window_size <= (2**31 - 1) // 4,
+            "http2_initial_window_size",
+            self.http2_initial_window_size,
+            "an integer between 65535 and 536870911",
+        )
+        _require(self.http2_max_resets >= 0, "http2_max_resets", self.http2_max_resets, "an integer >= 0")
+        _require(
+            self.http2_max_control_frames > 0,
+            "http2_max_control_frames",
+            self.http2_max_control_frames,
+            "a positive integer",
+        )
+        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan", "reload_delay"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "a number of seconds >= 0")
-        for name in ("ws_ping_interval", "ws_ping_timeout"):
+        for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_graceful_shutdown"):
             value = getattr(self, name)
             if value is not None:
                 _require(value >= 0, name, value, "a number of seconds >= 0, or none")
-        if self.timeout_graceful_shutdown is not None:
+        if self.workers is not None:
+            _require(self.workers >= 1, "workers", self.workers, "a positive integer")
             _require(
-                self.timeout_graceful_shutdown >= 0,
-                "timeout_graceful_shutdown",
-                self.timeout_graceful_shutdown,
-                "a number of seconds >= 0",
+                self.workers == 1, "workers", self.workers, "1 (several worker processes are not supported yet)"
             )
-        for name, value in self.headers:
+        for name in ("http", "ws", "loop"):
+            value = getattr(self, name)
+            known = {"http": HTTP_IMPLEMENTATIONS, "ws": WS_IMPLEMENTATIONS, "loop": LOOPS}[name]
+            if value not in known and ":" not in value:
+                _fail(name, value, "one of " + ", ".join(known) + ", or a 'module:attribute' import string")
+        if self.access_log_format not in ACCESS_LOG_PRESETS:
+            from .accesslog import compile_format
+
+            try:
+                compile_format(self.access_log_format)
+            except ValueError as exc:
+                _fail("access_log_format", self.access_log_format, str(exc))
+        for text in self.bind:
+            parse_bind(text)
+        if self.bind:
+            defaults = Config()
+            clash = [
+                name for name in ("host", "port", "uds", "fd") if getattr(self, name) != getattr(defaults, name)
+            ]
+            if clash:
+                _fail("bind", ",".join(self.bind), f"--bind alone: it can't be combined with --{clash[0]}")
+        if self.metrics_bind is not None:
+            listener = parse_bind(self.metrics_bind, "metrics_bind")
+            if listener.kind == "fd":
+                _fail("metrics_bind", self.metrics_bind, "HOST:PORT, [IPv6]:PORT or unix:PATH")
+        for header in self.headers:
             from .protocol.http1 import _BAD_VALUE_CHAR, _TOKEN
 
-            raw_name, raw_value = name.encode("latin-1", "replace"), value.encode("latin-1", "replace")
-            _require(
-                _TOKEN.fullmatch(raw_name) is not None and _BAD_VALUE_CHAR.search(raw_value) is None,
-                "header",
-                f"{name}:{value}",
-                "'Name:Value' with a token name and no control characters",
-            )
+            ok = isinstance(header, (tuple, list)) and len(header) == 2
+            if ok:
+                name, value = header
+                ok = isinstance(name, str) and isinstance(value, str)
+            if ok:
+                raw_name, raw_value = name.encode("latin-1", "replace"), value.encode("latin-1", "replace")
+                ok = _TOKEN.fullmatch(raw_name) is not None and _BAD_VALUE_CHAR.search(raw_value) is None
+            _require(ok, "headers", header, "'Name:Value' with a token name and no control characters")
+        from .tls import check_settings
+
+        check_settings(self)
         return self
+
+    @property
+    def listeners(self) -> list["Listener"]:
+        """Where to listen: the ``bind`` list, or ``host``/``port``/``uds``/``fd``."""
+        if self.bind:
+            return [parse_bind(text) for text in self.bind]
+        if self.fd is not None:
+            return [Listener("fd", fd=self.fd)]
+        if self.uds:
+            return [Listener("unix", path=self.uds)]
+        return [Listener("tcp", host=self.host, port=self.port)]
+
+    def notices(self) -> list[tuple[str, str]]:
+        """(setting, message) for each value heron accepts but does not act on."""
+        result = []
+        for f in dataclasses.fields(self):
+            notice = f.metadata.get("notice")
+            if notice is None:
+                continue
+            value = getattr(self, f.name)
+            if value == _default(f):
+                continue
+            message = notice(value)
+            if message:
+                result.append((f.name, message))
+        return result
+
+
+class Listener(NamedTuple):
+    """One address to listen on: kind is ``tcp``, ``unix`` or ``fd``."""
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        if self.kind == "fd":
+            return f"fd://{self.fd}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_bind(text: str, setting: str = "bind") -> Listener:
+    """Parse ``HOST:PORT``, ``[IPv6]:PORT``, ``HOST`` (port 8000), ``unix:PATH`` or ``fd://N``."""
+    allowed = "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+    if not isinstance(text, str) or not text:
+        _fail(setting, text, allowed)
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            _fail(setting, text, allowed)
+        return Listener("unix", path=path)
+    if text.startswith("fd://"):
+        number = text[5:]
+        if not number.isdigit():
+            _fail(setting, text, allowed)
+        return Listener("fd", fd=int(number))
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or ":" not in host or (rest and not rest.startswith(":")):
+            _fail(setting, text, allowed)
+        port_text = rest[1:] if rest else "8000"
+    elif text.count(":") > 1:
+        _fail(setting, text, allowed + " (put an IPv6 address in brackets)")
+    else:
+        host, _, port_text = text.partition(":")
+        port_text = port_text or "8000"
+        if not host:
+            _fail(setting, text, allowed)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        _fail(setting, text, allowed + " with a port between 0 and 65535")
+    return Listener("tcp", host=host, port=int(port_text))
+
+
+def _fail(name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise SettingError(f"{name}: {value!r} is not valid; expected {allowed}", name, value, allowed)
 
 
 def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise SettingError(f"{name}: {value!r} is not valid; expected {allowed}")
+        _fail(name, value, allowed)
 
 
-def settings() -> list[dataclasses.Field[Any]]:
+@functools.lru_cache(maxsize=None)
+def _hints() -> dict[str, Any]:
+    return typing.get_type_hints(Config)
+
+
+class Kind(NamedTuple):
+    """A setting's value type: ``base`` (bool, int, float, str, or Any),
+    whether ``None`` is allowed, and whether it is a list (repeatable)."""
+
+    base: Any
+    optional: bool
+    multiple: bool
+
+
+def field_kind(f: "dataclasses.Field[Any]") -> Kind:
+    hint = _hints()[f.name]
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) is Union and type(None) in args
+    rest = [a for a in args if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
+    if len(rest) == 1:
+        hint = rest[0]
+    if typing.get_origin(hint) is tuple:
+        return Kind(str, optional, True)
+    if hint in (bool, int, float, str):
+        return Kind(hint, optional, False)
+    if str in rest:  # str-or-something (log_level, log_config, app): read from text as str
+        return Kind(str, optional, False)
+    return Kind(Any, optional, False)
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def describe(f: "dataclasses.Field[Any]") -> str:
+    """What a setting accepts, for error messages."""
+    kind = field_kind(f)
+    choices = f.metadata.get("choices")
+    if f.name == "headers":
+        text = "'Name:Value' items"
+    elif choices:
+        text = "one of " + ", ".join(choices)
+    elif kind.multiple:
+        text = "a list of strings"
+    else:
+        text = _TYPE_NAMES.get(kind.base, "a value")
+    return text + (", or none" if kind.optional else "")
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Type-check values given through the Python API (the loaders convert text first)."""
+    f = _fields()[name]
+    kind = field_kind(f)
+    if value is None:
+        if kind.optional or kind.base is Any:
+            return
+        _fail(name, value, describe(f))
+    if kind.multiple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+            _fail(name, value, describe(f))
+        return
+    base = kind.base
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif base is str and name == "log_level":
+        ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+    elif base is str and name in ("app", "log_config"):
+        ok = True  # an object (app) or a dict/ConfigParser (log_config) also do
+    elif base is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        _fail(name, value, describe(f))
+
+
+@functools.lru_cache(maxsize=None)
+def _fields() -> dict[str, "dataclasses.Field[Any]"]:
+    return {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _default(f: "dataclasses.Field[Any]") -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def settings() -> list["dataclasses.Field[Any]"]:
     """The settings registry: every Config field, in declaration order."""
     return list(dataclasses.fields(Config))
 
@@ -216,13 +837,135 @@ def env_name(field_name: str) -> str:
     return "HERON_" + field_name.upper()
 
 
+def env_names(f: "dataclasses.Field[Any]") -> list[str]:
+    """The environment variables that set ``f``, first one wins."""
+    names = [env_name(f.name)]
+    if f.metadata.get("uvicorn"):
+        names.append("UVICORN_" + f.name.upper())
+    names.extend(f.metadata.get("env", ()))
+    return names
+
+
+def cli_flags(f: "dataclasses.Field[Any]") -> tuple[str, ...]:
+    return tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
+
+
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise SettingError(f"header: {text!r} is not valid; expected 'Name:Value'")
+        raise SettingError(
+            f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'"
+        )
     return name.strip(), value.strip()
 
 
 def from_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, Any]:
-    """Settings given as ``HERON_*`` environment variables (strings converted by the CLI)."""
+    """Settings given as ``HERON_*`` environment variables (raw strings)."""
     return {f.name: environ[env_name(f.name)] for f in settings() if env_name(f.name) in environ}
+
+
+# --- reference docs ------------------------------------------------------------
+
+
+def _show_default(f: "dataclasses.Field[Any]") -> str:
+    value = _default(f)
+    if f.name == "app":
+        return "the demo page"
+    if f.name == "workers":
+        return "1"
+    if f.name == "log_level":
+        return "info"
+    if value in (None, "", ()):
+        return "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def markdown() -> str:
+    """docs/settings.md, generated from the registry."""
+    out = [
+        "# heron settings",
+        "",
+        "<!-- Generated by `python -m heron.config --markdown > docs/settings.md`; do not edit by hand."
+        " tests/integration/test_settings.py checks that this file matches the registry. -->",
+        "",
+        "Every setting can be given four ways. The first one found wins:",
+        "",
+        "1. the command line (`heron --port 9000`);",
+        "2. the environment: `HERON_<SETTING>`, then uvicorn's `UVICORN_<SETTING>` where uvicorn has the",
+        "   option, then the extra variables listed (`WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`);",
+        "3. a config file: `--config PATH` (TOML, settings at the top level or under `[tool.heron]`), or",
+        "   else `[tool.heron]` in `pyproject.toml` of the working directory;",
+        "4. the default.",
+        "",
+        "`--env-file PATH` loads a dotenv file into the environment first (variables already set win),",
+        "so it can hold `HERON_*` settings too. The Python API (`heron.run(app, **settings)`,",
+        "`heron.Config(...)`) takes the same names as keyword arguments and reads no environment.",
+        "",
+        "Values from the environment are text: booleans are `true/false` (also `1/0`, `yes/no`, `on/off`),",
+        "`none` (or empty) clears an optional setting, and list settings are split on whitespace as uvicorn",
+        "does (a value with newlines is split on newlines instead, so a header value may contain spaces).",
+        "In a config file use TOML types: `port = 9000`, `access_log = false`, `bind = [\"0.0.0.0:80\"]`,",
+        "`headers = [\"x-a: 1\"]` (or a table `headers = { x-a = \"1\" }`); keys may use `-` or `_`.",
+        "",
+        "An invalid value stops heron with exit status 2 and one line naming the setting, where the",
+        "value came from and what is allowed. Settings marked *not supported yet* are accepted (so a",
+        "uvicorn command line keeps working) and a non-default value logs one warning line at start-up.",
+        "",
+    ]
+    by_section: dict[str, list[dataclasses.Field[Any]]] = {}
+    for f in settings():
+        by_section.setdefault(f.metadata["section"], []).append(f)
+    order = list(SECTIONS) + [s for s in by_section if s not in SECTIONS]
+    for section in order:
+        fields = by_section.get(section)
+        if not fields:
+            continue
+        out += [f"## {SECTIONS.get(section, section.title())}", ""]
+        out += ["| setting | command line | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
+        for f in fields:
+            meta = f.metadata
+            if meta["cli"]:
+                flags = list(cli_flags(f))
+                if meta["negatable"]:
+                    flags.append("--no-" + flags[-1][2:])
+                metavar = "" if field_kind(f).base is bool and meta["metavar"] != "BOOL" else f" {_metavar(f)}"
+                cli = ", ".join(f"`{flag}{metavar if not flag.startswith('--no-') else ''}`" for flag in flags)
+            else:
+                cli = "`APP` (positional)"
+            env = "<br>".join(f"`{name}`" for name in env_names(f))
+            key = f"`{f.name}`" if meta["file"] else f"`{f.name}` (not in a file)"
+            default = _show_default(f)
+            default = default if f.name == "app" else f"`{default}`"
+            cells = [key, cli, env, default, meta["help"]]
+            out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _metavar(f: "dataclasses.Field[Any]") -> str:
+    meta = f.metadata
+    if meta["metavar"]:
+        return str(meta["metavar"])
+    if meta["choices"]:
+        return "|".join(meta["choices"])
+    return f.name.split("_")[-1].upper()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m heron.config", description="heron's settings registry")
+    parser.add_argument("--markdown", action="store_true", help="print docs/settings.md")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(), end="")
+        return 0
+    for f in settings():
+        print(f"{f.name} = {_show_default(f)}")
+    return 0
+
+
+if __name__ == "__main__":
+    from heron.config import _main as _registry_main  # the package's module, not this __main__ copy
+
+    raise SystemExit(_registry_main())

@@ -20,8 +20,10 @@ from typing import Any
 
 from . import __version__
 from .asgi.lifespan import Lifespan, LifespanFailure
-from .config import Config
+from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
+from .logs import TRACE
+from .metrics import Metrics, metrics_app, protocol_factory
 from .transport.context import ServerContext
 from .transport.http1 import H1Protocol
 
@@ -47,6 +49,9 @@ class Server:
         self.force_exit = False
         self._signal_count = 0
         self._ctx: ServerContext | None = None
+        #: the --metrics-bind listener, once bound
+        self.metrics_socket: socket.socket | None = None
+        self._unix_paths: list[str] = []  # UNIX socket files to remove on exit
 
     # --- public control ---------------------------------------------------
 
@@ -89,14 +94,45 @@ class Server:
         except Exception:
             logger.exception("Error loading ASGI app.")
             return STARTUP_FAILURE
+        if config.log_level in ("trace", TRACE):
+            from .asgi.trace import MessageLogger
 
+            app = MessageLogger(app)  # only at trace level: no cost otherwise
+
+        tls: dict[str, Any] = {}  # create_server() arguments for TLS
+        if config.ssl_certfile or config.ssl_keyfile:
+            from .tls import TLSSetupError, create_ssl_context
+
+            try:
+                tls["ssl"] = create_ssl_context(config)
+            except TLSSetupError as exc:
+                logger.error("%s", exc)
+                return STARTUP_FAILURE
+            if config.timeout_request_header:
+                tls["ssl_handshake_timeout"] = config.timeout_request_header
+
+        metrics_socket: socket.socket | None = None
         try:
             self.sockets = sockets if sockets is not None else self._bind()
+            if config.metrics_bind is not None:
+                metrics_listener = parse_bind(config.metrics_bind, "metrics_bind")
+                metrics_socket = bind_listener(metrics_listener, config.backlog)
+                self.metrics_socket = metrics_socket
+                if metrics_listener.kind == "unix":
+                    self._unix_paths.append(metrics_listener.path)
         except OSError as exc:
+            if sockets is None:
+                for sock in self.sockets:
+                    sock.close()
+            for path in self._unix_paths:
+                if os.path.exists(path):
+                    os.unlink(path)
             logger.error("%s", exc)
             return STARTUP_FAILURE
 
-        ctx = self._ctx = ServerContext(config, app, loop)
+        metrics = Metrics() if metrics_socket is not None else None
+        ctx = self._ctx = ServerContext(config, app, loop, metrics=metrics)
+        metrics_ctx: ServerContext | None = None
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.base_events.Server] = []
@@ -111,10 +147,17 @@ class Server:
                 return 0
             ctx.lifespan_state = lifespan.state if lifespan.supported else None
             ctx.start()
+            factory = protocol_factory(ctx, metrics)
             for sock in self.sockets:
-                servers.append(
-                    await loop.create_server(lambda: H1Protocol(ctx), sock=sock, backlog=config.backlog)
+                servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
+            if metrics is not None and metrics_socket is not None:
+                metrics.ctx = ctx
+                metrics_ctx = ServerContext(
+                    config.replace(access_log=False, headers=()), metrics_app(metrics), loop
                 )
+                metrics_ctx.start()
+                mctx = metrics_ctx
+                servers.append(await loop.create_server(lambda: H1Protocol(mctx), sock=metrics_socket))
             self._log_started(loop)
             self.started.set()
             await self._exit.wait()
@@ -132,11 +175,18 @@ class Server:
             ctx.stop()
             for srv in servers:
                 srv.close()
+            if metrics_ctx is not None:
+                metrics_ctx.stop()
+                for connection in list(metrics_ctx.connections):
+                    connection.transport.abort()
+            if metrics_socket is not None:
+                metrics_socket.close()
             if sockets is None:
                 for sock in self.sockets:
                     sock.close()
-                if config.uds and os.path.exists(config.uds):
-                    os.unlink(config.uds)
+            for path in self._unix_paths:  # the UNIX sockets heron bound (not inherited ones)
+                if os.path.exists(path):
+                    os.unlink(path)
             if restore_signals is not None:
                 restore_signals()
 
@@ -172,50 +222,48 @@ class Server:
     # --- sockets ----------------------------------------------------------
 
     def _bind(self) -> list[socket.socket]:
-        config = self.config
-        if config.fd is not None:
-            sock = socket.socket(fileno=config.fd)
-            sock.setblocking(False)
-            return [sock]
-        if config.uds:
-            path = config.uds
-            if os.path.exists(path):
-                os.unlink(path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.bind(path)
-                os.chmod(path, 0o666)
-            except OSError as exc:
-                sock.close()
-                raise OSError(f"Could not bind to UNIX socket {path}: {exc.strerror}") from None
-            sock.listen(config.backlog)
-            sock.setblocking(False)
-            return [sock]
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``);
+        all or none: an address that fails closes the ones already bound."""
+        bound: list[socket.socket] = []
         try:
-            sock.bind((config.host, config.port))
-        except OSError as exc:
-            sock.close()
-            host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
-            raise OSError(f"Could not bind to {host}:{config.port}: {exc.strerror}") from None
-        sock.listen(config.backlog)
-        sock.setblocking(False)
-        return [sock]
+            for listener in self.config.listeners:
+                bound.append(bind_listener(listener, self.config.backlog))
+                if listener.kind == "unix":
+                    self._unix_paths.append(listener.path)
+        except BaseException:
+            for sock in bound:
+                sock.close()
+            for path in self._unix_paths:
+                if os.path.exists(path):
+                    os.unlink(path)
+            raise
+        return bound
 
     def _log_started(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The start-up banner: what is served where, and how to stop it."""
+        config = self.config
         loop_name = type(loop).__module__.split(".")[0]
-        logger.info("Started heron %s (pid %d, %s loop)", __version__, os.getpid(), loop_name)
+        logger.info(
+            "Started heron %s (%s %s, %s loop, pid %d, 1 worker process)",
+            __version__,
+            platform.python_implementation(),
+            platform.python_version(),
+            loop_name,
+            os.getpid(),
+        )
+        tls = bool(config.ssl_certfile or config.ssl_keyfile)
+        scheme = "https" if tls else "http"
+        extras = []
+        if getattr(config, "http2", False):
+            extras.append("HTTP/2 via ALPN" if tls else "HTTP/2 h2c")
+        if config.ws != "none":
+            extras.append("WebSocket")
+        extras.append("TLS" if tls else "no TLS")
         for sock in self.sockets:
-            name = sock.getsockname()
-            if sock.family == socket.AF_UNIX:
-                where = f"unix:{name}"
-            elif sock.family == socket.AF_INET6:
-                where = f"http://[{name[0]}]:{name[1]}"
-            else:
-                where = f"http://{name[0]}:{name[1]}"
-            logger.info("Serving HTTP/1.1 on %s (Press CTRL+C to quit)", where)
+            logger.info("Serving HTTP/1.1 on %s (%s)", _url(sock, scheme), ", ".join(extras))
+        if self.metrics_socket is not None:
+            logger.info("Prometheus metrics on %s/metrics", _url(self.metrics_socket, "http"))
+        logger.info("Press CTRL+C to quit")
 
     # --- signals ----------------------------------------------------------
 
@@ -245,7 +293,57 @@ class Server:
         self._exit.set()
 
 
+def bind_listener(listener: Listener, backlog: int) -> socket.socket:
+    """A listening, non-blocking socket for one address; OSError names the address."""
+    if listener.kind == "fd":
+        sock = socket.socket(fileno=listener.fd)
+        sock.setblocking(False)
+        return sock
+    if listener.kind == "unix":
+        path = listener.path
+        if os.path.exists(path):
+            os.unlink(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o666)
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"Could not bind to UNIX socket {path}: {exc.strerror}") from None
+    else:
+        family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # as asyncio does: [::] is IPv6 only, so it can be bound next to 0.0.0.0
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind((listener.host, listener.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"Could not bind to {listener}: {exc.strerror}") from None
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(sock: socket.socket, scheme: str) -> str:
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    if sock.family == socket.AF_INET6:
+        return f"{scheme}://[{name[0]}]:{name[1]}"
+    return f"{scheme}://{name[0]}:{name[1]}"
+
+
 def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """``auto`` (uvloop when installed), ``uvloop``, ``asyncio`` (also for uvicorn's
+    ``none``), or a ``module:attribute`` callable that returns a new loop."""
+    if ":" in choice:
+        from .importer import import_from_string
+
+        factory = import_from_string(choice)
+        return factory()  # type: ignore[no-any-return]
     if choice in ("auto", "uvloop"):
         try:
             import uvloop
@@ -253,13 +351,17 @@ def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
             if choice == "uvloop":
                 raise
         else:
-            return uvloop.new_event_loop()  # type: ignore[no-any-return]
+            return uvloop.new_event_loop()
     return asyncio.new_event_loop()
 
 
 def run_server(config: Config) -> int:
     """Run a server until it is stopped; return the process exit status."""
-    loop = _new_loop(config.loop)
+    try:
+        loop = _new_loop(config.loop)
+    except (ImportError, AppLoadError) as exc:
+        logger.error("Could not create the event loop (--loop %s): %s", config.loop, exc)
+        return STARTUP_FAILURE
     asyncio.set_event_loop(loop)
     server = Server(config)
     try:

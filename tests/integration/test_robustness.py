@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from heron.asgi.http import ClientDisconnected
+from heron.server import Server
 from heron.transport.http1 import H1Protocol
 
 from ..conftest import RunningServer, read_response, serve
@@ -134,12 +135,19 @@ def count_heron_objects() -> dict[str, int]:
 
 
 def live_protocols(port: int) -> list[H1Protocol]:
-    """This server's open connections (other tests' may still wait for the garbage collector)."""
-    return [
-        o
-        for o in gc.get_objects()
-        if isinstance(o, H1Protocol) and o.server is not None and o.server[1] == port and not o.transport.is_closing()
-    ]
+    """This server's open HTTP/1.1 connections, from the server's own registry
+    (searching gc.get_objects() also finds other tests' dead servers that
+    happened to use the same port)."""
+    for o in gc.get_objects():
+        if not isinstance(o, Server) or o._ctx is None:
+            continue
+        try:
+            if o.port != port:
+                continue
+        except OSError:  # a stopped server: its sockets are closed
+            continue
+        return [c for c in list(o._ctx.connections) if isinstance(c, H1Protocol) and not c.transport.is_closing()]
+    return []
 
 
 def rst_close(sock: socket.socket) -> None:

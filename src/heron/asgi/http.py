@@ -76,6 +76,13 @@ class HTTPStream(Protocol):
     async def drain(self) -> None:
         """Wait until the peer has read enough of what was written."""
 
+    # Optional, for the ASGI extensions a protocol supports (HTTP/2 today). The
+    # protocol names them in ``HTTPCycle(extensions=...)``; the cycle announces
+    # exactly those in ``scope["extensions"]`` and calls:
+    #   "http.response.trailers"   -> send_trailers(headers)  (ends the response)
+    #   "http.response.early_hint" -> send_early_hint(links)  (before the response starts)
+    #   "http.response.push"       -> push(path, headers)
+
 
 def http_scope(
     method: str,
@@ -146,6 +153,9 @@ class HTTPCycle:
         "_waiter",
         "_reading_paused",
         "on_response_complete",
+        "_extensions",
+        "_consumed",
+        "_trailers",
         "status",
         "bytes_sent",
         "task",
@@ -157,6 +167,9 @@ class HTTPCycle:
         stream: HTTPStream,
         body_complete: bool,
         expect_continue: bool = False,
+        *,
+        extensions: tuple[str, ...] = (),
+        on_body_consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.scope = scope
         self.stream = stream
@@ -172,6 +185,15 @@ class HTTPCycle:
         self._client_eof = False
         self._waiter: asyncio.Future[None] | None = None
         self._reading_paused = False
+        # extension message types the stream supports (announced in the scope)
+        self._extensions = extensions
+        if extensions:
+            announced = scope["extensions"]
+            for name in extensions:
+                announced[name] = {}
+        # told how many body bytes the app took (HTTP/2 returns window credit then)
+        self._consumed = on_body_consumed
+        self._trailers: int | list[tuple[bytes, bytes]] = 0  # 1: announced; a list: collecting them
         #: status actually sent (0 until the head is written), for access logs
         self.status = 0
         self.bytes_sent = 0
@@ -238,6 +260,8 @@ class HTTPCycle:
                 if self._reading_paused:
                     self._reading_paused = False
                     self.stream.resume_reading()
+                if self._consumed is not None:
+                    self._consumed(len(body))
                 more_body = not self._body_complete
                 if not more_body:
                     self._request_delivered = True
@@ -274,6 +298,12 @@ class HTTPCycle:
                     raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
                 body = bytes(body)
             more_body = bool(message.get("more_body", False))
+            trailing = False
+            if self._trailers != 0:
+                if self._trailers != 1:
+                    raise RuntimeError("ASGI app sent 'http.response.body' after its last body; expected trailers")
+                if not more_body:
+                    trailing = more_body = True  # the response ends with the trailers
             if self._disconnected:
                 raise ClientDisconnected("client disconnected")
             # counted before writing: the stream logs access when the response ends
@@ -297,6 +327,8 @@ class HTTPCycle:
                 raise
             if more_body:
                 self._state = _BODY
+                if trailing:
+                    self._trailers = []
                 if self.stream.writing_paused:
                     await self.stream.drain()
                     if self._disconnected:
@@ -319,10 +351,50 @@ class HTTPCycle:
             self._status = status
             self._headers = headers if headers is not None else ()
             self._state = _HEAD_PENDING
+            if self._extensions and message.get("trailers") and "http.response.trailers" in self._extensions:
+                self._trailers = 1
             return
         if state == _DONE:
             return
+        if message_type in self._extensions:
+            self._send_extension(message_type, message, state)
+            return
         raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+
+    def _send_extension(self, message_type: str, message: Message, state: int) -> None:
+        stream: Any = self.stream
+        if self._disconnected:
+            raise ClientDisconnected("client disconnected")
+        try:
+            if message_type == "http.response.trailers":
+                collected = self._trailers
+                if not isinstance(collected, list):
+                    raise RuntimeError(
+                        "ASGI app sent 'http.response.trailers' before its last body "
+                        "(or without 'trailers': True in 'http.response.start')"
+                    )
+                collected.extend(message.get("headers") or ())
+                if not message.get("more_trailers", False):
+                    self._state = _DONE
+                    stream.send_trailers(collected)
+                    self._wake()
+            elif message_type == "http.response.early_hint":
+                if state == _START:  # only before the response (ignored after)
+                    links = message.get("links") or ()
+                    if not all(isinstance(link, bytes) for link in links):
+                        raise TypeError("'links' must be an iterable of bytes")
+                    stream.send_early_hint(list(links))
+            else:  # http.response.push
+                path = message.get("path")
+                if not isinstance(path, str):
+                    raise TypeError(f"'path' must be a str, got {path!r:.50}")
+                stream.push(path, list(message.get("headers") or ()))
+        except LocalProtocolError as exc:
+            logger.error("Invalid %r from ASGI app for %s: %s", message_type, self.scope.get("path"), exc)
+            if message_type == "http.response.trailers":
+                self._state = _BODY
+                self._fail()
+            raise
 
     async def run(self, app: ASGIApp, tasks: set[Any] | None = None) -> None:
         """Run the app for this request; never raises (except cancellation).

@@ -17,7 +17,10 @@ Rules (asgiref ``www`` spec 2.5):
   :class:`~heron.asgi.http.ClientDisconnected` (an ``OSError``);
   ``websocket.close`` after it is a no-op.
 * App exception: 500 before accept, close 1011 after. Returning without
-  accepting: 500; returning while open: close 1000.
+  accepting: 500; returning while open: close 1000. A denial response whose
+  head is not on the wire yet (no body message, or a refused header) becomes
+  a 500 too when the app fails or returns; once written, the connection is
+  closed (the client never takes a truncated body for a complete one).
 """
 
 from __future__ import annotations
@@ -257,8 +260,8 @@ class WebSocketCycle:
             if state != _CONNECTING:
                 raise RuntimeError("'websocket.http.response.start' is only allowed before accept")
             status = message.get("status")
-            if type(status) is not int or not 100 <= status <= 599:
-                raise ValueError(f"'status' must be an int between 100 and 599, got {status!r:.50}")
+            if type(status) is not int or not 200 <= status <= 599:
+                raise ValueError(f"'status' must be an int between 200 and 599, got {status!r:.50}")
             self._pending_denial(status, message.get("headers") or ())
             return
         if message_type == "websocket.http.response.body":
@@ -270,8 +273,10 @@ class WebSocketCycle:
             more_body = bool(message.get("more_body", False))
             denial = self._denial
             if denial is not None:
-                self._denial = None
+                # cleared only once the head is written: if deny() refuses a header the
+                # head is still pending, and the app's failure becomes a 500
                 self.stream.deny(denial[0], denial[1], bytes(body), more_body)
+                self._denial = None
             else:
                 self.stream.deny_body(bytes(body), more_body)
             if not more_body:
@@ -300,6 +305,8 @@ class WebSocketCycle:
         else:
             if self._state == _CONNECTING:
                 logger.error("ASGI app returned without accepting or closing the WebSocket; answered 500")
+            elif self._state == _DENYING:
+                logger.error("ASGI app returned with its denial response incomplete")
             self._finish(1000, "", error=self._state == _CONNECTING)
         finally:
             self._queue.clear()
@@ -319,7 +326,18 @@ class WebSocketCycle:
                 False,
             )
         elif state == _DENYING:
-            self.stream.abort()
+            if self._denial is not None:  # the denial head is not on the wire yet: 500, as for HTTP
+                self._denial = None
+                self.close_code = 500
+                body = b"Internal Server Error\n"
+                self.stream.deny(
+                    500,
+                    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))],
+                    body,
+                    False,
+                )
+            else:
+                self.stream.abort()
         elif state == _OPEN:
             self.close_code = code
             self.stream.close(code, reason)

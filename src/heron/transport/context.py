@@ -16,11 +16,14 @@ import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..accesslog import build_observer
 from ..protocol.http1 import H1Limits
 
 if TYPE_CHECKING:
     from ..asgi.http import ASGIApp
+    from ..accesslog import RequestObserver
     from ..config import Config
+    from ..metrics import Metrics
 
 TICK = 0.5
 _EAGER = sys.version_info >= (3, 12)
@@ -30,7 +33,9 @@ access_logger = logging.getLogger("heron.access")
 
 
 class ServerContext:
-    def __init__(self, config: "Config", app: "ASGIApp", loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, config: "Config", app: "ASGIApp", loop: asyncio.AbstractEventLoop, metrics: "Metrics | None" = None
+    ) -> None:
         self.config = config
         self.app = app
         self.loop = loop
@@ -62,6 +67,11 @@ class ServerContext:
         self._refresh_date()
 
         self.access_log = config.access_log
+        #: Prometheus counters (--metrics-bind), or None
+        self.metrics = metrics
+        #: what a finished request or WebSocket session is reported to (access log,
+        #: metrics); None when neither is on, so protocols do no per-request work
+        self.observer: "RequestObserver | None" = build_observer(config, loop.time, metrics)
         self._bad_request_logs = 0
         self._bad_request_window = 0.0
 
@@ -124,6 +134,8 @@ class ServerContext:
             self._bad_request_window = now
             self._bad_request_logs = 0
         self._bad_request_logs += 1
+        if self.metrics is not None:
+            self.metrics.parse_error(status)
         if self._bad_request_logs <= 20:
             error_logger.info("Bad request from %s: %s (%d)", peer, message, status)
 

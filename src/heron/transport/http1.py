@@ -19,9 +19,10 @@ byte after a keep-alive pause; ``timeout_keep_alive`` between requests.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from typing import Any, Iterable
 
 from ..asgi.http import HTTPCycle, http_scope
+from ..tls import tls_extension
 from ..protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..protocol.http1 import (
     NEED_DATA,
@@ -32,12 +33,15 @@ from ..protocol.http1 import (
     Request,
     simple_response,
 )
-from .context import ServerContext, access_logger, error_logger, format_peer
+from .context import ServerContext, error_logger, format_peer
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.
 MAX_PIPELINE_BUFFER = 64 * 1024
 #: Unread request body the server will read and discard to keep a connection.
 MAX_DRAIN = 64 * 1024
+
+#: The HTTP/2 client preface: h2c with prior knowledge on the HTTP/1.1 port.
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 _INTERNAL_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"22")]
@@ -59,6 +63,7 @@ class H1Protocol(asyncio.Protocol):
         "client",
         "server",
         "scheme",
+        "tls",
         "peer",
         "deadline",
         "deadline_kind",
@@ -70,9 +75,11 @@ class H1Protocol(asyncio.Protocol):
         "_drained",
         "_closed",
         "_request_start",
-        "_request_line",
+        "_request",
+        "_response_headers",
         "_awaiting_continue",
         "_eof",
+        "_h2_preface",
     )
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -83,6 +90,7 @@ class H1Protocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.scheme = "http"
+        self.tls: dict[str, Any] | None = None  # the ASGI tls extension, once per TLS connection
         self.peer = ""
         self.deadline = 0.0
         self.deadline_kind = _NO_DEADLINE
@@ -94,15 +102,25 @@ class H1Protocol(asyncio.Protocol):
         self._drained = 0
         self._closed = False
         self._request_start = 0.0
-        self._request_line = ""
+        self._request: Request | None = None  # set only while observed (access log, metrics)
+        self._response_headers: Iterable[tuple[bytes, bytes]] | None = None
         self._awaiting_continue = False
         self._eof = False
+        self._h2_preface: bytes | None = b"" if ctx.config.http2 else None  # bytes held back, or None: decided
 
     # --- asyncio callbacks ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         ctx = self.ctx
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            if ssl_object.selected_alpn_protocol() == "h2":
+                self._switch_to_h2(transport)
+                return
+            self.scheme = "https"
+            self.tls = tls_extension(ssl_object)
+            self._h2_preface = None  # over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 3.3)
         ctx.connections.add(self)
         peername = transport.get_extra_info("peername")
         sockname = transport.get_extra_info("sockname")
@@ -113,12 +131,20 @@ class H1Protocol(asyncio.Protocol):
         elif isinstance(sockname, str) and sockname:
             self.server = (sockname, None)
         self.peer = format_peer(peername)
-        if transport.get_extra_info("sslcontext") is not None:
-            self.scheme = "https"
         if ctx.shutting_down:
             self._close()
             return
         self._set_deadline(_HEADER_DEADLINE, ctx.config.timeout_request_header)
+
+    def _switch_to_h2(self, transport: asyncio.BaseTransport) -> None:
+        """ALPN chose "h2" (offered when http2 is on, see heron.tls.alpn_protocols):
+        the TLS connection belongs to an H2Protocol from the start."""
+        from .http2 import H2Protocol
+
+        self._closed = True  # this protocol never serves the connection
+        protocol = H2Protocol(self.ctx)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -143,9 +169,12 @@ class H1Protocol(asyncio.Protocol):
         if self.cycle is not None and self.conn.request_complete:
             self.cycle.client_eof()
         # Keep the transport open to finish a response in flight (half-close).
-        return not self._closed and self.cycle is not None
+        # (not over TLS: asyncio's TLS transports can't half-close, and warn when asked to)
+        return not self._closed and self.cycle is not None and self.tls is None
 
     def data_received(self, data: bytes) -> None:
+        if self._h2_preface is not None and self._check_h2_preface(data):
+            return
         conn = self.conn
         conn.receive_data(data)
         if self.cycle is None:
@@ -224,9 +253,11 @@ class H1Protocol(asyncio.Protocol):
         self._head_written = False
         self._awaiting_continue = request.expect_continue
         method = _METHODS.get(request.method) or request.method.decode("ascii")
-        if ctx.access_log:
+        if ctx.observer is not None:
             self._request_start = ctx.loop.time()
-            self._request_line = f"{method} {request.target.decode('ascii')} HTTP/{request.http_version}"
+            self._request = request
+        if request.upgrade is not None and b"h2c" in request.upgrade and self._upgrade_h2c(request):
+            return
         if request.upgrade is not None and ctx.config.ws != "none" and b"websocket" in request.upgrade:
             self._upgrade_websocket(request)
             return
@@ -246,7 +277,7 @@ class H1Protocol(asyncio.Protocol):
             self.client,
             self.server,
             ctx.lifespan_state,
-            {},
+            {"tls": self.tls} if self.tls is not None else {},
         )
         cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue)
         self.cycle = cycle
@@ -282,6 +313,73 @@ class H1Protocol(asyncio.Protocol):
             server=self.server,
             peer=self.peer,
             leftover=self.conn.take_buffer(),
+            tls=self.tls,
+        )
+
+    # --- HTTP/2 (see heron.transport.http2) -------------------------------------
+
+    def _check_h2_preface(self, data: bytes) -> bool:
+        """At the start of a connection: True if ``data`` was taken (held back as a
+        possible start of the HTTP/2 preface, or the connection went to HTTP/2)."""
+        seen = self._h2_preface + data if self._h2_preface else data
+        n = min(len(seen), len(_H2_PREFACE))
+        if seen[:n] != _H2_PREFACE[:n]:
+            self._h2_preface = None
+            if len(seen) > len(data):  # replay what was held back
+                self.data_received(seen)
+                return True
+            return False
+        if n < len(_H2_PREFACE):
+            self._h2_preface = seen
+            return True
+        self._h2_preface = None
+        self._hand_to_h2(seen, None)
+        return True
+
+    def _upgrade_h2c(self, request: Request) -> bool:
+        """``Upgrade: h2c`` (cleartext only): switch once the request body is read."""
+        from .http2 import H2CUpgradeBody, h2c_settings
+
+        if not self.ctx.config.http2 or self.scheme != "http":
+            return False
+        settings = h2c_settings(request)
+        if settings is None:
+            return False
+        if not request.has_body:
+            self._hand_to_h2(self.conn.take_buffer(), (settings, request, []))
+        else:
+            if request.expect_continue:
+                self.transport.write(self.conn.send_informational(100))
+            self.cycle = H2CUpgradeBody(self, request, settings)  # type: ignore[assignment]
+        return True
+
+    def _h2c_switch(self, request: Request, settings: bytes, body: list[bytes]) -> None:
+        self.cycle = None
+        self._hand_to_h2(self.conn.take_buffer(), (settings, request, body))
+
+    def _h2c_fallback(self, request: Request, body: list[bytes]) -> None:
+        """The upgrade request's body is too big to hold: serve it over HTTP/1.1."""
+        request.upgrade = None
+        self._on_request(request)
+        if self.cycle is not None:
+            for chunk in body:
+                self.cycle.feed_body(chunk)
+
+    def _hand_to_h2(self, data: bytes, upgrade: object) -> None:
+        from .http2 import H2Protocol
+
+        self._closed = True  # the transport now belongs to the HTTP/2 protocol
+        self.deadline = 0.0
+        self.ctx.connections.discard(self)
+        H2Protocol.take_over(
+            self.ctx,
+            self.transport,
+            scheme=self.scheme,
+            client=self.client,
+            server=self.server,
+            peer=self.peer,
+            data=data,
+            upgrade=upgrade,  # type: ignore[arg-type]
         )
 
     def _reject(self, exc: RemoteProtocolError) -> None:
@@ -303,6 +401,8 @@ class H1Protocol(asyncio.Protocol):
     ) -> None:
         if self._closed:
             return
+        if self._request is not None:  # observed: the access log may show response headers
+            self._response_headers = headers
         ctx = self.ctx
         conn = self.conn
         # Close after this response when the unread body is too big to drain,
@@ -411,7 +511,7 @@ class H1Protocol(asyncio.Protocol):
 
     def _response_complete(self) -> None:
         cycle = self.cycle
-        if cycle is not None and self.ctx.access_log:
+        if cycle is not None and self._request is not None:
             self._log_access(cycle)
         conn = self.conn
         if not conn.keep_alive:
@@ -514,22 +614,10 @@ class H1Protocol(asyncio.Protocol):
             cycle.disconnect()
 
     def _log_access(self, cycle: HTTPCycle) -> None:
-        if not self.ctx.access_log or not self._request_line:
+        request = self._request
+        observer = self.ctx.observer
+        if request is None or observer is None:
             return
-        duration = (self.ctx.loop.time() - self._request_start) * 1000.0
-        access_logger.info(
-            '%s - "%s" %d %d %.1fms',
-            self.peer,
-            self._request_line,
-            cycle.status,
-            cycle.bytes_sent,
-            duration,
-            extra={
-                "client": self.peer,
-                "request_line": self._request_line,
-                "status": cycle.status,
-                "bytes": cycle.bytes_sent,
-                "duration_ms": duration,
-            },
-        )
-        self._request_line = ""
+        self._request = None
+        headers, self._response_headers = self._response_headers, None
+        observer.http(self.peer, request, cycle.status, cycle.bytes_sent, self._request_start, headers)

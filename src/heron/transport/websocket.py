@@ -11,12 +11,21 @@ is sent; if nothing at all arrives within ``ws_ping_timeout`` after it, the
 connection is closed with 1011. Any inbound frame counts, not only the pong.
 After we send a Close frame the peer has ``CLOSE_TIMEOUT`` seconds to answer
 before the TCP connection is dropped.
+
+End of input (the peer's Close frame, or a protocol error that fails the
+connection): reading stops at once, but messages that arrived before it and
+still wait in the app's queue are handed to the app first, and our Close frame
+goes out only once the app has taken them all (or after ``DRAIN_TIMEOUT``).
+So the answers to those messages precede the Close frame instead of being
+dropped, which is what RFC 6455 5.5.1 permits ("MAY delay sending a Close
+frame until its current message is sent") and what Autobahn's 3.2, 4.x, 5.15
+and 7.1.6 check.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import LocalProtocolError, WebSocketProtocolError
@@ -33,12 +42,16 @@ from ..protocol.websocket import (
     accept_key,
     handshake_response_headers,
 )
-from .context import ServerContext, access_logger, error_logger
+from .context import ServerContext, error_logger
 
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
 
 CLOSE_TIMEOUT = 5.0
+#: How long the app gets to take the messages queued before the peer's Close
+#: (or a protocol error) before our Close frame is sent anyway.
+DRAIN_TIMEOUT = 1.0
+_DRAIN_POLL = 0.01
 
 _NO_DEADLINE = 0
 _PING_DUE = 1
@@ -66,6 +79,9 @@ class WebSocketProtocol(asyncio.Protocol):
         "_bytes_in",
         "_bytes_out",
         "_target",
+        "_request",
+        "_input_end",
+        "_drain_until",
     )
 
     def __init__(self, ctx: ServerContext, http: H1Connection, handshake: HandshakeRequest) -> None:
@@ -86,6 +102,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self._bytes_in = 0
         self._bytes_out = 0
         self._target = ""
+        self._request: Request | None = None  # for the access log's header atoms
+        # (close code, reason, the peer's Close or None for a protocol error):
+        # set when input ended while messages still waited for the app
+        self._input_end: tuple[int, str, CloseReceived | None] | None = None
+        self._drain_until = 0.0
 
     @classmethod
     def take_over(
@@ -101,11 +122,13 @@ class WebSocketProtocol(asyncio.Protocol):
         server: tuple[str, int | None] | None,
         peer: str,
         leftover: bytes,
+        tls: dict[str, Any] | None = None,
     ) -> "WebSocketProtocol":
         self = cls(ctx, http, handshake)
         self.transport = transport
         self.peer = peer
         self._target = request.target.decode("ascii")
+        self._request = request
         self._pending += leftover
         ctx.connections.add(self)
         transport.set_protocol(self)
@@ -121,6 +144,8 @@ class WebSocketProtocol(asyncio.Protocol):
             handshake.subprotocols,
             ctx.lifespan_state,
         )
+        if tls is not None:
+            scope["extensions"]["tls"] = tls
         self.cycle = WebSocketCycle(scope, self, max_queue=ctx.config.ws_max_queue)
         self.cycle.task = task = ctx.loop.create_task(self.cycle.run(ctx.app, ctx.tasks))
         ctx.tasks.add(task)
@@ -192,10 +217,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 event = conn.next_event()
             except WebSocketProtocolError as exc:
                 error_logger.info("WebSocket protocol error from %s: %s (%d)", self.peer, exc, exc.close_code)
-                if not conn.close_sent:
-                    self._write(conn.send_close(exc.close_code, str(exc)[:123]))
-                cycle.feed_disconnect(exc.close_code, str(exc))
-                self._close_transport()
+                self._end_input(exc.close_code, str(exc), None)
                 return
             kind = event.__class__
             if kind is TextMessage:
@@ -207,13 +229,54 @@ class WebSocketProtocol(asyncio.Protocol):
             elif kind is Ping:
                 self._write(conn.pong_reply(event))  # type: ignore[arg-type]
             elif kind is CloseReceived:
-                if not conn.close_sent:
-                    self._write(conn.close_reply(event))  # type: ignore[arg-type]
-                cycle.feed_disconnect(event.code, event.reason)  # type: ignore[union-attr]
-                # RFC 6455 7.1.1: the server closes the TCP connection first.
-                self._close_transport()
+                self._end_input(event.code, event.reason, event)  # type: ignore[union-attr, arg-type]
                 return
             # Pong: liveness is already recorded by data_received
+
+    def _end_input(self, code: int, reason: str, close: CloseReceived | None) -> None:
+        """The peer's Close arrived, or its input failed: finish once the app has its messages."""
+        if self._closed:
+            return
+        # The connection object ignores anything after this point anyway.
+        self.transport.pause_reading()
+        self._input_end = (code, reason, close)
+        if not self.cycle._queue or (self.conn is not None and self.conn.close_sent):
+            self._finish_input()
+            return
+        self.deadline = 0.0  # no keepalive ping while we wait
+        self.deadline_kind = _NO_DEADLINE
+        self._drain_until = self.ctx.loop.time() + DRAIN_TIMEOUT
+        self.ctx.loop.call_soon(self._check_drained)
+
+    def _check_drained(self) -> None:
+        if self._closed or self._input_end is None:
+            return
+        task = self.cycle.task
+        if (
+            not self.cycle._queue
+            or (task is not None and task.done())
+            or self.ctx.loop.time() >= self._drain_until
+        ):
+            self._finish_input()
+        else:
+            self.ctx.loop.call_later(_DRAIN_POLL, self._check_drained)
+
+    def _finish_input(self) -> None:
+        end = self._input_end
+        self._input_end = None
+        if end is None or self._closed:
+            return
+        code, reason, close = end
+        conn = self.conn
+        assert conn is not None
+        if not conn.close_sent:
+            if close is None:
+                self._write(conn.send_close(code, reason[:123]))
+            else:
+                self._write(conn.close_reply(close))
+        self.cycle.feed_disconnect(code, reason)
+        # RFC 6455 7.1.1: the server closes the TCP connection first.
+        self._close_transport()
 
     def _write(self, data: bytes) -> None:
         if data and not self._closed:
@@ -291,7 +354,9 @@ class WebSocketProtocol(asyncio.Protocol):
         if conn is None or self._closed or conn.close_sent:
             return
         self._write(conn.send_close(code, reason))
-        if conn.close_received:
+        if conn.close_received or self._input_end is not None:
+            # Nothing more will be read: the peer closed, or its input failed.
+            self._input_end = None
             self._close_transport()
         else:
             self.deadline = self.ctx.clock + CLOSE_TIMEOUT
@@ -305,7 +370,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if not self._closed:
+        if not self._closed and self._input_end is None:
             self.transport.resume_reading()
 
     async def drain(self) -> None:
@@ -371,26 +436,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _log_session(self) -> None:
-        if not self.ctx.access_log:
+        observer = self.ctx.observer
+        if observer is None:
             return
-        duration = (self.ctx.loop.time() - self._opened_at) * 1000.0
         code = self.cycle.close_code if self.cycle.close_code is not None else 1006
-        access_logger.info(
-            '%s - "WEBSOCKET %s" %d %.1fms in=%d out=%d',
-            self.peer,
-            self._target,
-            code,
-            duration,
-            self._bytes_in,
-            self._bytes_out,
-            extra={
-                "client": self.peer,
-                "request_line": f"WEBSOCKET {self._target}",
-                "status": code,
-                "bytes": self._bytes_out,
-                "bytes_in": self._bytes_in,
-                "duration_ms": duration,
-            },
+        observer.websocket(
+            self.peer, self._request, self._target, code, self._bytes_in, self._bytes_out, self._opened_at
         )
 
 

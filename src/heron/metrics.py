@@ -1,0 +1,231 @@
+"""Prometheus metrics (``--metrics-bind ADDRESS``), served at ``/metrics`` on
+their own listener.
+
+Cost: with metrics off nothing here is created and the transports make no
+call for them. With metrics on, a finished request costs one call
+(:meth:`Metrics.request`: two dict updates and a bisect), bytes are counted
+by a thin wrapper around each connection's transport, and gauges (in-flight
+requests, open connections and WebSocket sessions) are read from the
+server's registries at scrape time, not maintained per request.
+
+There is one process (several workers are not supported yet), so there is
+nothing to aggregate across workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import http
+from typing import TYPE_CHECKING, Any, Callable
+
+from . import __version__
+from .transport.http1 import H1Protocol
+
+if TYPE_CHECKING:
+    from .transport.context import ServerContext
+
+#: latency histogram bucket bounds, seconds (Prometheus client defaults)
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
+
+#: ServerContext.connections member class -> "protocol" label
+PROTOCOL_LABELS = {"H1Protocol": "http/1.1", "MeteredH1Protocol": "http/1.1", "WebSocketProtocol": "websocket"}
+
+
+class Metrics:
+    """Counters for one server. Updated from the event loop thread only."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(BUCKETS) + 1)
+        self.duration_sum = 0.0
+        self.response_body_bytes = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.connections_total = 0
+        self.websocket_sessions: dict[int, int] = {}
+        self.parse_errors: dict[int, int] = {}
+        self.ctx: ServerContext | None = None
+
+    # --- updates (hot path when on) ----------------------------------------------
+
+    def request(self, method: bytes, status: int, duration: float, nbytes: int) -> None:
+        key = (_METHODS.get(method, "other"), status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        self.buckets[bisect.bisect_left(BUCKETS, duration)] += 1
+        self.duration_sum += duration
+        self.response_body_bytes += nbytes
+
+    def websocket_closed(self, code: int, bytes_in: int) -> None:
+        self.websocket_sessions[code] = self.websocket_sessions.get(code, 0) + 1
+        self.bytes_in += bytes_in  # after the upgrade, reads bypass MeteredH1Protocol
+
+    def parse_error(self, status: int) -> None:
+        self.parse_errors[status] = self.parse_errors.get(status, 0) + 1
+
+    # --- exposition ----------------------------------------------------------------
+
+    def render(self) -> str:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        out: list[str] = []
+
+        def metric(name: str, kind: str, help: str, samples: list[tuple[str, Any]]) -> None:
+            out.append(f"# HELP {name} {help}")
+            out.append(f"# TYPE {name} {kind}")
+            for labels, value in samples:
+                out.append(f"{name}{labels} {_number(value)}")
+
+        metric("heron_info", "gauge", "heron version.", [(f'{{version="{__version__}"}}', 1)])
+        metric(
+            "heron_http_requests_total",
+            "counter",
+            "HTTP requests answered, by method and status.",
+            [(f'{{method="{m}",status="{s}"}}', n) for (m, s), n in sorted(self.requests.items())],
+        )
+        cumulative = 0
+        samples: list[tuple[str, Any]] = []
+        for bound, count in zip(BUCKETS + (float("inf"),), self.buckets):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            samples.append((f'_bucket{{le="{le}"}}', cumulative))
+        out.append("# HELP heron_http_request_duration_seconds Time from the request head to the end of the response.")
+        out.append("# TYPE heron_http_request_duration_seconds histogram")
+        for suffix, value in samples:
+            out.append(f"heron_http_request_duration_seconds{suffix} {value}")
+        out.append(f"heron_http_request_duration_seconds_sum {_number(self.duration_sum)}")
+        out.append(f"heron_http_request_duration_seconds_count {cumulative}")
+
+        in_flight, websockets, by_protocol = self._scan()
+        metric("heron_http_requests_in_flight", "gauge", "HTTP requests being answered.", [("", in_flight)])
+        metric(
+            "heron_connections_open",
+            "gauge",
+            "Open client connections, by protocol.",
+            [(f'{{protocol="{p}"}}', n) for p, n in sorted(by_protocol.items())],
+        )
+        metric("heron_connections_total", "counter", "Client connections accepted.", [("", self.connections_total)])
+        metric("heron_received_bytes_total", "counter", "Bytes read from clients.", [("", self.bytes_in)])
+        metric("heron_sent_bytes_total", "counter", "Bytes written to clients.", [("", self.bytes_out)])
+        metric(
+            "heron_http_response_body_bytes_total",
+            "counter",
+            "HTTP response body bytes sent by the app.",
+            [("", self.response_body_bytes)],
+        )
+        metric("heron_websocket_sessions_open", "gauge", "Open WebSocket sessions.", [("", websockets)])
+        metric(
+            "heron_websocket_sessions_total",
+            "counter",
+            "Finished WebSocket sessions, by close code.",
+            [(f'{{code="{c}"}}', n) for c, n in sorted(self.websocket_sessions.items())],
+        )
+        metric(
+            "heron_http_parse_errors_total",
+            "counter",
+            "Malformed or timed-out requests refused, by status and kind.",
+            [(f'{{status="{s}",kind="{_kind(s)}"}}', n) for s, n in sorted(self.parse_errors.items())],
+        )
+        return "\n".join(out) + "\n"
+
+    def _scan(self) -> tuple[int, int, dict[str, int]]:
+        ctx = self.ctx
+        if ctx is None:
+            return 0, 0, {}
+        in_flight = websockets = 0
+        for task in list(ctx.tasks):
+            owner = getattr(task.get_coro(), "__qualname__", "")
+            if owner == "HTTPCycle.run":
+                in_flight += 1
+            elif owner == "WebSocketCycle.run":
+                websockets += 1
+        by_protocol: dict[str, int] = {}
+        for connection in list(ctx.connections):
+            name = type(connection).__name__
+            label = getattr(connection, "metrics_protocol", None) or PROTOCOL_LABELS.get(name, name.lower())
+            by_protocol[label] = by_protocol.get(label, 0) + 1
+        return in_flight, websockets, by_protocol
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _kind(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "other"
+
+
+# --- byte counting -----------------------------------------------------------------
+
+
+class _CountingTransport:
+    """Delegates to a transport, counting what is written."""
+
+    __slots__ = ("_transport", "_metrics")
+
+    def __init__(self, transport: Any, metrics: Metrics) -> None:
+        self._transport = transport
+        self._metrics = metrics
+
+    def write(self, data: Any) -> None:
+        self._metrics.bytes_out += len(data)
+        self._transport.write(data)
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class MeteredH1Protocol(H1Protocol):
+    """:class:`H1Protocol` that counts connections and bytes (used only with metrics on)."""
+
+    __slots__ = ("_metrics",)
+
+    def __init__(self, ctx: "ServerContext", metrics: Metrics) -> None:
+        super().__init__(ctx)
+        self._metrics = metrics
+
+    def connection_made(self, transport: Any) -> None:
+        self._metrics.connections_total += 1
+        super().connection_made(_CountingTransport(transport, self._metrics))  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self._metrics.bytes_in += len(data)
+        super().data_received(data)
+
+
+def protocol_factory(ctx: "ServerContext", metrics: Metrics | None) -> Callable[[], asyncio.Protocol]:
+    if metrics is None:
+        return lambda: H1Protocol(ctx)
+    return lambda: MeteredH1Protocol(ctx, metrics)
+
+
+# --- the endpoint ------------------------------------------------------------------
+
+
+def metrics_app(metrics: Metrics) -> Any:
+    """A tiny ASGI app: ``GET /metrics`` (and ``/``) answer the exposition."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] in ("/metrics", "/"):
+            status, body = 200, metrics.render().encode("utf-8")
+            content_type = b"text/plain; version=0.0.4; charset=utf-8"
+        else:
+            status, body, content_type = 404, b"Not Found: try /metrics\n", b"text/plain; charset=utf-8"
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+    return app

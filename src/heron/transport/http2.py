@@ -1,0 +1,1015 @@
+"""HTTP/2 over an asyncio transport: moves bytes between the socket, the
+sans-IO :class:`~heron.protocol.http2.H2Core` and one ASGI cycle per stream
+(:class:`~heron.asgi.http.HTTPCycle`, or a
+:class:`~heron.asgi.websocket.WebSocketCycle` for RFC 8441 WebSockets).
+
+Entry points: :class:`H2Protocol` is a protocol factory taking the
+:class:`ServerContext` (TLS with ALPN "h2"); :meth:`H2Protocol.take_over`
+adopts a connection from :class:`~heron.transport.http1.H1Protocol` (h2c
+prior knowledge, or ``Upgrade: h2c``, see :func:`upgrade_h2c`).
+
+Flow control: request body credit goes back to the client only as the app
+consumes it (``HTTPCycle(on_body_consumed=...)``); ``send()`` waits while the
+stream's data waits for the client's window, or while the socket's write
+buffer is full. While the write buffer is full the connection also stops
+reading (a peer that sends PINGs or SETTINGS without reading our ACKs stalls
+itself). Deadlines (see :mod:`heron.transport.context`): ``timeout_write``
+for a client that reads nothing, and for a stream (or the whole connection)
+whose window stays at 0; ``timeout_keep_alive`` for a connection without
+streams.
+
+Application tasks for the requests of one read are started after the whole
+read is processed, so a stream opened and reset in the same read (rapid
+reset) never starts the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import TYPE_CHECKING, Any, Iterable
+
+from ..asgi.http import HTTPCycle, http_scope
+from ..asgi.websocket import WebSocketCycle, websocket_scope
+from ..protocol.errors import HandshakeError, LocalProtocolError, WebSocketProtocolError
+from ..protocol.http2 import (
+    ConnectionEnded,
+    DataReceived,
+    ErrorCodes,
+    H2Core,
+    H2Limits,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    StreamWritable,
+)
+from ..protocol.permessage_deflate import DeflateSettings, negotiate
+from ..protocol.websocket import (
+    NEED_DATA,
+    BytesMessage,
+    CloseReceived,
+    Ping,
+    TextMessage,
+    WebSocketConnection,
+    extended_connect_response_headers,
+    validate_extended_connect,
+)
+from ..tls import tls_extension
+from .context import ServerContext, access_logger, error_logger, format_peer
+
+if TYPE_CHECKING:
+    from ..protocol.http1 import Request
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
+_TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+_EXTENSIONS = ("http.response.trailers", "http.response.early_hint")
+# Push is announced on every client-initiated stream (a pushed stream can't push);
+# a push message is ignored when the client disabled push (SETTINGS_ENABLE_PUSH = 0).
+_EXTENSIONS_PUSH = _EXTENSIONS + ("http.response.push",)
+
+_NO_DEADLINE = 0
+_IDLE_DEADLINE = 1
+_WRITE_DEADLINE = 2
+_WINDOW_DEADLINE = 3
+
+
+def limits_from_config(config: Any) -> H2Limits:
+    return H2Limits(
+        max_concurrent_streams=config.http2_max_concurrent_streams,
+        max_header_list_size=config.http2_max_header_list_size,
+        initial_window_size=config.http2_initial_window_size,
+        max_resets=config.http2_max_resets,
+        max_control_frames=config.http2_max_control_frames,
+        enable_connect_protocol=config.ws != "none",
+    )
+
+
+class _Stream:
+    """State shared by HTTP and WebSocket streams: flow control and drain."""
+
+    __slots__ = ("proto", "sid", "_drain_waiter", "_finished", "_unacked", "_request_line", "_start")
+
+    def __init__(self, proto: "H2Protocol", sid: int) -> None:
+        self.proto = proto
+        self.sid = sid
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._finished = False
+        self._unacked = 0  # body bytes received but not consumed
+        self._request_line = ""
+        self._start = 0.0
+
+    @property
+    def writing_paused(self) -> bool:
+        proto = self.proto
+        return not self._finished and (proto.writing_paused or proto.core.pending(self.sid) > 0)
+
+    @writing_paused.setter
+    def writing_paused(self, value: bool) -> None:  # pragma: no cover - derived, never set
+        raise AttributeError("writing_paused is derived from the connection and the stream's window")
+
+    async def drain(self) -> None:
+        while self.writing_paused and not self.proto.closed:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self.proto.ctx.loop.create_future()
+            await waiter
+
+    def wake(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def feed(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def end_request(self) -> None:
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """The stream was reset or the connection is gone."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Our side is done: give back unconsumed credit, forget the stream."""
+        if self._finished:
+            return
+        self._finished = True
+        proto = self.proto
+        core = proto.core
+        if self._unacked:
+            core.acknowledge(self.sid, self._unacked)
+            self._unacked = 0
+        core.end_request_early(self.sid)
+        core.stream_done(self.sid)
+        proto.streams.pop(self.sid, None)
+        self.wake()
+        proto.stream_finished()
+
+
+class H2Stream(_Stream):
+    """One request/response stream: the :class:`~heron.asgi.http.HTTPStream` of its cycle."""
+
+    __slots__ = ("cycle", "_head_sent", "_request_complete")
+
+    def __init__(self, proto: "H2Protocol", sid: int, request_complete: bool) -> None:
+        super().__init__(proto, sid)
+        self.cycle: HTTPCycle = None  # type: ignore[assignment]
+        self._head_sent = False
+        self._request_complete = request_complete
+
+    # --- from the connection ---------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self._finished:
+            self.proto.core.acknowledge(self.sid, len(data))
+            return
+        self._unacked += len(data)
+        self.cycle.feed_body(data)
+
+    def end_request(self) -> None:
+        self._request_complete = True
+        self.cycle.end_body()
+
+    def lost(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.proto.streams.pop(self.sid, None)
+            self.proto.core.stream_done(self.sid)
+            self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
+        self.cycle.disconnect()
+        self.wake()
+
+    def body_consumed(self, size: int) -> None:
+        if not self._finished and size:
+            self._unacked -= size
+            self.proto.core.acknowledge(self.sid, size)
+            self.proto.schedule_flush()
+
+    # --- HTTPStream ------------------------------------------------------------
+
+    def start_response(
+        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
+    ) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        core = proto.core
+        end = not more_body and not body
+        core.send_headers(self.sid, status, headers, end, proto.default_headers())
+        self._head_sent = True
+        if not end:
+            core.send_data(self.sid, body, not more_body)
+        proto.schedule_flush()
+        if not more_body:
+            self._maybe_complete()
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        proto.core.send_data(self.sid, body, not more_body)
+        proto.schedule_flush()
+        if not more_body:
+            self._maybe_complete()
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        proto.core.send_trailers(self.sid, headers)
+        proto.schedule_flush()
+        self._maybe_complete()
+
+    def send_early_hint(self, links: list[bytes]) -> None:
+        proto = self.proto
+        if self._finished or proto.closed or self._head_sent:
+            return
+        proto.core.send_informational(self.sid, 103, [(b"link", link) for link in links])
+        proto.schedule_flush()
+
+    def push(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        try:
+            raw = path.encode("ascii")
+        except UnicodeEncodeError:
+            raise LocalProtocolError(f"invalid push path {path!r:.60}") from None
+        promised = proto.core.push(self.sid, raw, headers)
+        if promised is not None:
+            proto.start_pushed(promised, raw, self.cycle.scope, headers)
+
+    def send_server_error(self) -> None:
+        if self._finished or self.proto.closed:
+            return
+        if self._head_sent:
+            self.abort()
+            return
+        body = b"Internal Server Error\n"
+        self.start_response(500, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
+
+    def abort(self) -> None:
+        proto = self.proto
+        if not self._finished:
+            proto.core.reset(self.sid, ErrorCodes.INTERNAL_ERROR)
+            proto.schedule_flush()
+            self.lost()
+
+    def send_continue(self) -> None:
+        pass  # HTTP/2 clients don't wait for 100-continue before sending (RFC 9113 8.1)
+
+    def pause_reading(self) -> None:
+        pass  # credit is withheld until the app consumes the body: the client stops by itself
+
+    def resume_reading(self) -> None:
+        pass
+
+    # --- completion -------------------------------------------------------------
+
+    def _maybe_complete(self) -> None:
+        if self.proto.core.pending(self.sid) == 0:
+            self.complete()
+
+    def complete(self) -> None:
+        """Everything of the response was handed to the connection."""
+        if self._finished:
+            return
+        self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
+        self.finish()
+
+    def writable(self) -> None:
+        if self.cycle.response_complete:
+            self.complete()
+        self.wake()
+
+
+class H2WebSocket(_Stream):
+    """A WebSocket in one stream (RFC 8441): the :class:`WebSocketStream` of its cycle."""
+
+    __slots__ = ("cycle", "handshake", "ws", "_pending", "_paused", "_withheld", "_denying", "_remote_ended")
+
+    def __init__(self, proto: "H2Protocol", sid: int, handshake: Any) -> None:
+        super().__init__(proto, sid)
+        self.cycle: WebSocketCycle = None  # type: ignore[assignment]
+        self.handshake = handshake
+        self.ws: WebSocketConnection | None = None
+        self._pending = bytearray()
+        self._paused = False
+        self._withheld = 0
+        self._denying = False
+        self._remote_ended = False
+
+    # --- from the connection ---------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        core = self.proto.core
+        if self._finished:
+            core.acknowledge(self.sid, len(data))
+            return
+        if self._paused or self.ws is None:
+            self._withheld += len(data)
+        else:
+            core.acknowledge(self.sid, len(data))
+        if self.ws is None:
+            self._pending += data
+            return
+        self.ws.receive_data(data)
+        self._process()
+
+    def _process(self) -> None:
+        ws = self.ws
+        assert ws is not None
+        cycle = self.cycle
+        while not self._finished:
+            try:
+                event = ws.next_event()
+            except WebSocketProtocolError as exc:
+                error_logger.info("WebSocket protocol error from %s: %s (%d)", self.proto.peer, exc, exc.close_code)
+                if not ws.close_sent:
+                    self._send(ws.send_close(exc.close_code, str(exc)[:123]), end=True)
+                cycle.feed_disconnect(exc.close_code, str(exc))
+                self.complete()
+                return
+            kind = event.__class__
+            if kind is TextMessage:
+                cycle.feed_message(event.text)  # type: ignore[union-attr]
+            elif kind is BytesMessage:
+                cycle.feed_message(event.data)  # type: ignore[union-attr]
+            elif event is NEED_DATA:
+                return
+            elif kind is Ping:
+                self._send(ws.pong_reply(event))  # type: ignore[arg-type]
+            elif kind is CloseReceived:
+                if not ws.close_sent:
+                    self._send(ws.close_reply(event), end=True)  # type: ignore[arg-type]
+                cycle.feed_disconnect(event.code, event.reason)  # type: ignore[union-attr]
+                self.complete()
+                return
+
+    def end_request(self) -> None:
+        self._remote_ended = True
+        if self.ws is None and not self._denying:
+            return  # the handshake is still with the app; it learns on accept
+        if not self._finished and (self.ws is None or not self.ws.close_received):
+            self.cycle.feed_disconnect(1006)
+            if self.ws is not None and not self.ws.close_sent:
+                self._send(b"", end=True)
+            self.complete()
+
+    def lost(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.proto.streams.pop(self.sid, None)
+            self.proto.core.stream_done(self.sid)
+            self._log()
+        self.cycle.feed_disconnect(1006)
+        self.wake()
+
+    def complete(self) -> None:
+        if not self._finished:
+            self._log()
+            self.finish()
+
+    def writable(self) -> None:
+        self.wake()
+
+    def _send(self, data: bytes, end: bool = False) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        proto.core.send_data(self.sid, data, end)
+        proto.schedule_flush()
+
+    def _log(self) -> None:
+        proto = self.proto
+        if proto.ctx.access_log:
+            code = self.cycle.close_code if self.cycle.close_code is not None else 1006
+            proto.log_access(self, code, 0)
+
+    # --- WebSocketStream ---------------------------------------------------------
+
+    def accept(self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        config = proto.ctx.config
+        extension_header = None
+        params = None
+        if config.ws_per_message_deflate and self.handshake.extensions:
+            agreed = negotiate(self.handshake.extensions, DeflateSettings())
+            if agreed is not None:
+                extension_header, params = agreed
+        fields = extended_connect_response_headers(
+            subprotocol, extension_header, headers, offered_subprotocols=self.handshake.subprotocols
+        )
+        proto.core.send_headers(self.sid, 200, fields[1:], False, proto.default_headers())
+        proto.schedule_flush()
+        self.ws = ws = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params)
+        if self._withheld and not self._paused:
+            proto.core.acknowledge(self.sid, self._withheld)
+            self._withheld = 0
+        if self._pending:
+            ws.receive_data(bytes(self._pending))
+            self._pending.clear()
+            self._process()
+        if self._remote_ended:
+            self.end_request()
+
+    def deny(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
+        proto = self.proto
+        if self._finished or proto.closed:
+            return
+        self._denying = True
+        end = not more_body and not body
+        proto.core.send_headers(self.sid, status, headers, end, proto.default_headers())
+        if not end:
+            proto.core.send_data(self.sid, body, not more_body)
+        proto.schedule_flush()
+        if not more_body and proto.core.pending(self.sid) == 0:
+            self.complete()
+
+    def deny_body(self, body: bytes, more_body: bool) -> None:
+        if self._finished or self.proto.closed:
+            return
+        self._send(body, not more_body)
+        if not more_body and self.proto.core.pending(self.sid) == 0:
+            self.complete()
+
+    def send_message(self, data: str | bytes) -> None:
+        ws = self.ws
+        if ws is None or self._finished or ws.close_sent:
+            return
+        self._send(ws.send_text(data) if type(data) is str else ws.send_bytes(data))  # type: ignore[arg-type]
+
+    def close(self, code: int, reason: str) -> None:
+        ws = self.ws
+        if ws is None or self._finished or ws.close_sent:
+            return
+        # our Close frame, then END_STREAM (the TCP FIN of RFC 6455 over HTTP/2)
+        self._send(ws.send_close(code, reason), end=True)
+        if ws.close_received or self._remote_ended:
+            self.complete()
+
+    def abort(self) -> None:
+        if not self._finished:
+            self.proto.core.reset(self.sid, ErrorCodes.CANCEL)
+            self.proto.schedule_flush()
+            self.lost()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        if self._withheld and self.ws is not None and not self._finished:
+            self.proto.core.acknowledge(self.sid, self._withheld)
+            self._withheld = 0
+            self.proto.schedule_flush()
+
+
+class H2Protocol(asyncio.Protocol):
+    """HTTP/2 server connection. ``H2Protocol(ctx)`` is a protocol factory (TLS + ALPN h2)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.core = H2Core(limits_from_config(ctx.config), clock=ctx.loop.time)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.streams: dict[int, _Stream] = {}
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
+        self.scheme = "http"
+        self.tls: dict[str, Any] | None = None  # the ASGI tls extension, once per TLS connection
+        self.peer = ""
+        self.deadline = 0.0
+        self.deadline_kind = _NO_DEADLINE
+        self.writing_paused = False
+        self.closed = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._reading_paused = False
+        self._date_line = b"?"
+        self._defaults: list[tuple[bytes, bytes]] = []
+        self._upgrade: tuple[bytes, "Request", list[bytes]] | None = None
+
+    # --- entry points -----------------------------------------------------------
+
+    @classmethod
+    def take_over(
+        cls,
+        ctx: ServerContext,
+        transport: asyncio.Transport,
+        *,
+        scheme: str,
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        peer: str,
+        data: bytes = b"",
+        upgrade: tuple[bytes, "Request", list[bytes]] | None = None,
+    ) -> "H2Protocol":
+        """Adopt a connection from the HTTP/1.1 protocol: ``data`` is what was read
+        already (starting with the preface); ``upgrade`` is (HTTP2-Settings value,
+        request, body chunks) for ``Upgrade: h2c``, answered with 101 first."""
+        self = cls(ctx)
+        self.transport = transport
+        self.scheme = scheme
+        self.client = client
+        self.server = server
+        self.peer = peer
+        self._upgrade = upgrade
+        transport.set_protocol(self)
+        self._start()
+        if data:
+            self.data_received(data)
+        return self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.client = (str(peername[0]), int(peername[1]))
+        if isinstance(sockname, tuple) and len(sockname) >= 2:
+            self.server = (str(sockname[0]), int(sockname[1]))
+        elif isinstance(sockname, str) and sockname:
+            self.server = (sockname, None)
+        self.peer = format_peer(peername)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.scheme = "https"
+            self.tls = tls_extension(ssl_object)
+        self._start()
+
+    def _start(self) -> None:
+        ctx = self.ctx
+        ctx.connections.add(self)
+        core = self.core
+        upgrade = self._upgrade
+        if upgrade is not None:
+            settings, request, body = upgrade
+            self._upgrade = None
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+            )
+            core.initiate(settings)
+            self._serve_upgraded(request, body)
+        else:
+            core.initiate()
+        if ctx.shutting_down:
+            self.shutdown()
+        self.flush()
+        self._refresh_deadline()
+
+    # --- asyncio callbacks -------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        events = self.core.receive_data(data)
+        started: list[Any] = []
+        for event in events:
+            kind = event.__class__
+            if kind is RequestReceived:
+                cycle = self._on_request(event)  # type: ignore[arg-type]
+                if cycle is not None:
+                    started.append(cycle)
+            elif kind is DataReceived:
+                stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream.feed(event.data)  # type: ignore[attr-defined]
+                else:
+                    self.core.acknowledge(event.stream_id, len(event.data))  # type: ignore[attr-defined]
+            elif kind is StreamEnded:
+                stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream.end_request()
+            elif kind is StreamReset:
+                stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream.lost()
+            elif kind is StreamWritable:
+                stream = self.streams.get(event.stream_id)  # type: ignore[attr-defined]
+                if stream is not None:
+                    stream.writable()  # type: ignore[attr-defined]
+            elif kind is ConnectionEnded:
+                if event.error_code:  # type: ignore[attr-defined]
+                    if not event.remote:  # type: ignore[attr-defined]
+                        self.ctx.log_bad_request(self.peer, f"HTTP/2: {event.reason}", 400)  # type: ignore[attr-defined]
+                    self._terminate()
+                    return
+                self.stream_finished()  # peer GOAWAY NO_ERROR: close once idle
+        ctx = self.ctx
+        for cycle in started:
+            stream = cycle.stream
+            if not stream._finished and not self.closed:
+                if cycle.task is None:
+                    ctx.start_cycle(cycle) if isinstance(cycle, HTTPCycle) else self._start_ws(cycle)
+        self.flush()
+        if self.core.closed:
+            self._terminate()
+            return
+        self._refresh_deadline()
+
+    def eof_received(self) -> bool | None:
+        self._terminate()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.deadline = 0.0
+        self.ctx.connections.discard(self)
+        for stream in list(self.streams.values()):
+            stream.lost()
+        self.streams.clear()
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        # A peer that doesn't read gets nothing more from us: stop reading too
+        # (a PING or SETTINGS flood then stalls the flooder, not our memory).
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._refresh_deadline()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        for stream in list(self.streams.values()):
+            stream.wake()
+        self._refresh_deadline()
+
+    # --- requests ----------------------------------------------------------------
+
+    def _on_request(self, request: RequestReceived) -> Any:
+        ctx = self.ctx
+        sid = request.stream_id
+        method = _METHODS.get(request.method) or request.method.decode("ascii")
+        if request.protocol is not None:
+            return self._on_extended_connect(request)
+        if method == "CONNECT":
+            stream = H2Stream(self, sid, request.end_stream)
+            self.streams[sid] = stream
+            stream.cycle = HTTPCycle({}, stream, request.end_stream)
+            self._simple(stream, 501, b"Not Implemented\n")
+            return None
+        stream = H2Stream(self, sid, request.end_stream)
+        self.streams[sid] = stream
+        if ctx.access_log:
+            stream._start = ctx.loop.time()
+            target = request.path + (b"?" + request.query if request.query else b"")
+            stream._request_line = f"{method} {target.decode('ascii')} HTTP/2"
+        if ctx.limit_concurrency is not None and ctx.over_capacity():
+            stream.cycle = HTTPCycle({}, stream, request.end_stream)
+            self._simple(stream, 503, b"Service Unavailable\n")
+            return None
+        scope = http_scope(
+            method,
+            "2",
+            self.scheme,
+            request.path,
+            request.query,
+            ctx.root_path,
+            request.headers,
+            self.client,
+            self.server,
+            ctx.lifespan_state,
+            {"tls": self.tls} if self.tls is not None else {},
+        )
+        cycle = HTTPCycle(
+            scope,
+            stream,
+            request.end_stream,
+            extensions=_EXTENSIONS_PUSH,
+            on_body_consumed=stream.body_consumed,
+        )
+        stream.cycle = cycle
+        return cycle
+
+    def _simple(self, stream: H2Stream, status: int, body: bytes) -> None:
+        stream.cycle.status = status
+        stream.start_response(status, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
+
+    def _on_extended_connect(self, request: RequestReceived) -> Any:
+        ctx = self.ctx
+        sid = request.stream_id
+        target = request.path + (b"?" + request.query if request.query else b"")
+        pseudo = [
+            (b":method", request.method),
+            (b":protocol", request.protocol or b""),
+            (b":scheme", request.scheme),
+            (b":path", target),
+            (b":authority", request.authority or b""),
+        ]
+        try:
+            handshake = validate_extended_connect(pseudo + request.headers)
+        except HandshakeError as exc:
+            ctx.log_bad_request(self.peer, str(exc), exc.status_code)
+            stream = H2Stream(self, sid, request.end_stream)
+            self.streams[sid] = stream
+            stream.cycle = HTTPCycle({}, stream, request.end_stream)
+            body = (str(exc) + "\n").encode()
+            stream.cycle.status = exc.status_code
+            stream.start_response(
+                exc.status_code,
+                _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))] + exc.extra_headers,
+                body,
+                False,
+            )
+            return None
+        ws_stream = H2WebSocket(self, sid, handshake)
+        ws_stream._request_line = f"WEBSOCKET {target.decode('ascii')}"
+        ws_stream._start = ctx.loop.time()
+        self.streams[sid] = ws_stream
+        scope = websocket_scope(
+            "2",
+            "wss" if self.scheme == "https" else "ws",
+            request.path,
+            request.query,
+            ctx.root_path,
+            request.headers,
+            self.client,
+            self.server,
+            handshake.subprotocols,
+            ctx.lifespan_state,
+        )
+        if self.tls is not None:
+            scope["extensions"]["tls"] = self.tls
+        cycle = WebSocketCycle(scope, ws_stream, max_queue=ctx.config.ws_max_queue)
+        ws_stream.cycle = cycle
+        if request.end_stream:
+            ws_stream._remote_ended = True
+        return cycle
+
+    def _start_ws(self, cycle: WebSocketCycle) -> None:
+        ctx = self.ctx
+        cycle.task = task = ctx.loop.create_task(cycle.run(ctx.app, ctx.tasks))
+        ctx.tasks.add(task)
+
+    def _serve_upgraded(self, request: "Request", body: list[bytes]) -> None:
+        """Stream 1 is the HTTP/1.1 request that asked for ``Upgrade: h2c`` (complete)."""
+        ctx = self.ctx
+        method = _METHODS.get(request.method) or request.method.decode("ascii")
+        authority = b""
+        for name, value in request.headers:
+            if name == b"host":
+                authority = value
+        self.core.adopt_upgraded_request(request.method, self.scheme.encode(), authority)
+        stream = H2Stream(self, 1, True)
+        self.streams[1] = stream
+        if ctx.access_log:
+            stream._start = ctx.loop.time()
+            stream._request_line = f"{method} {request.target.decode('ascii')} HTTP/2"
+        headers = [
+            (name, value)
+            for name, value in request.headers
+            if name not in (b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te")
+        ]
+        scope = http_scope(
+            method, "2", self.scheme, request.path, request.query, ctx.root_path, headers,
+            self.client, self.server, ctx.lifespan_state, {},
+        )
+        cycle = HTTPCycle(
+            scope,
+            stream,
+            True,
+            extensions=_EXTENSIONS_PUSH,
+        )
+        stream.cycle = cycle
+        for chunk in body:
+            cycle.feed_body(chunk)
+        ctx.start_cycle(cycle)
+
+    def start_pushed(self, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]) -> None:
+        """Run the app for a pushed GET (its own scope, like a request)."""
+        ctx = self.ctx
+        target, _, query = path.partition(b"?")
+        stream = H2Stream(self, sid, True)
+        self.streams[sid] = stream
+        if ctx.access_log:
+            stream._start = ctx.loop.time()
+            stream._request_line = f"GET {path.decode('ascii')} HTTP/2 (push)"
+        request_headers = [h for h in parent["headers"] if h[0] == b"host"]
+        request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")
+        scope = http_scope(
+            "GET", "2", self.scheme, target, query, ctx.root_path, request_headers,
+            self.client, self.server, ctx.lifespan_state, {"tls": self.tls} if self.tls is not None else {},
+        )
+        cycle = HTTPCycle(scope, stream, True, extensions=_EXTENSIONS)
+        stream.cycle = cycle
+        ctx.start_cycle(cycle)
+
+    # --- output --------------------------------------------------------------------
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        """server/date/--header fields, parsed from the context's cached lines."""
+        ctx = self.ctx
+        if ctx.date_line is not self._date_line:
+            self._date_line = ctx.date_line
+            lines = ctx.server_line + ctx.date_line + ctx.extra_lines
+            defaults = []
+            for line in lines.split(b"\r\n"):
+                if line:
+                    name, _, value = line.partition(b":")
+                    defaults.append((name.strip().lower(), value.strip()))
+            self._defaults = defaults
+        return self._defaults
+
+    def schedule_flush(self) -> None:
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = self.ctx.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        handle = self._flush_handle
+        if handle is not None:
+            self._flush_handle = None
+            handle.cancel()
+        if self.closed:
+            return
+        data = self.core.data_to_send()
+        if data:
+            transport = self.transport
+            transport.write(data)
+            if not transport.get_write_buffer_size():
+                self.core.output_flushed()
+        if self.core.blocked or self.deadline_kind == _WINDOW_DEADLINE:
+            self._refresh_deadline()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def stream_finished(self) -> None:
+        if not self.streams and self.core.going_away and not self.closed:
+            self.flush()
+            self._close()
+        elif not self.closed:
+            self._refresh_deadline()
+
+    def _refresh_deadline(self) -> None:
+        if self.closed:
+            return
+        config = self.ctx.config
+        timeout = config.timeout_write
+        if self.writing_paused and timeout:
+            if self.deadline_kind != _WRITE_DEADLINE:
+                self.deadline = self.ctx.clock + timeout
+                self.deadline_kind = _WRITE_DEADLINE
+        elif self.core.blocked and timeout:
+            self.deadline = min(self.core.blocked.values()) + timeout
+            self.deadline_kind = _WINDOW_DEADLINE
+        elif not self.streams and self.ctx.timeout_keep_alive:
+            if self.deadline_kind != _IDLE_DEADLINE:
+                self.deadline = self.ctx.clock + self.ctx.timeout_keep_alive
+                self.deadline_kind = _IDLE_DEADLINE
+        else:
+            self.deadline = 0.0
+            self.deadline_kind = _NO_DEADLINE
+
+    def on_deadline(self) -> None:
+        kind = self.deadline_kind
+        self.deadline = 0.0
+        self.deadline_kind = _NO_DEADLINE
+        if self.closed:
+            return
+        if kind == _WRITE_DEADLINE:
+            error_logger.info("Closing HTTP/2 connection from %s: client stopped reading", self.peer)
+            self._abort_all()
+            self.transport.abort()
+            return
+        if kind == _WINDOW_DEADLINE:
+            core = self.core
+            timeout = self.ctx.config.timeout_write
+            now = self.ctx.loop.time()
+            stalled = [sid for sid, since in core.blocked.items() if now - since >= timeout - 0.01]
+            if stalled and core.window_blocked_on_connection():
+                error_logger.info("Closing HTTP/2 connection from %s: connection window stayed at 0", self.peer)
+                core.close(ErrorCodes.ENHANCE_YOUR_CALM)
+                self._terminate()
+                return
+            for sid in stalled:
+                error_logger.info("Resetting HTTP/2 stream %d from %s: its window stayed at 0", sid, self.peer)
+                core.reset(sid, ErrorCodes.CANCEL)
+                stream = self.streams.get(sid)
+                if stream is not None:
+                    stream.lost()
+            self.flush()
+            self._refresh_deadline()
+            return
+        if kind == _IDLE_DEADLINE and not self.streams:
+            self.core.close(ErrorCodes.NO_ERROR)
+            self.flush()
+            self._close()
+            return
+        self._refresh_deadline()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: GOAWAY with the last stream id; finish the streams in flight, then close."""
+        if self.closed:
+            return
+        self.core.start_shutdown()
+        self.flush()
+        if not self.streams:
+            self._close()
+
+    def _abort_all(self) -> None:
+        for stream in list(self.streams.values()):
+            stream.lost()
+
+    def _terminate(self) -> None:
+        """The connection is over: flush the GOAWAY, tell every stream, close."""
+        if self.closed:
+            return
+        self.flush()
+        self._close()
+        self._abort_all()
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.deadline = 0.0
+            self.transport.close()
+
+    def log_access(self, stream: _Stream, status: int, size: int) -> None:
+        if not self.ctx.access_log or not stream._request_line:
+            return
+        duration = (self.ctx.loop.time() - stream._start) * 1000.0
+        access_logger.info(
+            '%s - "%s" %d %d %.1fms',
+            self.peer,
+            stream._request_line,
+            status,
+            size,
+            duration,
+            extra={
+                "client": self.peer,
+                "request_line": stream._request_line,
+                "status": status,
+                "bytes": size,
+                "duration_ms": duration,
+            },
+        )
+        stream._request_line = ""
+
+
+# --- Upgrade: h2c (from HTTP/1.1) ---------------------------------------------------------
+
+#: Request body an ``Upgrade: h2c`` request may carry (read before the 101);
+#: a bigger one is served over HTTP/1.1 instead.
+MAX_UPGRADE_BODY = 1024 * 1024
+
+
+def h2c_settings(request: "Request") -> bytes | None:
+    """The HTTP2-Settings value when ``request`` validly asks for ``Upgrade: h2c``
+    (RFC 7540 3.2: exactly one HTTP2-Settings field, named in Connection)."""
+    if request.upgrade is None or b"h2c" not in [t.strip() for t in request.upgrade.split(b",")]:
+        return None
+    values = [value for name, value in request.headers if name == b"http2-settings"]
+    connection = b",".join(value for name, value in request.headers if name == b"connection").lower()
+    if len(values) != 1 or b"http2-settings" not in [t.strip() for t in connection.split(b",")]:
+        return None
+    try:
+        base64.urlsafe_b64decode(values[0] + b"=" * (-len(values[0]) % 4))
+    except ValueError:
+        return None
+    if len(values[0]) % 4:
+        return values[0] + b"=" * (-len(values[0]) % 4)
+    return values[0]
+
+
+class H2CUpgradeBody:
+    """Stands in for the cycle while the body of an ``Upgrade: h2c`` request is read.
+
+    :class:`~heron.transport.http1.H1Protocol` feeds it like a cycle; at the end
+    of the body the connection switches to HTTP/2 and stream 1 serves the
+    request. A body over :data:`MAX_UPGRADE_BODY` makes the request an ordinary
+    HTTP/1.1 one (the Upgrade is optional for the server, RFC 9110 7.8).
+    """
+
+    def __init__(self, h1: Any, request: "Request", settings: bytes) -> None:
+        self.h1 = h1
+        self.request = request
+        self.settings = settings
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.task = None
+        self.status = 0
+        self.bytes_sent = 0
+        self.response_complete = False
+
+    def feed_body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+        if self.size > MAX_UPGRADE_BODY:
+            self.h1._h2c_fallback(self.request, self.chunks)
+
+    def end_body(self) -> None:
+        self.h1._h2c_switch(self.request, self.settings, self.chunks)
+
+    def disconnect(self) -> None:
+        pass
+
+    def client_eof(self) -> None:
+        pass
