@@ -31,7 +31,12 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 
 #: ServerContext.connections member class -> "protocol" label
-PROTOCOL_LABELS = {"H1Protocol": "http/1.1", "MeteredH1Protocol": "http/1.1", "WebSocketProtocol": "websocket"}
+PROTOCOL_LABELS = {
+    "H1Protocol": "http/1.1",
+    "MeteredH1Protocol": "http/1.1",
+    "WebSocketProtocol": "websocket",
+    "H2Protocol": "h2",
+}
 
 
 class Metrics:
