@@ -231,7 +231,8 @@ class WebSocketCycle:
             except LocalProtocolError as exc:
                 logger.error("Invalid 'websocket.accept' from ASGI app: %s", exc)
                 raise
-            self._state = _OPEN
+            if self._state == _CONNECTING:  # the stream may have closed it at once (shutdown)
+                self._state = _OPEN
             return
         if message_type == "websocket.close":
             if state == _CLOSED:

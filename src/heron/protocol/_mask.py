@@ -14,9 +14,11 @@ import os
 _TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
 
-def apply_mask_python(data: bytes, mask: bytes) -> bytes:
+def apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
     """Pure Python: small payloads XOR as one integer; large ones run four
     strided bytes.translate() passes (one per mask byte), all in C."""
+    if type(data) is not bytes:
+        data = bytes(data)
     size = len(data)
     if size < 256:
         key = int.from_bytes((mask * (size // 4 + 1))[:size], "little")

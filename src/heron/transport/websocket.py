@@ -130,6 +130,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._target = request.target.decode("ascii")
         self._request = request
         self._pending += leftover
+        self._bytes_in += len(leftover)  # frames that arrived with the handshake
         ctx.connections.add(self)
         transport.set_protocol(self)
         scope = websocket_scope(
@@ -186,8 +187,8 @@ class WebSocketProtocol(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
-        if not was_closed or self.conn is not None:
-            self._log_session()
+        # One record per session, refused handshakes (403/500/denial) included.
+        self._log_session()
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -309,6 +310,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self._write(b"".join(head))
         self.conn = conn = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params)
         self._schedule_ping()
+        if self.ctx.shutting_down:
+            # accepted while the server stops: the session ends at once (1001),
+            # rather than living until the graceful-shutdown timeout
+            self.shutdown()
+            return
         if self._pending:
             conn.receive_data(bytes(self._pending))
             self._pending.clear()
@@ -345,8 +351,8 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def send_message(self, data: str | bytes) -> None:
         conn = self.conn
-        if conn is None or self._closed:
-            return
+        if conn is None or self._closed or conn.close_sent:
+            return  # the cycle already reported the disconnect
         self._write(conn.send_text(data) if type(data) is str else conn.send_bytes(data))  # type: ignore[arg-type]
 
     def close(self, code: int, reason: str) -> None:
