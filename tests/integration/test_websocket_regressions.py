@@ -174,7 +174,7 @@ def echo_app(reports: Reports | None = None) -> Any:
 #
 # The transport answered a Close frame (or failed the connection on a protocol error) in the same
 # data_received call that had just queued earlier messages for the app; the app's answers to them then
-# hit a closed WebSocket and were dropped. Autobahn scored 3.2, 3.3, 4.1.3, 4.1.4, 4.2.3, 4.2.4 and
+# hit a closed WebSocket and were dropped. Autobahn scored 3.2-3.4, 4.1.3-4.1.5, 4.2.3, 4.2.4 and
 # 5.15 NON-STRICT ("echo for the first message is received, then the connection is failed") and 7.1.6
 # "close was processed before the text message could be returned". Now reading stops at once, but the
 # Close frame waits until the app has taken the queued messages.
