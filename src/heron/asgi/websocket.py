@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from .http import ASGIApp, ClientDisconnected, Message, Scope
@@ -110,6 +110,7 @@ class WebSocketCycle:
         "close_code",
         "task",
         "_denial",
+        "on_idle",
     )
 
     def __init__(self, scope: Scope, stream: WebSocketStream, *, max_queue: int = 32) -> None:
@@ -127,6 +128,10 @@ class WebSocketCycle:
         self.task: asyncio.Task[None] | None = None
         #: a denial head waiting for its first body message
         self._denial: tuple[int, Any] | None = None
+        #: called once when the app calls receive() with nothing queued (the
+        #: transport uses it to send its Close only after the app has handled
+        #: every message that arrived before the peer's Close)
+        self.on_idle: Callable[[], None] | None = None
 
     # --- transport side ------------------------------------------------------
 
@@ -150,6 +155,11 @@ class WebSocketCycle:
                 self.close_code = code
         self._state = _CLOSED
         self._wake()
+
+    @property
+    def pending_messages(self) -> int:
+        """Received messages the app has not taken yet."""
+        return len(self._queue)
 
     @property
     def accepted(self) -> bool:
@@ -177,6 +187,12 @@ class WebSocketCycle:
                 return message
             if self._disconnect is not None:
                 return self._disconnect
+            on_idle = self.on_idle
+            if on_idle is not None:
+                # the app has taken every queued message and asks for more
+                self.on_idle = None
+                on_idle()
+                continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiter = waiter
             try:

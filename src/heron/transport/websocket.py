@@ -51,13 +51,13 @@ CLOSE_TIMEOUT = 5.0
 #: How long the app gets to take the messages queued before the peer's Close
 #: (or a protocol error) before our Close frame is sent anyway.
 DRAIN_TIMEOUT = 1.0
-_DRAIN_POLL = 0.01
 
 _NO_DEADLINE = 0
 _PING_DUE = 1
 _PONG_DUE = 2
 _CLOSE_DUE = 3
 _WRITE_DUE = 4
+_DRAIN_DUE = 5
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -81,7 +81,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "_target",
         "_request",
         "_input_end",
-        "_drain_until",
     )
 
     def __init__(self, ctx: ServerContext, http: H1Connection, handshake: HandshakeRequest) -> None:
@@ -106,7 +105,6 @@ class WebSocketProtocol(asyncio.Protocol):
         # (close code, reason, the peer's Close or None for a protocol error):
         # set when input ended while messages still waited for the app
         self._input_end: tuple[int, str, CloseReceived | None] | None = None
-        self._drain_until = 0.0
 
     @classmethod
     def take_over(
@@ -241,26 +239,19 @@ class WebSocketProtocol(asyncio.Protocol):
         # The connection object ignores anything after this point anyway.
         self.transport.pause_reading()
         self._input_end = (code, reason, close)
-        if not self.cycle._queue or (self.conn is not None and self.conn.close_sent):
-            self._finish_input()
-            return
-        self.deadline = 0.0  # no keepalive ping while we wait
-        self.deadline_kind = _NO_DEADLINE
-        self._drain_until = self.ctx.loop.time() + DRAIN_TIMEOUT
-        self.ctx.loop.call_soon(self._check_drained)
-
-    def _check_drained(self) -> None:
-        if self._closed or self._input_end is None:
-            return
         task = self.cycle.task
         if (
-            not self.cycle._queue
+            not self.cycle.pending_messages
+            or (self.conn is not None and self.conn.close_sent)
             or (task is not None and task.done())
-            or self.ctx.loop.time() >= self._drain_until
         ):
             self._finish_input()
-        else:
-            self.ctx.loop.call_later(_DRAIN_POLL, self._check_drained)
+            return
+        # Finish when the app asks for more than is queued (it has handled
+        # the rest, replies included), or after DRAIN_TIMEOUT at the latest.
+        self.cycle.on_idle = self._finish_input
+        self.deadline = self.ctx.clock + DRAIN_TIMEOUT
+        self.deadline_kind = _DRAIN_DUE
 
     def _finish_input(self) -> None:
         end = self._input_end
@@ -417,6 +408,8 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._write(conn.send_close(1011, "keepalive ping timeout"))
             self.cycle.feed_disconnect(1011, "keepalive ping timeout")
             self._close_transport()
+        elif kind == _DRAIN_DUE:
+            self._finish_input()  # the app did not take its last messages in time
         elif kind == _WRITE_DUE:
             error_logger.info("Closing WebSocket from %s: client stopped reading", self.peer)
             self.cycle.feed_disconnect(1006)
