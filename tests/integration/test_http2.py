@@ -617,9 +617,10 @@ def test_trailers_and_early_hints() -> None:
         assert trailers.headers == [(b"x-checksum", b"abc"), (b"x-more", b"1")]
 
 
-def test_extensions_are_not_announced_on_http11() -> None:
+def test_http11_announces_only_its_own_extensions() -> None:
+    # no push on HTTP/1.1; trailers only with TE: trailers (tests/integration/test_http1_extensions.py)
     with serve(scope_app) as srv:
-        assert httpx.get(srv.url).json()["extensions"] == []
+        assert httpx.get(srv.url).json()["extensions"] == ["http.response.early_hint"]
 
 
 def _ws_frame(opcode: int, payload: bytes) -> bytes:

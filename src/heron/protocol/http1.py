@@ -81,6 +81,7 @@ class Request:
         "expect_continue",
         "has_body",
         "upgrade",
+        "te_trailers",
     )
 
     def __init__(
@@ -95,6 +96,7 @@ class Request:
         expect_continue: bool,
         has_body: bool,
         upgrade: bytes | None,
+        te_trailers: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -106,6 +108,8 @@ class Request:
         self.expect_continue = expect_continue
         self.has_body = has_body
         self.upgrade = upgrade
+        #: the client accepts trailers (``TE: trailers``)
+        self.te_trailers = te_trailers
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.http_version}>"
@@ -223,7 +227,7 @@ _MAX_CHUNK_SIZE_DIGITS = 16
 _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 _FRAMING_HEADERS = frozenset(
-    (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade")
+    (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade", b"te")
 )
 _RESPONSE_SPECIAL = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"server", b"date")
@@ -433,6 +437,7 @@ class H1Connection:
         expect_continue = False
         upgrade: bytes | None = None
         connection_upgrade = False
+        te_trailers = False
         if len(lines) > 1:
             cache = _FIELD_LINES
             for field in lines[1:]:
@@ -476,6 +481,8 @@ class H1Connection:
                         expect_continue = not http10
                     else:
                         raise self._fail("unsupported expectation", 417)
+                elif name == b"te":
+                    te_trailers = te_trailers or b"trailers" in value.lower()
                 else:  # upgrade
                     upgrade = value.lower()
         # close wins over keep-alive, whatever the order; 1.0 needs keep-alive.
@@ -526,6 +533,7 @@ class H1Connection:
             expect_continue,
             has_body,
             upgrade if connection_upgrade else None,
+            te_trailers,
         )
 
     def _parse_request_line(self, line: bytes) -> tuple[bytes, bytes, bool, bytes, bytes]:

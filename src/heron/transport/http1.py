@@ -47,6 +47,11 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 _INTERNAL_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"22")]
 _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 
+# ASGI extensions announced on HTTP/1.1 requests; trailers only to clients
+# that said ``TE: trailers`` (and they are sent only on chunked responses)
+_EXTENSIONS = ("http.response.early_hint",)
+_EXTENSIONS_TRAILERS = ("http.response.early_hint", "http.response.trailers")
+
 # what the deadline means
 _NO_DEADLINE = 0
 _HEADER_DEADLINE = 1
@@ -279,7 +284,11 @@ class H1Protocol(asyncio.Protocol):
             ctx.lifespan_state,
             {"tls": self.tls} if self.tls is not None else {},
         )
-        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue)
+        if request.http_version == "1.1":
+            extensions = _EXTENSIONS_TRAILERS if request.te_trailers else _EXTENSIONS
+        else:
+            extensions = ()  # HTTP/1.0: no interim responses, no chunked trailers
+        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions=extensions)
         self.cycle = cycle
         ctx.start_cycle(cycle)
 
@@ -483,6 +492,22 @@ class H1Protocol(asyncio.Protocol):
         if self._awaiting_continue and not self._closed and not self.conn.response_started:
             self._awaiting_continue = False
             self.transport.write(self.conn.send_informational(100))
+
+    def send_early_hint(self, links: list[bytes]) -> None:
+        """103 Early Hints (RFC 8297), one Link field per link."""
+        if not self._closed and not self.conn.response_started:
+            self.transport.write(self.conn.send_informational(103, [(b"link", link) for link in links]))
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """End a response announced with trailers; they go on the wire only
+        when it is chunked (with a Content-Length there is nowhere to put them)."""
+        if self._closed:
+            return
+        conn = self.conn
+        data = conn.send_end(headers if conn.chunked_response else None)
+        if data:
+            self.transport.write(data)
+        self._response_complete()
 
     def pause_reading(self) -> None:
         self._pause_reading(1)
