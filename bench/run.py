@@ -102,6 +102,10 @@ SERVERS: dict[str, dict[str, Any]] = {
                 "--workers", "1", "--log-level", "warning"],
         "mem_extra": ["--keep-alive", "600"],
         "h2c": True,
+        # keep_alive_max_requests (default 1000, no CLI flag) ends an HTTP/2 connection after
+        # 1000 requests: h2load counts the streams in flight then as failed. Lifted for h2.
+        "h2_extra": ["--config", "{tmp}/hypercorn.toml"],
+        "files": {"hypercorn.toml": "keep_alive_max_requests = 1000000000\n"},
         "ws": True,
         "package": "hypercorn",
     },
@@ -231,6 +235,9 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("ws-64k", "ws", "bench.apps:ws_echo",
              "WebSocket echo, 64 KiB messages, 64 connections, one message in flight each",
              ws_size=65536, unit="msg/s"),
+    Scenario("ws-1m", "ws", "bench.apps:ws_echo",
+             "WebSocket echo, 1 MiB messages, 64 connections, one message in flight each",
+             ws_size=1 << 20, unit="msg/s"),
     Scenario("h2-hello-c8m8", "h2", "bench.apps:hello",
              "HTTP/2 h2c hello, h2load -c8 -m8", h2_args=["-c8", "-m8"],
              check=lambda st, b: st == 200 and b == b"Hello, world!"),
@@ -416,6 +423,7 @@ class Server:
         self.log_path = Path(self.tmp) / "server.log"
         cmd = [a.format(app=app, port=self.port, tmp=self.tmp) for a in spec["cmd"]]
         extra = (spec.get("h2_extra", []) if h2 else []) + (spec.get("mem_extra", []) if mem else [])
+        extra = [a.format(app=app, port=self.port, tmp=self.tmp) for a in extra]
         if extra:
             # Before the app argument when it comes last (gunicorn, granian), else at the end.
             at = len(cmd) - 1 if cmd[-1] == app else len(cmd)
@@ -430,6 +438,8 @@ class Server:
             for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 os.makedirs(Path(self.tmp) / d, exist_ok=True)
             (Path(self.tmp) / "nginx.conf").write_text(NGINX_CONF.format(tmp=self.tmp, port=self.port))
+        for filename, text in self.spec.get("files", {}).items():
+            (Path(self.tmp) / filename).write_text(text)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")

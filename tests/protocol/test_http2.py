@@ -424,3 +424,132 @@ def test_upgrade() -> None:
     core.send_headers(1, 200, [], False)
     core.send_data(1, b"x" * 80000, True)
     assert core.pending(1) == 80000 - 65535  # the connection window, not the stream's
+
+
+# --- heron's own frame layer and HPACK encoder -------------------------------------------------------
+
+
+def test_encoder_round_trips_through_hpack_with_table_size_changes() -> None:
+    import random
+
+    from heron.protocol.http2 import _Encoder
+
+    rng = random.Random(7)
+    enc = _Encoder()
+    dec = hpack.Decoder()
+    names = [b"content-type", b"server", b"date", b"x-a", b"x-b", b"content-length", b"set-cookie", b"etag"]
+    for i in range(3000):
+        if i % 97 == 0:
+            size = rng.choice([0, 100, 256, 4096, 8192])
+            enc.set_max_size(size)
+            if i % 2:
+                enc.set_max_size(rng.choice([64, 4096]))
+            dec.max_allowed_table_size = 4096
+        fields = [(b":status", rng.choice([b"200", b"201", b"404", b"418"]))]
+        for _ in range(rng.randrange(6)):
+            value = rng.choice([b"", b"text/plain", b"heron", bytes(rng.randrange(256) for _ in range(rng.randrange(3))).hex().encode(), b"v" * rng.choice([1, 200, 1000, 5000])])
+            fields.append((rng.choice(names), value))
+        assert [tuple(f) for f in dec.decode(enc.encode(fields), raw=True)] == fields
+
+
+def test_repeated_response_heads_reuse_their_block_until_the_table_changes() -> None:
+    pair = Pair()
+    sids = [pair.request() for _ in range(4)]
+    pair.to_server()
+    heads = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    for i, sid in enumerate(sids):
+        defaults = [(b"date", b"Mon, 01 Jan 2024 00:00:0%d GMT" % (i // 2))]
+        pair.core.send_headers(sid, 200, heads, False, defaults)
+        pair.core.send_data(sid, b"ok", True)
+    events = pair.to_client()
+    responses = [e.headers for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert responses == [
+        [(b":status", b"200"), (b"content-type", b"text/plain"), (b"content-length", b"2"), (b"date", b"Mon, 01 Jan 2024 00:00:0%d GMT" % (i // 2))]
+        for i in range(4)
+    ]
+
+
+def test_request_cache_follows_the_decoders_table() -> None:
+    core = connected()
+    enc = hpack.Encoder()
+    first = enc.encode(REQ + [("x-v", "1")])
+    indexed = enc.encode(REQ + [("x-v", "1")])  # now only indexed fields
+    assert not indexed.translate(None, bytes(range(0x81, 0xFF)))
+    events = core.receive_data(raw_headers_bytes(first, 1) + raw_headers_bytes(indexed, 3) + raw_headers_bytes(indexed, 5))
+    requests = [e for e in events if isinstance(e, RequestReceived)]
+    assert [r.headers for r in requests] == [[(b"host", b"a"), (b"x-v", b"1")]] * 3
+    requests[1].headers.append((b"x-mutated", b"by the app"))
+    # the same bytes mean other fields once the table changed: x-v: 2 is inserted first, and
+    # the two indexes of the block now name x-v: 1 and x-v: 2 (no :authority any more)
+    block = b"".join(enc.encode([(n, v)]) for n, v in REQ) + enc.encode([("x-v", "2")])
+    core.receive_data(raw_headers_bytes(block, 7))
+    events = core.receive_data(raw_headers_bytes(indexed, 9))
+    assert events[0].headers == [(b"x-v", b"1"), (b"x-v", b"2")]
+
+
+def raw_headers_bytes(block: bytes, sid: int, flags: int = END_STREAM | END_HEADERS) -> bytes:
+    return frame(HEADERS, flags, sid, block)
+
+
+def test_frames_after_our_reset_are_ignored_and_their_data_credited() -> None:
+    core = connected(H2Limits(initial_window_size=65535, connection_window_size=65535))
+    enc = hpack.Encoder()
+    core.receive_data(raw_headers(enc, REQ, 1, END_HEADERS))
+    core.data_to_send()
+    core.reset(1, 8)
+    assert frame(RST_STREAM, 0, 1, struct.pack(">I", 8)) in core.data_to_send()
+    events = core.receive_data(frame(DATA, 0, 1, b"x" * 16384) * 3 + frame(WINDOW_UPDATE, 0, 1, struct.pack(">I", 1)))
+    assert events == [] and not core.closed
+    out = core.data_to_send()
+    assert frame(RST_STREAM, 0, 1, struct.pack(">I", 5)) not in out
+    # credited like consumed data: back in batches of half the window
+    assert frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 2 * 16384)) in out
+
+
+def test_frames_after_the_peers_reset_are_stream_closed() -> None:
+    core = connected()
+    enc = hpack.Encoder()
+    core.receive_data(raw_headers(enc, REQ, 1, END_HEADERS))
+    assert core.receive_data(frame(RST_STREAM, 0, 1, struct.pack(">I", 8))) == [StreamReset(1, 8, True)]
+    core.data_to_send()
+    core.receive_data(frame(DATA, 0, 1, b"x"))
+    assert frame(RST_STREAM, 0, 1, struct.pack(">I", 5)) in core.data_to_send()
+    assert not core.closed
+
+
+def test_unconsumed_body_of_a_reset_stream_is_credited_to_the_connection() -> None:
+    core = connected(H2Limits(initial_window_size=65535, connection_window_size=65535))
+    enc = hpack.Encoder()
+    core.receive_data(raw_headers(enc, REQ, 1, END_HEADERS))
+    events = core.receive_data(frame(DATA, 0, 1, b"x" * 16384) * 3)
+    assert sum(len(e.data) for e in events) == 3 * 16384
+    core.data_to_send()
+    core.receive_data(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))  # the app never read it
+    assert frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 3 * 16384)) in core.data_to_send()
+    core.acknowledge(1, 3 * 16384)  # late: nothing more
+    assert core.data_to_send() == b""
+
+
+def test_response_headers_split_into_continuation_frames() -> None:
+    pair = Pair()
+    sid = pair.request()
+    pair.to_server()
+    big = [(b"x-big-%d" % i, b"v" * 3000) for i in range(12)]
+    pair.core.send_headers(sid, 200, big, True)
+    raw = pair.core.data_to_send()
+    assert raw[3] == HEADERS and raw[4] & END_HEADERS == 0 and CONTINUATION in raw
+    events = pair.client.receive_data(raw)
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived))
+    assert response.headers[1:] == big
+
+
+def test_peer_header_table_size_zero() -> None:
+    pair = Pair(client_settings={h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0})
+    sids = [pair.request() for _ in range(3)]
+    pair.to_server()
+    for sid in sids:
+        pair.core.send_headers(sid, 201, [(b"x-a", b"b")], True, [(b"server", b"heron")])
+    events = pair.to_client()
+    assert [e.headers for e in events if isinstance(e, h2.events.ResponseReceived)] == [
+        [(b":status", b"201"), (b"x-a", b"b"), (b"server", b"heron")]
+    ] * 3

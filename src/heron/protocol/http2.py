@@ -1,33 +1,50 @@
 """HTTP/2, sans-IO: the server side of one connection (RFC 9113, RFC 7541, RFC 8441).
 
-The python-hyper ``h2`` library is the frame and HPACK engine; this module is
-heron's core around it. Bytes go in with :meth:`H2Core.receive_data`, heron's
-own events come out (:class:`RequestReceived`, :class:`DataReceived`,
-:class:`StreamEnded`, :class:`StreamReset`, :class:`StreamWritable`,
-:class:`ConnectionEnded`), and the ``send_*`` methods queue frames that
-:meth:`H2Core.data_to_send` hands back. :meth:`receive_data` never raises: a
-connection error queues a GOAWAY and returns :class:`ConnectionEnded`.
+Bytes go in with :meth:`H2Core.receive_data`, heron's own events come out
+(:class:`RequestReceived`, :class:`DataReceived`, :class:`StreamEnded`,
+:class:`StreamReset`, :class:`StreamWritable`, :class:`ConnectionEnded`), and
+the ``send_*`` methods queue frames that :meth:`H2Core.data_to_send` (or
+:meth:`H2Core.take_output`, without joining them) hands back.
+:meth:`receive_data` never raises: a connection error queues a GOAWAY and
+returns :class:`ConnectionEnded`.
 
-What this core decides itself rather than leaving to ``h2``:
+The frame layer, stream states and flow control are heron's own: a server
+needs a small part of a general HTTP/2 library, and a request costs a few
+dozen Python operations here instead of several hundred. Header blocks are
+decoded by the ``hpack`` package's Decoder (Huffman, table size updates, its
+error checks), except for blocks made only of one-byte indexed fields (the
+usual shape of a repeated request once the client's dynamic table is warm),
+which are looked up directly. Responses are encoded by :class:`_Encoder`
+(static table, a dynamic table for the fields that repeat, no Huffman), and
+the encoded block of a repeated header set is reused while the dynamic table
+is unchanged.
 
-* Request validation (``h2``'s own is switched off because it fails the whole
-  connection): pseudo-header fields (known, once each, before the regular
-  fields, the right set for the method), lowercase token names, values
-  without NUL/CR/LF or surrounding whitespace, no connection-specific fields,
-  ``te`` only ``trailers``, a well-formed ``content-length`` matching the
-  DATA received. A malformed request is a *stream* error (RST_STREAM
+What this core decides:
+
+* Request validation: pseudo-header fields (known, once each, before the
+  regular fields, the right set for the method), lowercase token names,
+  values without NUL/CR/LF or surrounding whitespace, no connection-specific
+  fields, ``te`` only ``trailers``, a well-formed ``content-length`` matching
+  the DATA received. A malformed request is a *stream* error (RST_STREAM
   PROTOCOL_ERROR); the connection keeps working. ``:authority`` becomes the
   ``host`` field, first, as the ASGI spec asks; split ``cookie`` fields are
   joined again (RFC 9113 8.2.3).
-* HPACK errors are connection errors with COMPRESSION_ERROR (``h2`` says
-  PROTOCOL_ERROR).
+* Stream states (RFC 9113 5.1): frames on idle streams, a lower stream id than
+  one already opened, HEADERS on a stream that completed are connection
+  errors (PROTOCOL_ERROR); DATA or HEADERS after END_STREAM, or after the
+  peer's RST_STREAM, are stream errors (STREAM_CLOSED); frames on a stream we
+  reset ourselves are ignored (their DATA still counts on the connection
+  window).
+* HPACK errors are connection errors with COMPRESSION_ERROR.
 * Flow control: window credit is returned only when the caller says the
-  bytes were consumed (:meth:`H2Core.acknowledge`); outbound DATA is queued
-  per stream and sent in pieces that fit the peer's windows and maximum
-  frame size, as WINDOW_UPDATEs arrive.
+  bytes were consumed (:meth:`H2Core.acknowledge`), in batches (half a window,
+  as ``h2`` did); outbound DATA is queued per stream and sent in pieces that
+  fit the peer's windows and maximum frame size, as WINDOW_UPDATEs arrive.
 * Graceful GOAWAY (:meth:`H2Core.start_shutdown`) keeps the streams below
-  the last stream id working (``h2``'s ``close_connection`` would not); a
-  peer's GOAWAY NO_ERROR does not stop the responses in flight either.
+  the last stream id working; a peer's GOAWAY NO_ERROR does not stop the
+  responses in flight either.
+* A stream opened and reset within one :meth:`receive_data` call is reported
+  only by its :class:`StreamReset` (rapid reset never starts the app).
 
 Denial-of-service guards, all on by default (:class:`H2Limits`):
 
@@ -40,7 +57,7 @@ Denial-of-service guards, all on by default (:class:`H2Limits`):
   gets GOAWAY ENHANCE_YOUR_CALM.
 * CONTINUATION flood (CVE-2024-27316): the encoded header block collected
   across HEADERS/CONTINUATION frames may not exceed ``max_header_list_size``
-  plus one frame; ``h2`` alone only caps the number of frames (64).
+  plus one frame, nor span more than 64 frames (GOAWAY ENHANCE_YOUR_CALM).
 * HPACK bomb: the *decoded* header list is bounded by
   ``max_header_list_size`` while decoding (GOAWAY ENHANCE_YOUR_CALM).
 * SETTINGS/PING floods: replies (ACKs, resets) queued while the transport has
@@ -54,47 +71,18 @@ Denial-of-service guards, all on by default (:class:`H2Limits`):
 
 from __future__ import annotations
 
+import base64
+import binascii
+import enum
 import re
+import struct
 import time
+from collections import deque
 from typing import Any, Callable, Iterable
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.errors import ErrorCodes
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived as _H2Data,
-    PingAckReceived,
-    RemoteSettingsChanged,
-    RequestReceived as _H2Request,
-    StreamEnded as _H2StreamEnded,
-    StreamReset as _H2StreamReset,
-    TrailersReceived,
-    WindowUpdated,
-)
-from h2.exceptions import (
-    DenialOfServiceError,
-    FlowControlError,
-    InvalidBodyLengthError,
-    NoSuchStreamError,
-    ProtocolError,
-    StreamClosedError,
-    TooManyStreamsError,
-)
-from h2.frame_buffer import FrameBuffer
-from h2.settings import SettingCodes, Settings
-from h2.stream import StreamState
-from hpack.exceptions import HPACKError
-from hyperframe.frame import (
-    ContinuationFrame,
-    Frame,
-    GoAwayFrame,
-    HeadersFrame,
-    PingFrame,
-    PushPromiseFrame,
-    RstStreamFrame,
-    SettingsFrame,
-)
+from hpack import Decoder
+from hpack.exceptions import HPACKError, OversizedHeaderListError
+from hpack.table import HeaderTable
 
 from .errors import LocalProtocolError
 
@@ -115,6 +103,70 @@ __all__ = [
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Seconds over which resets are counted for ``max_resets``.
 RESET_WINDOW = 10.0
+
+
+class ErrorCodes(enum.IntEnum):
+    """HTTP/2 error codes (RFC 9113 7)."""
+
+    NO_ERROR = 0x0
+    PROTOCOL_ERROR = 0x1
+    INTERNAL_ERROR = 0x2
+    FLOW_CONTROL_ERROR = 0x3
+    SETTINGS_TIMEOUT = 0x4
+    STREAM_CLOSED = 0x5
+    FRAME_SIZE_ERROR = 0x6
+    REFUSED_STREAM = 0x7
+    CANCEL = 0x8
+    COMPRESSION_ERROR = 0x9
+    CONNECT_ERROR = 0xA
+    ENHANCE_YOUR_CALM = 0xB
+    INADEQUATE_SECURITY = 0xC
+    HTTP_1_1_REQUIRED = 0xD
+
+
+# plain ints on the hot paths
+_NO_ERROR = 0x0
+_PROTOCOL_ERROR = 0x1
+_INTERNAL_ERROR = 0x2
+_FLOW_CONTROL_ERROR = 0x3
+_STREAM_CLOSED = 0x5
+_FRAME_SIZE_ERROR = 0x6
+_REFUSED_STREAM = 0x7
+_COMPRESSION_ERROR = 0x9
+_ENHANCE_YOUR_CALM = 0xB
+
+# frame types
+_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
+    range(10)
+)
+# flags
+_END_STREAM = 0x1
+_ACK = 0x1
+_END_HEADERS = 0x4
+_PADDED = 0x8
+_PRIORITY_FLAG = 0x20
+
+_MAX_WINDOW = 2**31 - 1
+#: SETTINGS_MAX_FRAME_SIZE we accept (the protocol default; never raised)
+_MAX_FRAME = 16384
+#: frames one header block may span (HEADERS + CONTINUATIONs)
+_MAX_BLOCK_FRAMES = 64
+#: streams we reset, remembered to tell "reset" from "completed" (RFC 9113 5.1)
+_RESET_MEMORY = 1024
+
+_FRAME = struct.Struct(">BHBBL")  # length as 8 + 16 bits, type, flags, stream id
+_PACK_FRAME = _FRAME.pack
+_SETTING = struct.Struct(">HL")
+_U32 = struct.Struct(">L")
+_U32X2 = struct.Struct(">LL")
+
+
+def _frame_head(kind: int, flags: int, sid: int, length: int) -> bytes:
+    return _PACK_FRAME(length >> 16, length & 0xFFFF, kind, flags, sid)
+
+
+_SETTINGS_ACK = _frame_head(_SETTINGS, _ACK, 0, 0)
+_PING_ACK = _frame_head(_PING, _ACK, 0, 8)
 
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _LOWER_TOKEN = _TCHAR
@@ -261,157 +313,199 @@ class ConnectionEnded(_Event):
         self.reason = reason
 
 
-class _ConnectionError(ProtocolError):
-    def __init__(self, message: str, error_code: int) -> None:
-        super().__init__(message)
-        self.error_code = error_code  # type: ignore[assignment]
+class _ConnError(Exception):
+    """A connection error found while receiving: GOAWAY with ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 class _Malformed(Exception):
     pass
 
 
-# --- h2 with heron's decisions ---------------------------------------------------
+# --- HPACK ------------------------------------------------------------------------
+
+_STATIC = HeaderTable.STATIC_TABLE
+_STATIC_LEN = len(_STATIC)
+_STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAME: dict[bytes, int] = {}
+for _i, _field in enumerate(_STATIC, 1):
+    _STATIC_FULL.setdefault(_field, _i)
+    _STATIC_NAME.setdefault(_field[0], _i)
+del _i, _field
+_INDEXED_STATIC = {i: bytes((0x80 | i,)) for i in range(1, _STATIC_LEN + 1)}
+#: bytes that are, alone, a complete indexed field (indexes 1-126)
+_ONE_BYTE_INDEXED = bytes(range(0x81, 0xFF))
+#: response fields never entered in the dynamic table: their values rarely repeat, and a
+#: table that doesn't change lets a repeated response head reuse its encoded block (as nghttp2)
+_NO_INDEX = frozenset(
+    (b"content-length", b"set-cookie", b"etag", b"location", b"last-modified", b"age", b"content-range", b":path")
+)
 
 
-class _GuardedFrameBuffer(FrameBuffer):
-    """``h2``'s frame buffer, plus a bound on the total size of one header block."""
-
-    def __init__(self, max_block: int) -> None:
-        super().__init__(server=True)
-        self.max_block = max_block
-        self._block_size = 0
-
-    def __next__(self) -> Frame:
-        try:
-            return super().__next__()
-        except ProtocolError as exc:
-            # hyperframe calls a SETTINGS ACK with a payload invalid data; RFC 9113 6.5
-            # names the error: FRAME_SIZE_ERROR.
-            if "ack frame must not have payload" in str(exc.__cause__):
-                raise _ConnectionError("SETTINGS ACK with a payload", ErrorCodes.FRAME_SIZE_ERROR) from exc
-            raise
-
-    def _update_header_buffer(self, f: Frame | None) -> Frame | None:
-        if self._headers_buffer:
-            if isinstance(f, ContinuationFrame):
-                self._block_size += len(f.data)
-                if self._block_size > self.max_block:
-                    raise _ConnectionError("header block too large (CONTINUATION flood)", ErrorCodes.ENHANCE_YOUR_CALM)
-        elif isinstance(f, (HeadersFrame, PushPromiseFrame)) and "END_HEADERS" not in f.flags:
-            self._block_size = len(f.data)
-        return super()._update_header_buffer(f)
+def _hpack_int(value: int, bits: int, flags: int) -> bytes:
+    limit = (1 << bits) - 1
+    if value < limit:
+        return bytes((flags | value,))
+    out = bytearray((flags | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
-class _Connection(H2Connection):
-    """``H2Connection`` with stream-level answers where RFC 9113 allows them."""
+def _hpack_str(value: bytes) -> bytes:
+    n = len(value)
+    return (bytes((n,)) if n < 0x7F else _hpack_int(n, 7, 0)) + value
 
-    def __init__(self, core: "H2Core", config: H2Configuration) -> None:
-        super().__init__(config)
-        self.core = core
 
-    def _prepare_for_sending(self, frames: list[Frame]) -> None:
-        core = self.core
-        for f in frames:
-            kind = f.__class__
-            if kind is RstStreamFrame:
-                core._sent_reset(f.stream_id, f.error_code)  # type: ignore[attr-defined]
-            elif (kind is PingFrame or kind is SettingsFrame) and "ACK" in f.flags:
-                core._control_queued += 1
-        super()._prepare_for_sending(frames)
+class _Encoder:
+    """HPACK encoder for response heads (RFC 7541), without Huffman coding.
 
-    def _receive_headers_frame(self, frame: HeadersFrame) -> tuple[list[Frame], list[Any]]:
-        sid = frame.stream_id
-        core = self.core
-        if sid not in self.streams and sid > self.highest_inbound_stream_id and sid % 2 == 1:
-            refuse = core._going_away and sid > core.last_stream_id
-            if not refuse and core._active >= core.limits.max_concurrent_streams:
-                refuse = True
-            if refuse:
-                return self._refuse(frame)
-        try:
-            return super()._receive_headers_frame(frame)
-        except TooManyStreamsError:
-            return self._refuse(frame)
-        except DenialOfServiceError:
-            raise
-        except ProtocolError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, (HPACKError, IndexError, TypeError, UnicodeDecodeError)):
-                raise _ConnectionError(f"HPACK: {exc}", ErrorCodes.COMPRESSION_ERROR) from cause
-            stream = self.streams.get(sid)
-            if stream is None or stream.closed or isinstance(exc, StreamClosedError):
-                raise
-            # a malformed request (bad content-length, trailers without END_STREAM): stream error
-            core._stream_error(sid, str(exc))
-            return [], []
+    Fields in the static table are indexed; others are sent as literals and
+    entered in the dynamic table (except :data:`_NO_INDEX` and big ones), so
+    a field that repeats costs one byte from its second use. ``version``
+    changes whenever the dynamic table does: an encoded block can be sent
+    again as is while the version is the same.
+    """
 
-    def _refuse(self, frame: HeadersFrame) -> tuple[list[Frame], list[Any]]:
-        # Decode anyway: the HPACK state is shared by the whole connection.
-        try:
-            self.decoder.decode(frame.data, raw=True)
-        except HPACKError as exc:
-            raise _ConnectionError(f"HPACK: {exc}", ErrorCodes.COMPRESSION_ERROR) from exc
-        self.highest_inbound_stream_id = frame.stream_id
-        from h2.stream import StreamClosedBy
+    __slots__ = ("max_size", "size", "entries", "order", "inserted", "version", "resize")
 
-        self._closed_streams[frame.stream_id] = StreamClosedBy.SEND_RST_STREAM
-        rst = RstStreamFrame(frame.stream_id)
-        rst.error_code = ErrorCodes.REFUSED_STREAM
-        return [rst], []
+    def __init__(self) -> None:
+        self.max_size = 4096
+        self.size = 0
+        #: field -> its insertion number (the newest entry is index 62)
+        self.entries: dict[tuple[bytes, bytes], int] = {}
+        self.order: deque[tuple[tuple[bytes, bytes], int]] = deque()  # oldest first
+        self.inserted = 0
+        self.version = 0
+        #: [smallest, final] table size to signal at the start of the next block
+        self.resize: list[int] | None = None
 
-    def _receive_data_frame(self, frame: object) -> tuple[list[Frame], list[Any]]:
-        try:
-            return super()._receive_data_frame(frame)  # type: ignore[arg-type]
-        except InvalidBodyLengthError as exc:
-            sid = frame.stream_id  # type: ignore[attr-defined]
-            self.core._stream_error(sid, str(exc))
-            # the stream's bytes will never be consumed: give the connection credit back
-            self.acknowledge_received_data(frame.flow_controlled_length, sid)  # type: ignore[attr-defined]
-            return [], []
+    def set_max_size(self, peer_limit: int) -> None:
+        """The peer's SETTINGS_HEADER_TABLE_SIZE (we never use more than 4096)."""
+        new = min(peer_limit, 4096)
+        if new == self.max_size:
+            return
+        if self.resize is None:
+            self.resize = [new, new]
+        else:
+            self.resize[0] = min(self.resize[0], new)
+            self.resize[1] = new
+        self.max_size = new
+        self._evict(0)
+        self.version += 1
 
-    def _receive_window_update_frame(self, frame: object) -> tuple[list[Frame], list[Any]]:
-        try:
-            return super()._receive_window_update_frame(frame)  # type: ignore[arg-type]
-        except FlowControlError:
-            sid = frame.stream_id  # type: ignore[attr-defined]
-            if not sid or sid not in self.streams:
-                raise
-            self.core._stream_error(sid, "stream window overflow", ErrorCodes.FLOW_CONTROL_ERROR)
-            return [], []
+    def _evict(self, room: int) -> None:
+        order = self.order
+        while order and self.size + room > self.max_size:
+            field, size = order.popleft()
+            self.size -= size
+            del self.entries[field]
+            self.version += 1
 
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[Any]]:
-        state = self.state_machine.state
-        result = super()._receive_goaway_frame(frame)
-        if frame.error_code == 0:
-            # NO_ERROR: the peer opens no more streams, but those in flight finish.
-            self.state_machine.state = state
-        return result
-
-    def send_goaway(self, last_stream_id: int, error_code: int) -> None:
-        """GOAWAY without closing h2's state: streams <= last_stream_id go on."""
-        f = GoAwayFrame(0)
-        f.last_stream_id = last_stream_id
-        f.error_code = error_code
-        self._prepare_for_sending([f])
+    def encode(self, fields: Iterable[tuple[bytes, bytes]]) -> bytes:
+        out: list[bytes] = []
+        if self.resize is not None:
+            low, final = self.resize
+            self.resize = None
+            if low < final:
+                out.append(_hpack_int(low, 5, 0x20))
+            out.append(_hpack_int(final, 5, 0x20))
+        entries = self.entries
+        for field in fields:
+            index = _STATIC_FULL.get(field)
+            if index is not None:
+                out.append(_INDEXED_STATIC[index])
+                continue
+            seq = entries.get(field)
+            if seq is not None:
+                out.append(_hpack_int(_STATIC_LEN + self.inserted - seq, 7, 0x80))
+                continue
+            name, value = field
+            name_index = _STATIC_NAME.get(name, 0)
+            size = 32 + len(name) + len(value)
+            if name in _NO_INDEX or 4 * size > 3 * self.max_size:
+                out.append(_hpack_int(name_index, 4, 0x00))  # literal without indexing
+            else:
+                out.append(_hpack_int(name_index, 6, 0x40))  # literal with incremental indexing
+                self._evict(size)
+                entries[field] = self.inserted
+                self.order.append((field, size))
+                self.inserted += 1
+                self.size += size
+                self.version += 1
+            if not name_index:
+                out.append(_hpack_str(name))
+            out.append(_hpack_str(value))
+        return b"".join(out)
 
 
 # --- the core ------------------------------------------------------------------
 
 
-class _Out:
-    """Outbound state of one stream: queued DATA and what ends it."""
+class _Stream:
+    """One stream's state: both directions, windows, queued output."""
 
-    __slots__ = ("chunks", "size", "end", "trailers", "remaining", "no_body")
+    __slots__ = (
+        "sid",
+        "live",
+        "counted",
+        "pushed",
+        "recv_closed",
+        "send_closed",
+        "rwin",
+        "rproc",
+        "unacked",
+        "expected",
+        "received",
+        "swin",
+        "method",
+        "scheme",
+        "authority",
+        "chunks",
+        "size",
+        "end",
+        "trailers",
+        "remaining",
+        "no_body",
+    )
 
-    def __init__(self, remaining: int | None, no_body: bool) -> None:
-        self.chunks: list[bytes] = []
+    def __init__(self, sid: int, rwin: int, swin: int, recv_closed: bool) -> None:
+        self.sid = sid
+        #: reported to the caller and not yet forgotten (stream_done, reset, END_STREAM sent)
+        self.live = True
+        #: counted against max_concurrent_streams
+        self.counted = False
+        self.pushed = False
+        self.recv_closed = recv_closed
+        self.send_closed = False
+        self.rwin = rwin  # receive window left
+        self.rproc = 0  # consumed bytes not yet credited back
+        self.unacked = 0  # bytes reported in DataReceived, not yet acknowledged
+        self.expected: int | None = None  # declared content-length
+        self.received = 0
+        self.swin = swin  # send window
+        self.method = b""
+        self.scheme = b""
+        self.authority = b""
+        #: queued response body pieces (None until the head is sent, and once forgotten)
+        self.chunks: list[Any] | None = None
         self.size = 0
         self.end = False
         self.trailers: list[tuple[bytes, bytes]] | None = None
         #: declared content-length still to send (None: not declared)
-        self.remaining = remaining
-        self.no_body = no_body
+        self.remaining: int | None = None
+        self.no_body = False
+
+
+
+_STREAM_EVENTS = (RequestReceived, DataReceived, StreamEnded)
 
 
 class H2Core:
@@ -422,45 +516,57 @@ class H2Core:
     ) -> None:
         self.limits = limits = limits or H2Limits()
         self.clock = clock
-        config = H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            split_outbound_cookies=False,
-        )
-        self.conn = conn = _Connection(self, config)
-        initial = {
-            SettingCodes.MAX_CONCURRENT_STREAMS: limits.max_concurrent_streams,
-            SettingCodes.MAX_HEADER_LIST_SIZE: limits.max_header_list_size,
-            SettingCodes.INITIAL_WINDOW_SIZE: limits.initial_window_size,
-            SettingCodes.ENABLE_PUSH: 0,
-        }
-        if limits.enable_connect_protocol:
-            initial[SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
-        conn.local_settings = Settings(client=False, initial_values=initial)
-        conn.decoder.max_header_list_size = limits.max_header_list_size
-        conn.incoming_buffer = _GuardedFrameBuffer(limits.max_header_list_size + 16384)
-        #: request method per open stream (HEAD answers carry no body)
-        self._methods: dict[int, bytes] = {}
-        self._out: dict[int, _Out] = {}
+        #: open streams (either direction still open)
+        self.streams: dict[int, _Stream] = {}
         #: stream id -> when its queued data started waiting for window credit
         self.blocked: dict[int, float] = {}
+        #: the connection is finished (GOAWAY with an error sent or received)
+        self.closed = False
+        self.last_stream_id = 2**31 - 1
+        self._highest = 0  # highest stream id the client opened
+        self._next_push = 2
+        self._pushed_open = 0
+        # input
+        self._buf = b""
+        self._preface = True  # still waiting for the client preface
+        self._hdr: list[Any] | None = None  # [sid, flags, depends_on, fragments, size, frames] of a header block
+        self._max_block = limits.max_header_list_size + _MAX_FRAME
+        self.decoder = Decoder(max_header_list_size=limits.max_header_list_size)
+        self._dynamic = self.decoder.header_table.dynamic_entries
+        #: header block -> validated request (see _validate), while the decoder's table is unchanged
+        self._requests: dict[bytes, tuple[Any, ...]] = {}
+        self._cacheable = False
+        # output
+        self._out: list[Any] = []
+        #: the queued output holds DATA payloads of 8 KiB or more
+        self.large_output = False
+        self.encoder = _Encoder()
+        #: (status, headers, default headers) -> [fields, content-length, block, encoder version]
+        self._heads: dict[tuple[Any, ...], list[Any]] = {}
+        # peer settings
+        self._send_frame = 16384
+        self._peer_window = 65535
+        self._peer_max_streams: int | None = None
+        self._push_allowed = True
+        # windows
+        self._send_window = 65535
+        self._recv_window = 65535
+        self._recv_max = 65535
+        self._recv_proc = 0
+        self._stream_window = limits.initial_window_size
+        # bookkeeping
         self._events: list[object] = []
+        self._fresh: set[int] = set()  # streams whose RequestReceived is in the current batch
+        self._cancelled: set[int] = set()  # ... and that were reset in it too
+        self._reset: dict[int, bool] = {}  # stream id -> True: we reset it, False: the peer did
         self._active = 0  # streams counted against max_concurrent_streams
-        self._counted: set[int] = set()
         self._receiving = False
         self._resets = 0
         self._reset_window_start = 0.0
         self._control_queued = 0
         self._reset_flood = False
         self._going_away = False
-        self.last_stream_id = 2**31 - 1
-        #: the connection is finished (GOAWAY with an error sent or received)
-        self.closed = False
-        self._authority: dict[int, tuple[bytes, bytes]] = {}
+        self._window_opened = False  # a WINDOW_UPDATE or SETTINGS in this read may let queued data go
 
     # --- setup ---------------------------------------------------------------
 
@@ -468,31 +574,76 @@ class H2Core:
         """Queue our SETTINGS (and the connection window increase). With
         ``upgrade_settings`` (the HTTP2-Settings value of an ``Upgrade: h2c``
         request) stream 1 is the upgraded request, half-closed (remote)."""
-        conn = self.conn
+        limits = self.limits
+        settings = [
+            (1, 4096),  # HEADER_TABLE_SIZE
+            (2, 0),  # ENABLE_PUSH
+            (4, limits.initial_window_size),
+            (5, _MAX_FRAME),
+        ]
+        if limits.enable_connect_protocol:
+            settings.append((8, 1))
+        settings.append((3, limits.max_concurrent_streams))
+        settings.append((6, limits.max_header_list_size))
+        payload = b"".join(_SETTING.pack(k, v) for k, v in settings)
+        self._out.append(_frame_head(_SETTINGS, 0, 0, len(payload)) + payload)
         if upgrade_settings is not None:
-            conn.initiate_upgrade_connection(upgrade_settings)
-            self._count_stream(1)
-        else:
-            conn.initiate_connection()
-        increment = self.limits.connection_window_size - 65535
+            try:
+                raw = base64.urlsafe_b64decode(upgrade_settings)
+            except (binascii.Error, ValueError):
+                raw = b"\0"  # not a multiple of 6: FRAME_SIZE_ERROR below
+            try:
+                self._on_settings(0, 0, raw)
+            except _ConnError as exc:
+                self._fail(exc.code, f"HTTP2-Settings: {exc.reason}")
+            self._highest = 1
+            st = _Stream(1, self._stream_window, self._peer_window, True)
+            st.method = b"GET"
+            st.counted = True
+            self._active += 1
+            self.streams[1] = st
+        increment = limits.connection_window_size - 65535
+        self._recv_max = limits.connection_window_size
         if increment > 0:
-            conn.increment_flow_control_window(increment)
+            self._recv_window += increment
+            self._out.append(_frame_head(_WINDOW_UPDATE, 0, 0, 4) + _U32.pack(increment))
 
     def adopt_upgraded_request(self, method: bytes, scheme: bytes, authority: bytes) -> None:
         """Stream 1 after ``Upgrade: h2c`` carries this (complete) HTTP/1.1 request."""
-        self._methods[1] = method
-        self._authority[1] = (scheme, authority)
+        st = self.streams.get(1)
+        if st is not None:
+            st.method = method
+            st.scheme = scheme
+            st.authority = authority
 
     @property
     def push_enabled(self) -> bool:
-        return bool(self.conn.remote_settings.enable_push) and not self._going_away
+        return self._push_allowed and not self._going_away
 
     @property
     def highest_stream_id(self) -> int:
-        return self.conn.highest_inbound_stream_id
+        return self._highest
 
     def data_to_send(self) -> bytes:
-        return self.conn.data_to_send()
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return b"".join(out)
+
+    def take_output(self) -> list[Any]:
+        """The queued output as a list of bytes-like pieces (for ``transport.writelines``;
+        :attr:`large_output` tells whether joining them first would copy big DATA payloads)."""
+        out = self._out
+        if out:
+            self._out = []
+            self.large_output = False
+        return out
+
+    @property
+    def has_output(self) -> bool:
+        """Frames are queued (see :meth:`take_output`)."""
+        return bool(self._out)
 
     def output_flushed(self) -> None:
         """The transport wrote everything out: queued replies are no longer piling up."""
@@ -504,96 +655,486 @@ class H2Core:
         """Feed bytes from the peer; return heron events. Never raises."""
         if self.closed:
             return []
-        events = self._events = []
+        if type(data) is not bytes:
+            data = bytes(data)  # payloads are slices of it: bytes for the app, and hashable
+        self._events = []
         self._receiving = True
         try:
-            h2_events = self.conn.receive_data(data)
-        except ProtocolError as exc:
-            self._receiving = False
-            self._fail(int(getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)), str(exc), already_queued=True)
-            return events
-        except Exception as exc:  # pragma: no cover - a bug in h2 or here: never crash the server
-            self._receiving = False
-            self._fail(ErrorCodes.INTERNAL_ERROR, f"internal error: {exc!r}")
-            return events
-        try:
-            self._dispatch(h2_events, events)
+            self._receive(data)
+        except _ConnError as exc:
+            self._fail(exc.code, exc.reason)
+        except Exception as exc:  # pragma: no cover - a bug here: never crash the server
+            self._fail(_INTERNAL_ERROR, f"internal error: {exc!r}")
         finally:
             self._receiving = False
-        if self.closed:
-            return events
-        if self._reset_flood:
-            self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
-        elif self._control_queued > self.limits.max_control_frames:
-            self._fail(ErrorCodes.ENHANCE_YOUR_CALM, "too many control frames queued (SETTINGS/PING flood)")
-        return events
-
-    def _dispatch(self, h2_events: list[Any], events: list[object]) -> None:
-        for ev in h2_events:
-            kind = ev.__class__
-            if kind is _H2Data:
-                sid = ev.stream_id
-                flow = ev.flow_controlled_length
-                payload = ev.data
-                if sid in self._methods:
-                    if flow > len(payload):  # padding: nobody will consume it
-                        self.conn.acknowledge_received_data(flow - len(payload), sid)
-                    if payload:
-                        events.append(DataReceived(sid, payload))
-                    elif not flow:
-                        pass
-                else:  # a stream we already reset (this batch): give the credit back
-                    self.conn.acknowledge_received_data(flow, sid)
-            elif kind is _H2Request:
-                self._on_request(ev)
-            elif kind is _H2StreamEnded:
-                sid = ev.stream_id
-                if sid in self._methods:
-                    events.append(StreamEnded(sid))
-            elif kind is WindowUpdated:
+        if self._window_opened:
+            # queued data goes out once the whole read is processed (the windows are final then)
+            self._window_opened = False
+            if self.blocked and not self.closed:
                 self._flush_all()
-            elif kind is _H2StreamReset:
-                sid = ev.stream_id
-                self._forget(sid)
-                if ev.remote_reset:
-                    self._count_reset()
-                events.append(StreamReset(sid, int(ev.error_code), bool(ev.remote_reset)))
-            elif kind is TrailersReceived:
-                sid = ev.stream_id
-                for name, _ in ev.headers:
-                    if name.startswith(b":"):
-                        self._stream_error(sid, "pseudo-header field in trailers")
-                        break
-            elif kind is RemoteSettingsChanged:
-                if SettingCodes.INITIAL_WINDOW_SIZE in ev.changed_settings:
-                    self._flush_all()
-            elif kind is ConnectionTerminated:
-                code = int(ev.error_code or 0)
-                if code:
-                    self.closed = True
-                    events.append(ConnectionEnded(code, True, "GOAWAY from the peer"))
-                else:
-                    self._going_away = True
-                    self.last_stream_id = min(self.last_stream_id, self.conn.highest_inbound_stream_id)
-                    events.append(ConnectionEnded(0, True, "GOAWAY from the peer"))
-            # PingReceived, SettingsAcknowledged, PriorityUpdated... are handled by h2
+        if self._fresh:
+            self._fresh.clear()
+            if self._cancelled:
+                cancelled = self._cancelled
+                self._events = [
+                    e
+                    for e in self._events
+                    if not (e.__class__ in _STREAM_EVENTS and e.stream_id in cancelled)
+                ]
+                cancelled.clear()
+        if not self.closed:
+            if self._reset_flood:
+                self._fail(_ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
+            elif self._control_queued > self.limits.max_control_frames:
+                self._fail(_ENHANCE_YOUR_CALM, "too many control frames queued (SETTINGS/PING flood)")
+        return self._events
 
-    def _on_request(self, ev: _H2Request) -> None:
-        sid = ev.stream_id
-        stream = self.conn.streams.get(sid)
-        if stream is None or stream.closed:
-            return  # reset already, later in the same batch (bad content-length...)
-        end_stream = ev.stream_ended is not None
-        try:
-            request = self._validate(sid, ev.headers, end_stream)
-        except _Malformed as exc:
-            self._stream_error(sid, str(exc))
+    def _receive(self, data: bytes) -> None:
+        if self._buf:
+            data = self._buf + data
+            self._buf = b""
+        pos = 0
+        end = len(data)
+        if self._preface:
+            if end < 24:
+                if not PREFACE.startswith(data):
+                    raise _ConnError(_PROTOCOL_ERROR, "invalid connection preface")
+                self._buf = data
+                return
+            if data[:24] != PREFACE:
+                raise _ConnError(_PROTOCOL_ERROR, "invalid connection preface")
+            self._preface = False
+            pos = 24
+        unpack = _FRAME.unpack_from
+        while end - pos >= 9:
+            high, low, kind, flags, sid = unpack(data, pos)
+            length = (high << 16) | low
+            if length > _MAX_FRAME:
+                raise _ConnError(_FRAME_SIZE_ERROR, f"frame of {length} bytes (SETTINGS_MAX_FRAME_SIZE {_MAX_FRAME})")
+            start = pos + 9
+            pos = start + length
+            if pos > end:
+                pos = start - 9
+                break
+            payload = data[start:pos]
+            sid &= 0x7FFFFFFF
+            if self._hdr is not None and kind != _CONTINUATION:
+                raise _ConnError(_PROTOCOL_ERROR, "a header block was interrupted (CONTINUATION expected)")
+            if kind == _HEADERS:
+                self._on_headers(sid, flags, payload)
+            elif kind == _DATA:
+                self._on_data(sid, flags, payload)
+            elif kind == _WINDOW_UPDATE:
+                self._on_window_update(sid, payload)
+            elif kind == _SETTINGS:
+                self._on_settings(sid, flags, payload)
+            elif kind == _RST_STREAM:
+                self._on_rst_stream(sid, payload)
+            elif kind == _PING:
+                self._on_ping(sid, flags, payload)
+            elif kind == _PRIORITY:
+                self._on_priority(sid, payload)
+            elif kind == _CONTINUATION:
+                self._on_continuation(sid, flags, payload)
+            elif kind == _GOAWAY:
+                self._on_goaway(sid, payload)
+            elif kind == _PUSH_PROMISE:
+                raise _ConnError(_PROTOCOL_ERROR, "PUSH_PROMISE from a client")
+            # other frame types are extensions we don't know: ignored (RFC 9113 5.5)
+            if self.closed:
+                return
+        if pos < end:
+            self._buf = data[pos:]
+
+    def _idle(self, sid: int) -> bool:
+        """No frame has opened ``sid`` yet."""
+        if sid & 1:
+            return sid > self._highest
+        return sid >= self._next_push
+
+    # --- HEADERS / CONTINUATION ----------------------------------------------------
+
+    def _on_headers(self, sid: int, flags: int, payload: bytes) -> None:
+        if not sid:
+            raise _ConnError(_PROTOCOL_ERROR, "HEADERS on stream 0")
+        depends_on = -1
+        if flags & (_PADDED | _PRIORITY_FLAG):
+            start = 0
+            stop = len(payload)
+            if flags & _PADDED:
+                if not payload:
+                    raise _ConnError(_FRAME_SIZE_ERROR, "padded HEADERS without a pad length")
+                start = 1
+                stop -= payload[0]
+            if flags & _PRIORITY_FLAG:
+                if stop - start < 5:
+                    raise _ConnError(_FRAME_SIZE_ERROR if not flags & _PADDED else _PROTOCOL_ERROR,
+                                     "HEADERS too short for its priority")
+                depends_on = _U32.unpack_from(payload, start)[0] & 0x7FFFFFFF
+                start += 5
+            if stop < start:
+                raise _ConnError(_PROTOCOL_ERROR, "HEADERS padding longer than the frame")
+            payload = payload[start:stop]
+        if not flags & _END_HEADERS:
+            if len(payload) > self._max_block:
+                raise _ConnError(_ENHANCE_YOUR_CALM, "header block too large")
+            self._hdr = [sid, flags, depends_on, [payload], len(payload), 1]
             return
-        self._methods[sid] = request.method
-        self._count_stream(sid)
-        self._events.append(request)
+        self._on_header_block(sid, flags, depends_on, payload)
 
-    def _validate(self, sid: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> RequestReceived:
+    def _on_continuation(self, sid: int, flags: int, payload: bytes) -> None:
+        hdr = self._hdr
+        if hdr is None:
+            raise _ConnError(_PROTOCOL_ERROR, "CONTINUATION without HEADERS")
+        if sid != hdr[0]:
+            raise _ConnError(_PROTOCOL_ERROR, "CONTINUATION on another stream")
+        hdr[3].append(payload)
+        hdr[4] += len(payload)
+        hdr[5] += 1
+        if hdr[4] > self._max_block:
+            raise _ConnError(_ENHANCE_YOUR_CALM, "header block too large (CONTINUATION flood)")
+        if hdr[5] > _MAX_BLOCK_FRAMES:
+            raise _ConnError(_ENHANCE_YOUR_CALM, "header block in too many frames (CONTINUATION flood)")
+        if flags & _END_HEADERS:
+            self._hdr = None
+            self._on_header_block(sid, hdr[1], hdr[2], b"".join(hdr[3]))
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """Decode a header block. ``_cacheable`` tells whether the decoder's table
+        stayed as it was (so the same block would decode the same way again)."""
+        if block and not block.translate(None, _ONE_BYTE_INDEXED):
+            self._cacheable = True
+            # only indexed fields (1-126): table lookups, nothing changes in the table
+            dynamic = self._dynamic
+            limit = self.decoder.max_header_list_size
+            fields = []
+            size = 0
+            for byte in block:
+                index = byte - 0x81
+                if index < _STATIC_LEN:
+                    field = _STATIC[index]
+                else:
+                    index -= _STATIC_LEN
+                    if index >= len(dynamic):
+                        raise _ConnError(_COMPRESSION_ERROR, f"HPACK: invalid table index {byte - 0x80}")
+                    field = dynamic[index]
+                size += 32 + len(field[0]) + len(field[1])
+                if size > limit:
+                    raise _ConnError(_ENHANCE_YOUR_CALM, "HPACK: decoded header list too large")
+                fields.append(field)
+            return fields
+        # anything else may change the table: what was cached may not decode the same way
+        self._cacheable = False
+        self._requests.clear()
+        try:
+            return self.decoder.decode(block, raw=True)  # type: ignore[return-value]
+        except OversizedHeaderListError as exc:
+            raise _ConnError(_ENHANCE_YOUR_CALM, f"HPACK: {exc}") from None
+        except (HPACKError, IndexError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise _ConnError(_COMPRESSION_ERROR, f"HPACK: {exc}") from None
+
+    def _on_header_block(self, sid: int, flags: int, depends_on: int, block: bytes) -> None:
+        end_stream = bool(flags & _END_STREAM)
+        st = self.streams.get(sid)
+        request = self._requests.get(block) if st is None else None
+        if request is None:
+            headers = self._decode(block)  # always: the decoder's table is the connection's
+        if st is not None:  # trailers, or HEADERS the stream's state doesn't allow
+            if st.recv_closed:
+                self._stream_error(sid, "HEADERS after END_STREAM", _STREAM_CLOSED)
+            elif depends_on == sid:
+                self._stream_error(sid, "stream depends on itself")
+            elif not end_stream:
+                self._stream_error(sid, "trailers without END_STREAM")
+            elif any(name[:1] == b":" for name, _ in headers):
+                self._stream_error(sid, "pseudo-header field in trailers")
+            else:
+                self._end_of_request(st)
+            return
+        if not sid & 1:
+            raise _ConnError(_PROTOCOL_ERROR, f"HEADERS on stream {sid}, not a client stream id")
+        if sid <= self._highest:
+            by_us = self._reset.get(sid)
+            if by_us is None:
+                raise _ConnError(_PROTOCOL_ERROR, f"HEADERS on stream {sid}, closed or lower than a stream opened")
+            if not by_us:
+                self._send_rst(sid, _STREAM_CLOSED)  # after the peer's RST_STREAM
+            return  # after ours: ignored
+        self._highest = sid
+        if (self._going_away and sid > self.last_stream_id) or self._active >= self.limits.max_concurrent_streams:
+            self._reset_new(sid, _REFUSED_STREAM)
+            return
+        if depends_on == sid:
+            self._reset_new(sid, _PROTOCOL_ERROR)
+            return
+        if request is None:
+            try:
+                request = self._validate(headers)
+            except _Malformed:
+                self._reset_new(sid, _PROTOCOL_ERROR)
+                return
+            if self._cacheable:
+                requests = self._requests
+                if len(requests) >= 32:
+                    requests.clear()
+                requests[block] = request
+        method, scheme, authority, target, query, protocol, regular, expected, host = request
+        if expected and end_stream:
+            self._reset_new(sid, _PROTOCOL_ERROR)  # content-length larger than the body
+            return
+        st = _Stream(sid, self._stream_window, self._peer_window, end_stream)
+        st.method = method
+        st.scheme = scheme
+        st.authority = host
+        st.expected = expected
+        st.counted = True
+        self._active += 1
+        self.streams[sid] = st
+        self._fresh.add(sid)
+        self._events.append(
+            RequestReceived(sid, method, scheme, authority, target, query, protocol, list(regular), end_stream)
+        )
+        if end_stream:
+            self._events.append(StreamEnded(sid))
+
+    def _end_of_request(self, st: _Stream) -> None:
+        st.recv_closed = True
+        if st.expected is not None and st.received != st.expected:
+            self._stream_error(st.sid, "content-length doesn't match the body")
+            return
+        if st.live:
+            self._events.append(StreamEnded(st.sid))
+        if st.send_closed:
+            self._remove(st)
+
+    # --- DATA and flow control -------------------------------------------------------
+
+    def _on_data(self, sid: int, flags: int, payload: bytes) -> None:
+        if not sid:
+            raise _ConnError(_PROTOCOL_ERROR, "DATA on stream 0")
+        flow = len(payload)
+        if flags & _PADDED:
+            if not flow:
+                raise _ConnError(_FRAME_SIZE_ERROR, "padded DATA without a pad length")
+            pad = payload[0]
+            if pad >= flow:
+                raise _ConnError(_PROTOCOL_ERROR, "DATA padding longer than the frame")
+            payload = payload[1 : flow - pad]
+        if flow > self._recv_window:
+            raise _ConnError(_FLOW_CONTROL_ERROR, "DATA beyond the connection window")
+        self._recv_window -= flow
+        st = self.streams.get(sid)
+        if st is None:
+            if self._idle(sid):
+                raise _ConnError(_PROTOCOL_ERROR, f"DATA on idle stream {sid}")
+            if flow:
+                self._connection_credit(flow)
+            if not self._reset.get(sid):  # reset by us: ignored (RFC 9113 5.1)
+                self._send_rst(sid, _STREAM_CLOSED)
+            return
+        if st.recv_closed:
+            if flow:
+                self._connection_credit(flow)
+            self._stream_error(sid, "DATA after END_STREAM", _STREAM_CLOSED)
+            return
+        if flow > st.rwin:
+            raise _ConnError(_FLOW_CONTROL_ERROR, f"DATA beyond the window of stream {sid}")
+        st.rwin -= flow
+        size = len(payload)
+        if st.expected is not None:
+            st.received += size
+            if st.received > st.expected:
+                self._connection_credit(flow)
+                self._stream_error(sid, "body longer than its content-length")
+                return
+        if st.live:
+            if flow > size:  # padding: nobody will consume it
+                self._credit(st, flow - size)
+            if size:
+                st.unacked += size
+                self._events.append(DataReceived(sid, payload))
+        elif flow:  # our response is complete: the body goes nowhere
+            self._credit(st, flow)
+        if flags & _END_STREAM:
+            self._end_of_request(st)
+
+    def _connection_credit(self, size: int) -> None:
+        """``size`` bytes counted on the connection window were consumed."""
+        processed = self._recv_proc = self._recv_proc + size
+        window = self._recv_window
+        maximum = self._recv_max
+        # h2's policy: credit back once half the window is consumed (or the window is empty)
+        if processed >= maximum >> 1 or (window == 0 and processed > min(1024, maximum >> 2)):
+            self._recv_proc = 0
+            increment = min(processed, maximum - window)
+            if increment > 0:
+                self._recv_window = window + increment
+                self._out.append(_frame_head(_WINDOW_UPDATE, 0, 0, 4) + _U32.pack(increment))
+
+    def _credit(self, st: _Stream, size: int) -> None:
+        """``size`` bytes of ``st`` were consumed: credit the connection and the stream."""
+        self._connection_credit(size)
+        if st.recv_closed:
+            return  # the peer sends nothing more on it
+        processed = st.rproc = st.rproc + size
+        window = st.rwin
+        maximum = self._stream_window
+        if processed >= maximum >> 1 or (window == 0 and processed > min(1024, maximum >> 2)):
+            st.rproc = 0
+            increment = min(processed, maximum - window)
+            if increment > 0:
+                st.rwin = window + increment
+                self._out.append(_frame_head(_WINDOW_UPDATE, 0, st.sid, 4) + _U32.pack(increment))
+
+    def acknowledge(self, sid: int, size: int) -> None:
+        """``size`` body bytes of ``sid`` were consumed: return the window credit."""
+        if not size or self.closed:
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            return  # closed: its credit went back to the connection then
+        if size > st.unacked:
+            size = st.unacked
+        if size > 0:
+            st.unacked -= size
+            self._credit(st, size)
+
+    def _on_window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnError(_FRAME_SIZE_ERROR, "WINDOW_UPDATE of a length other than 4")
+        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        if not sid:
+            if not increment:
+                raise _ConnError(_PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self._send_window += increment
+            if self._send_window > _MAX_WINDOW:
+                raise _ConnError(_FLOW_CONTROL_ERROR, "connection window over 2^31-1")
+            self._window_opened = True
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            if self._idle(sid):
+                raise _ConnError(_PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
+            return  # closed: may cross our END_STREAM or RST_STREAM
+        if not increment:
+            self._stream_error(sid, "WINDOW_UPDATE of 0")
+            return
+        st.swin += increment
+        if st.swin > _MAX_WINDOW:
+            self._stream_error(sid, "stream window over 2^31-1", _FLOW_CONTROL_ERROR)
+            return
+        if st.chunks:
+            self._window_opened = True
+
+    # --- control frames ----------------------------------------------------------------
+
+    def _on_settings(self, sid: int, flags: int, payload: bytes) -> None:
+        if sid:
+            raise _ConnError(_PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & _ACK:
+            if payload:
+                raise _ConnError(_FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            return
+        if len(payload) % 6:
+            raise _ConnError(_FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
+        window_changed = False
+        for offset in range(0, len(payload), 6):
+            ident, value = _SETTING.unpack_from(payload, offset)
+            if ident == 1:  # HEADER_TABLE_SIZE
+                self.encoder.set_max_size(value)
+            elif ident == 2:  # ENABLE_PUSH
+                if value > 1:
+                    raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH other than 0 or 1")
+                self._push_allowed = value == 1
+            elif ident == 3:  # MAX_CONCURRENT_STREAMS (for our pushes)
+                self._peer_max_streams = value
+            elif ident == 4:  # INITIAL_WINDOW_SIZE
+                if value > _MAX_WINDOW:
+                    raise _ConnError(_FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1")
+                delta = value - self._peer_window
+                self._peer_window = value
+                if delta:
+                    window_changed = True
+                    for st in self.streams.values():
+                        st.swin += delta
+                        if st.swin > _MAX_WINDOW:
+                            raise _ConnError(_FLOW_CONTROL_ERROR, f"window of stream {st.sid} over 2^31-1")
+            elif ident == 5:  # MAX_FRAME_SIZE
+                if not 16384 <= value <= 16777215:
+                    raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
+                self._send_frame = value
+            elif ident == 8:  # ENABLE_CONNECT_PROTOCOL
+                if value > 1:
+                    raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
+            # MAX_HEADER_LIST_SIZE (advisory) and unknown settings: ignored
+        self._out.append(_SETTINGS_ACK)
+        self._control_queued += 1
+        if window_changed:
+            self._window_opened = True
+
+    def _on_ping(self, sid: int, flags: int, payload: bytes) -> None:
+        if sid:
+            raise _ConnError(_PROTOCOL_ERROR, "PING on a stream")
+        if len(payload) != 8:
+            raise _ConnError(_FRAME_SIZE_ERROR, "PING of a length other than 8")
+        if not flags & _ACK:
+            self._out.append(_PING_ACK + payload)
+            self._control_queued += 1
+
+    def _on_priority(self, sid: int, payload: bytes) -> None:
+        if not sid:
+            raise _ConnError(_PROTOCOL_ERROR, "PRIORITY on stream 0")
+        if len(payload) != 5:
+            code, reason = _FRAME_SIZE_ERROR, "PRIORITY of a length other than 5"
+        elif _U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid:
+            code, reason = _PROTOCOL_ERROR, "stream depends on itself"
+        else:
+            return  # priorities are advisory (RFC 9113 5.3.2): ignored
+        if sid in self.streams:
+            self._stream_error(sid, reason, code)
+        elif self._idle(sid):
+            raise _ConnError(code, reason)
+        else:
+            self._send_rst(sid, code)
+
+    def _on_rst_stream(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnError(_FRAME_SIZE_ERROR, "RST_STREAM of a length other than 4")
+        if not sid:
+            raise _ConnError(_PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        st = self.streams.get(sid)
+        if st is None:
+            if self._idle(sid):
+                raise _ConnError(_PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
+            return
+        code = _U32.unpack(payload)[0]
+        self._count_reset()
+        self._forget(st)
+        self._remove(st)
+        self._remember_reset(sid, False)
+        if sid in self._fresh:
+            self._cancelled.add(sid)
+        self._events.append(StreamReset(sid, code, True))
+
+    def _on_goaway(self, sid: int, payload: bytes) -> None:
+        if sid:
+            raise _ConnError(_PROTOCOL_ERROR, "GOAWAY on a stream")
+        if len(payload) < 8:
+            raise _ConnError(_FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+        code = _U32X2.unpack_from(payload)[1]
+        if code:
+            self.closed = True
+            self._events.append(ConnectionEnded(code, True, "GOAWAY from the peer"))
+        else:
+            # NO_ERROR: the peer opens no more streams, but those in flight finish
+            self._going_away = True
+            self.last_stream_id = min(self.last_stream_id, self._highest)
+            self._events.append(ConnectionEnded(0, True, "GOAWAY from the peer"))
+
+    def _validate(self, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
+        """The request of a header block: (method, scheme, :authority, path, query,
+        :protocol, regular fields, content-length, authority for pushes). A pure
+        function of the fields (cached per block by the caller)."""
         method = scheme = path = authority = protocol = None
         regular: list[tuple[bytes, bytes]] = []
         host: bytes | None = None
@@ -676,34 +1217,48 @@ class H2Core:
             if host is not None and host != authority:
                 raise _Malformed("host differs from :authority")
             host = authority
-        if content_length is not None and end_stream and content_length.strip(b"0"):
-            raise _Malformed("content-length larger than the body")
         if cookies:
             regular.append((b"cookie", b"; ".join(cookies)))
         if host is not None:
             regular.insert(0, (b"host", host))
         target, _, query = path.partition(b"?")
-        self._authority[sid] = (scheme, authority or host or b"")
-        return RequestReceived(sid, method, scheme, authority, target, query, protocol, regular, end_stream)
+        expected = int(content_length) if content_length is not None else None
+        return method, scheme, authority, target, query, protocol, tuple(regular), expected, host or b""
 
     # --- resets and errors ---------------------------------------------------------
 
-    def _stream_error(self, sid: int, reason: str, code: int = ErrorCodes.PROTOCOL_ERROR) -> None:
-        """Reset a stream the peer broke. The reset counts towards ``max_resets``."""
-        known = sid in self._methods
-        self._forget(sid)
-        try:
-            self.conn.reset_stream(sid, code)
-        except (ProtocolError, NoSuchStreamError, StreamClosedError):  # pragma: no cover - already closed
-            pass
-        if known:
-            self._events.append(StreamReset(sid, int(code), False))
-
-    def _sent_reset(self, sid: int, code: int) -> None:
+    def _send_rst(self, sid: int, code: int) -> None:
         """Every RST_STREAM we send passes here: the ones the peer provoked count."""
+        self._out.append(_frame_head(_RST_STREAM, 0, sid, 4) + _U32.pack(code))
         self._control_queued += 1
         if self._receiving:
             self._count_reset()
+
+    def _remember_reset(self, sid: int, by_us: bool) -> None:
+        reset = self._reset
+        reset[sid] = by_us
+        if len(reset) > _RESET_MEMORY:
+            del reset[next(iter(reset))]
+
+    def _reset_new(self, sid: int, code: int) -> None:
+        """Reset a stream the peer just opened (refused, or malformed)."""
+        self._remember_reset(sid, True)
+        self._send_rst(sid, code)
+
+    def _stream_error(self, sid: int, reason: str, code: int = _PROTOCOL_ERROR) -> None:
+        """Reset a stream the peer broke. The reset counts towards ``max_resets``."""
+        st = self.streams.get(sid)
+        known = False
+        if st is not None:
+            known = st.live
+            if sid in self._fresh:
+                self._cancelled.add(sid)
+            self._forget(st)
+            self._remove(st)
+        self._remember_reset(sid, True)
+        self._send_rst(sid, code)
+        if known:
+            self._events.append(StreamReset(sid, code, False))
 
     def _count_reset(self) -> None:
         limit = self.limits.max_resets
@@ -717,44 +1272,77 @@ class H2Core:
         if self._resets > limit:
             self._reset_flood = True
 
-    def _fail(self, code: int, reason: str, already_queued: bool = False) -> None:
-        """A connection error: GOAWAY (unless h2 queued it already), then nothing more."""
+    def _goaway(self, last_stream_id: int, code: int) -> None:
+        self._out.append(_frame_head(_GOAWAY, 0, 0, 8) + _U32X2.pack(last_stream_id, code))
+
+    def _fail(self, code: int, reason: str) -> None:
+        """A connection error: GOAWAY, then nothing more."""
         if self.closed:
             return
         self.closed = True
-        if not already_queued:
-            self.conn.send_goaway(self.conn.highest_inbound_stream_id, code)
+        self._goaway(self._highest, code)
         self._events.append(ConnectionEnded(code, False, reason))
 
-    def _count_stream(self, sid: int) -> None:
-        self._counted.add(sid)
-        self._active += 1
-
-    def _forget(self, sid: int) -> None:
-        self._methods.pop(sid, None)
-        self._authority.pop(sid, None)
-        self._out.pop(sid, None)
-        self.blocked.pop(sid, None)
-        if sid in self._counted:
-            self._counted.discard(sid)
+    def _forget(self, st: _Stream) -> None:
+        """The caller is done with ``st`` (or it is gone): drop what it queued."""
+        st.live = False
+        if st.chunks is not None:
+            st.chunks = None
+            st.size = 0
+        if self.blocked:
+            self.blocked.pop(st.sid, None)
+        if st.counted:
+            st.counted = False
             self._active -= 1
+
+    def _remove(self, st: _Stream) -> None:
+        """``st`` is closed: both ways, or reset."""
+        if self.streams.pop(st.sid, None) is None:
+            return
+        if st.unacked:  # body bytes the caller won't acknowledge any more
+            self._connection_credit(st.unacked)
+            st.unacked = 0
+        if st.pushed:
+            self._pushed_open -= 1
 
     def stream_done(self, sid: int) -> None:
         """The caller is finished with a stream (response sent, or abandoned)."""
-        self._forget(sid)
+        st = self.streams.get(sid)
+        if st is not None:
+            self._forget(st)
 
     # --- output ---------------------------------------------------------------------
 
-    def send_headers(
+    def _queue_block(self, kind: int, sid: int, block: bytes, end_stream: bool, prefix: bytes = b"") -> None:
+        """A HEADERS or PUSH_PROMISE frame (``prefix``: the promised stream id), with
+        CONTINUATION frames when the block is bigger than the peer's frame size."""
+        out = self._out
+        flags = _END_STREAM if end_stream else 0
+        size = len(prefix) + len(block)
+        max_frame = self._send_frame
+        if size <= max_frame:
+            out.append(_frame_head(kind, flags | _END_HEADERS, sid, size))
+            if prefix:
+                out.append(prefix)
+            out.append(block)
+            return
+        first = max_frame - len(prefix)
+        out.append(_frame_head(kind, flags, sid, max_frame))
+        out.append(prefix)
+        out.append(block[:first])
+        pos = first
+        while pos < len(block):
+            piece = block[pos : pos + max_frame]
+            pos += len(piece)
+            out.append(_frame_head(_CONTINUATION, _END_HEADERS if pos >= len(block) else 0, sid, len(piece)))
+            out.append(piece)
+
+    def _response_fields(
         self,
-        sid: int,
         status: int,
         headers: Iterable[tuple[bytes, bytes]],
-        end_stream: bool,
-        default_headers: list[tuple[bytes, bytes]] = [],  # noqa: B006 - never mutated
-    ) -> None:
-        """Queue the response head. Raises :class:`LocalProtocolError` (queuing
-        nothing) for an invalid header; drops connection-specific fields."""
+        default_headers: list[tuple[bytes, bytes]],
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         fields = [(b":status", b"%d" % status)]
         remaining: int | None = None
         try:
@@ -770,54 +1358,132 @@ class H2Core:
                     if remaining is not None or not value.isdigit():
                         raise LocalProtocolError("invalid or duplicate content-length")
                     remaining = int(value)
-                fields.append((name, value))
+                fields.append((bytes(name), bytes(value)))
         except (TypeError, ValueError, AttributeError):
             raise LocalProtocolError("headers must be an iterable of [name, value] pairs of bytes") from None
         if default_headers:
             fields.extend(default_headers)
-        no_body = self._methods.get(sid) == b"HEAD" or status in (204, 304)
-        if no_body:
-            remaining = None
-        self.conn.send_headers(sid, fields, end_stream=end_stream)
-        self._out[sid] = _Out(remaining, no_body)
+        return fields, remaining
+
+    def send_headers(
+        self,
+        sid: int,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        end_stream: bool,
+        default_headers: list[tuple[bytes, bytes]] = [],  # noqa: B006 - never mutated
+    ) -> None:
+        """Queue the response head. Raises :class:`LocalProtocolError` (queuing
+        nothing) for an invalid header; drops connection-specific fields."""
+        if type(headers) is not list and type(headers) is not tuple:
+            try:
+                headers = list(headers)
+            except TypeError:
+                raise LocalProtocolError("headers must be an iterable of [name, value] pairs of bytes") from None
+        heads = self._heads
+        try:
+            key: Any = (status, tuple(headers), tuple(default_headers))
+            entry = heads.get(key)
+        except TypeError:  # unhashable (lists as pairs...): validated every time
+            key = None
+            entry = None
+        if entry is None:
+            fields, remaining = self._response_fields(status, headers, default_headers)
+            entry = [fields, remaining, None, -1]
+            if key is not None:
+                if len(heads) >= 64:
+                    heads.clear()
+                heads[key] = entry
+        st = self.streams.get(sid)
+        if st is None or st.send_closed or self.closed:
+            return  # the stream is gone (reset)
+        encoder = self.encoder
+        block = entry[2]
+        if block is None or entry[3] != encoder.version or encoder.resize is not None:
+            version = encoder.version
+            block = encoder.encode(entry[0])
+            if encoder.version == version:  # the table didn't change: the block can be sent again
+                entry[2] = block
+                entry[3] = version
+            else:
+                entry[2] = None
+        no_body = status == 204 or status == 304 or st.method == b"HEAD"
+        self._queue_block(_HEADERS, sid, block, end_stream)
+        st.remaining = None if no_body else entry[1]
+        st.no_body = no_body
+        st.chunks = []
+        st.size = 0
+        st.end = False
+        st.trailers = None
         if end_stream:
-            self._forget(sid)
+            self._sent_end(st)
+
+    def _sent_end(self, st: _Stream) -> None:
+        st.send_closed = True
+        self._forget(st)
+        if st.recv_closed:
+            self._remove(st)
 
     def send_informational(self, sid: int, status: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         fields = [(b":status", b"%d" % status)]
         for name, value in headers:
             if not name or name.translate(None, _ANY_TOKEN) or _BAD_RESPONSE_VALUE.search(value) is not None:
                 raise LocalProtocolError(f"invalid header {name!r:.40}")
-            fields.append((name.lower(), value))
-        self.conn.send_headers(sid, fields, end_stream=False)
+            fields.append((bytes(name.lower()), bytes(value)))
+        st = self.streams.get(sid)
+        if st is None or st.send_closed or self.closed:
+            return
+        self._queue_block(_HEADERS, sid, self.encoder.encode(fields), False)
 
     def send_data(self, sid: int, data: bytes, end_stream: bool) -> None:
         """Queue body bytes; they go out as the peer's windows allow.
         Raises :class:`LocalProtocolError` for more than the declared content-length,
         or an end short of it (nothing queued then)."""
-        out = self._out.get(sid)
-        if out is None:
+        st = self.streams.get(sid)
+        if st is None or st.chunks is None or self.closed:
             return  # the stream is gone (reset): drop
-        if out.no_body:
+        if st.no_body:
             data = b""
-        if out.remaining is not None:
-            left = out.remaining - len(data)
+        n = len(data)
+        if st.remaining is not None:
+            left = st.remaining - n
             if left < 0:
                 raise LocalProtocolError("response body longer than its content-length")
             if end_stream and left:
                 raise LocalProtocolError("response body shorter than its content-length")
-            out.remaining = left
+            st.remaining = left
+        if (
+            end_stream
+            and not st.chunks
+            and n <= self._send_frame
+            and n <= self._send_window
+            and n <= st.swin
+            and st.trailers is None
+        ):
+            # the common case: the whole (rest of the) body in one last frame
+            self._send_window -= n
+            st.swin -= n
+            out = self._out
+            out.append(_frame_head(_DATA, _END_STREAM, sid, n))
+            if n:
+                out.append(data)
+                if n >= 8192:
+                    self.large_output = True
+            if self.blocked:
+                self.blocked.pop(sid, None)
+            self._sent_end(st)
+            return
         if data:
-            out.chunks.append(data)
-            out.size += len(data)
+            st.chunks.append(data)
+            st.size += n
         if end_stream:
-            out.end = True
-        self._flush(sid, out)
+            st.end = True
+        self._flush(st)
 
     def send_trailers(self, sid: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """End the stream with a trailer section (after the queued data)."""
-        out = self._out.get(sid)
-        if out is None:
+        st = self.streams.get(sid)
+        if st is None or st.chunks is None or self.closed:
             return
         fields = []
         for name, value in headers:
@@ -826,61 +1492,76 @@ class H2Core:
             name = name.lower()
             if name in _RESPONSE_DROP or name == b"content-length":
                 raise LocalProtocolError(f"{name.decode()} is not allowed in trailers")
-            fields.append((name, value))
-        if out.remaining:
+            fields.append((bytes(name), bytes(value)))
+        if st.remaining:
             raise LocalProtocolError("response body shorter than its content-length")
-        out.trailers = fields
-        out.end = True
-        self._flush(sid, out)
+        st.trailers = fields
+        st.end = True
+        self._flush(st)
 
     def pending(self, sid: int) -> int:
         """Bytes queued on ``sid`` waiting for window credit."""
-        out = self._out.get(sid)
-        return out.size if out is not None else 0
+        st = self.streams.get(sid)
+        return st.size if st is not None else 0
 
-    def _flush(self, sid: int, out: _Out) -> None:
-        conn = self.conn
-        chunks = out.chunks
+    def _flush(self, st: _Stream) -> None:
+        chunks = st.chunks
+        if chunks is None:
+            return
+        sid = st.sid
         if chunks:
-            max_frame = conn.max_outbound_frame_size
+            out = self._out
+            max_frame = self._send_frame
             while chunks:
-                window = conn.local_flow_control_window(sid)
+                window = self._send_window
+                if st.swin < window:
+                    window = st.swin
                 if window <= 0:
                     if sid not in self.blocked:
                         self.blocked[sid] = self.clock()
                     return
                 chunk = chunks[0]
-                n = min(window, max_frame, len(chunk))
-                last = n == len(chunk) and len(chunks) == 1
-                if n == len(chunk):
-                    chunks.pop(0)
-                    piece = chunk
-                else:
+                n = len(chunk)
+                if n > window or n > max_frame:
+                    n = window if window < max_frame else max_frame
+                    if type(chunk) is not memoryview:
+                        chunk = memoryview(chunk)
                     piece = chunk[:n]
                     chunks[0] = chunk[n:]
-                out.size -= n
-                conn.send_data(sid, piece, end_stream=last and out.end and out.trailers is None)
-            self.blocked.pop(sid, None)
-            if out.end:
-                if out.trailers is not None:
-                    conn.send_headers(sid, out.trailers, end_stream=True)
-                self._forget(sid)
+                else:
+                    del chunks[0]
+                    piece = chunk
+                st.size -= n
+                st.swin -= n
+                self._send_window -= n
+                last = not chunks and st.end and st.trailers is None
+                out.append(_frame_head(_DATA, _END_STREAM if last else 0, sid, n))
+                out.append(piece)
+                if n >= 8192:
+                    self.large_output = True
+            if self.blocked:
+                self.blocked.pop(sid, None)
+            if st.end:
+                if st.trailers is not None:
+                    self._queue_block(_HEADERS, sid, self.encoder.encode(st.trailers), True)
+                self._sent_end(st)
             return
-        if out.end:
-            if out.trailers is not None:
-                conn.send_headers(sid, out.trailers, end_stream=True)
+        if st.end:
+            if st.trailers is not None:
+                self._queue_block(_HEADERS, sid, self.encoder.encode(st.trailers), True)
             else:
-                conn.end_stream(sid)
-            self._forget(sid)
+                self._out.append(_frame_head(_DATA, _END_STREAM, sid, 0))
+            self._sent_end(st)
 
     def _flush_all(self) -> None:
-        if not self._out:
-            return
-        for sid, out in list(self._out.items()):
-            if out.chunks:
-                self._flush(sid, out)
-                if not out.chunks:
-                    self._events.append(StreamWritable(sid))
+        for sid in list(self.blocked):
+            st = self.streams.get(sid)
+            if st is None or not st.chunks:
+                self.blocked.pop(sid, None)
+                continue
+            self._flush(st)
+            if not st.chunks:
+                self._events.append(StreamWritable(sid))
 
     def flush_pending(self) -> list[object]:
         """Re-try queued data (after a local window change); return StreamWritable events."""
@@ -888,38 +1569,57 @@ class H2Core:
         self._flush_all()
         return self._events
 
-    def acknowledge(self, sid: int, size: int) -> None:
-        """``size`` body bytes of ``sid`` were consumed: return the window credit."""
-        if size and not self.closed:
-            self.conn.acknowledge_received_data(size, sid)
+    def finish_stream(self, sid: int, unconsumed: int) -> None:
+        """The caller is done with ``sid`` (its response is sent): credit back the
+        ``unconsumed`` body bytes, and stop the request body if it isn't complete
+        (RST_STREAM NO_ERROR, RFC 9113 8.1). ``acknowledge`` + ``end_request_early``
+        + ``stream_done`` in one call."""
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        if unconsumed and not self.closed:
+            self.acknowledge(sid, unconsumed)
+        if st.send_closed and not st.recv_closed and not self.closed:
+            self._forget(st)
+            self._remove(st)
+            self._remember_reset(sid, True)
+            self._send_rst(sid, _NO_ERROR)
+        elif st.live or st.counted:
+            self._forget(st)
 
     def reset(self, sid: int, code: int = ErrorCodes.INTERNAL_ERROR) -> None:
         """Reset a stream from our side (the app failed, the response can't be completed)."""
-        self._forget(sid)
-        stream = self.conn.streams.get(sid)
-        if stream is None or stream.closed or self.closed:
+        st = self.streams.get(sid)
+        if st is None:
             return
-        self.conn.reset_stream(sid, code)
+        self._forget(st)
+        if self.closed:
+            return
+        self._remove(st)
+        self._remember_reset(sid, True)
+        self._send_rst(sid, int(code))
 
     def end_request_early(self, sid: int) -> None:
         """The response is complete but the request body isn't: RST_STREAM NO_ERROR
         tells the client to stop sending it (RFC 9113 8.1)."""
-        stream = self.conn.streams.get(sid)
-        if stream is not None and not stream.closed and stream.state_machine.state == StreamState.HALF_CLOSED_LOCAL:
-            self.conn.reset_stream(sid, ErrorCodes.NO_ERROR)
+        st = self.streams.get(sid)
+        if st is not None and st.send_closed and not st.recv_closed and not self.closed:
+            self._remove(st)
+            self._remember_reset(sid, True)
+            self._send_rst(sid, _NO_ERROR)
 
     def push(self, sid: int, path: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
         """Promise a GET of ``path`` on stream ``sid``; return the promised stream id,
         or None when push is off (the peer disabled it, or we are shutting down),
         the parent stream is gone, or the peer's stream limit is reached."""
-        conn = self.conn
-        if not self.push_enabled or self.closed or sid not in self._methods:
+        parent = self.streams.get(sid)
+        if not self.push_enabled or self.closed or parent is None or not parent.live or parent.pushed:
             return None
-        if conn.open_outbound_streams >= conn.remote_settings.max_concurrent_streams:
+        if self._peer_max_streams is not None and self._pushed_open >= self._peer_max_streams:
             return None
         if not path or path[:1] != b"/" or path.translate(None, _PATH_BYTES):
             raise LocalProtocolError(f"invalid push path {path!r:.60}")
-        scheme, authority = self._authority.get(sid, (b"http", b""))
+        scheme, authority = parent.scheme, parent.authority
         fields = [(b":method", b"GET"), (b":scheme", scheme or b"http"), (b":path", path)]
         if authority:
             fields.append((b":authority", authority))
@@ -929,11 +1629,17 @@ class H2Core:
             name = name.lower()
             if name in _CONNECTION_SPECIFIC or name == b"host":
                 continue
-            fields.append((name, value))
-        promised = conn.get_next_available_stream_id()
-        conn.push_stream(sid, promised, fields)
-        self._methods[promised] = b"GET"
-        self._authority[promised] = (scheme, authority)
+            fields.append((bytes(name), bytes(value)))
+        promised = self._next_push
+        self._next_push += 2
+        self._queue_block(_PUSH_PROMISE, sid, self.encoder.encode(fields), False, _U32.pack(promised))
+        st = _Stream(promised, 0, self._peer_window, True)
+        st.pushed = True
+        st.method = b"GET"
+        st.scheme = scheme
+        st.authority = authority
+        self.streams[promised] = st
+        self._pushed_open += 1
         return promised
 
     def start_shutdown(self) -> None:
@@ -941,14 +1647,14 @@ class H2Core:
         if self._going_away or self.closed:
             return
         self._going_away = True
-        self.last_stream_id = self.conn.highest_inbound_stream_id
-        self.conn.send_goaway(self.last_stream_id, ErrorCodes.NO_ERROR)
+        self.last_stream_id = self._highest
+        self._goaway(self.last_stream_id, _NO_ERROR)
 
     def close(self, code: int = ErrorCodes.NO_ERROR, reason: str = "") -> None:
         """End the connection now (GOAWAY with ``code``)."""
         if not self.closed:
             self.closed = True
-            self.conn.send_goaway(self.conn.highest_inbound_stream_id, code)
+            self._goaway(self._highest, int(code))
 
     @property
     def active_streams(self) -> int:
@@ -959,8 +1665,4 @@ class H2Core:
         return self._going_away
 
     def window_blocked_on_connection(self) -> bool:
-        return self.conn.outbound_flow_control_window <= 0
-
-
-# PingAckReceived is imported for completeness of the event mapping (ignored)
-_IGNORED = (PingAckReceived,)
+        return self._send_window <= 0

@@ -137,14 +137,11 @@ class _Stream:
             return
         self._finished = True
         proto = self.proto
-        core = proto.core
-        if self._unacked:
-            core.acknowledge(self.sid, self._unacked)
-            self._unacked = 0
-        core.end_request_early(self.sid)
-        core.stream_done(self.sid)
+        proto.core.finish_stream(self.sid, self._unacked)
+        self._unacked = 0
         proto.streams.pop(self.sid, None)
-        self.wake()
+        if self._drain_waiter is not None:
+            self.wake()
         proto.stream_finished()
 
 
@@ -154,7 +151,14 @@ class H2Stream(_Stream):
     __slots__ = ("cycle", "_head_sent", "_request_complete")
 
     def __init__(self, proto: "H2Protocol", sid: int, request_complete: bool) -> None:
-        super().__init__(proto, sid)
+        # _Stream.__init__, inlined (one of these per request)
+        self.proto = proto
+        self.sid = sid
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._finished = False
+        self._unacked = 0
+        self._request_line = ""
+        self._start = 0.0
         self.cycle: HTTPCycle = None  # type: ignore[assignment]
         self._head_sent = False
         self._request_complete = request_complete
@@ -169,6 +173,8 @@ class H2Stream(_Stream):
         self.cycle.feed_body(data)
 
     def end_request(self) -> None:
+        if self._request_complete:
+            return  # END_STREAM on the HEADERS: the cycle knows already
         self._request_complete = True
         self.cycle.end_body()
 
@@ -196,14 +202,16 @@ class H2Stream(_Stream):
         if self._finished or proto.closed:
             return
         core = proto.core
+        sid = self.sid
         end = not more_body and not body
-        core.send_headers(self.sid, status, headers, end, proto.default_headers())
+        core.send_headers(sid, status, headers, end, proto.default_headers())
         self._head_sent = True
         if not end:
-            core.send_data(self.sid, body, not more_body)
-        proto.schedule_flush()
-        if not more_body:
-            self._maybe_complete()
+            core.send_data(sid, body, not more_body)
+        if proto._flush_handle is None:
+            proto.schedule_flush()
+        if not more_body and not core.pending(sid):
+            self.complete()
 
     def send_body(self, body: bytes, more_body: bool) -> None:
         proto = self.proto
@@ -276,7 +284,8 @@ class H2Stream(_Stream):
         """Everything of the response was handed to the connection."""
         if self._finished:
             return
-        self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
+        if self._request_line:
+            self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
         self.finish()
 
     def writable(self) -> None:
@@ -487,6 +496,7 @@ class H2Protocol(asyncio.Protocol):
         self.writing_paused = False
         self.closed = False
         self._flush_handle: asyncio.Handle | None = None
+        self._deadline_stale = False
         self._reading_paused = False
         self._date_line = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
@@ -604,10 +614,13 @@ class H2Protocol(asyncio.Protocol):
             if not stream._finished and not self.closed:
                 if cycle.task is None:
                     ctx.start_cycle(cycle) if isinstance(cycle, HTTPCycle) else self._start_ws(cycle)
-        self.flush()
-        if self.core.closed:
+        core = self.core
+        if core.closed:
             self._terminate()
             return
+        if core.has_output:
+            # replies (ACKs, WINDOW_UPDATEs...) go out with the responses of this read: one write
+            self.schedule_flush()
         self._refresh_deadline()
 
     def eof_received(self) -> bool | None:
@@ -685,7 +698,7 @@ class H2Protocol(asyncio.Protocol):
             stream,
             request.end_stream,
             extensions=_EXTENSIONS_PUSH,
-            on_body_consumed=stream.body_consumed,
+            on_body_consumed=None if request.end_stream else stream.body_consumed,
         )
         stream.cycle = cycle
         return cycle
@@ -820,8 +833,14 @@ class H2Protocol(asyncio.Protocol):
         return self._defaults
 
     def schedule_flush(self) -> None:
+        """Write what the core queued once the current callbacks (the app tasks of
+        this read) have run: one ``transport.write`` for all of them."""
         if self._flush_handle is None and not self.closed:
-            self._flush_handle = self.ctx.loop.call_soon(self.flush)
+            self._flush_handle = self.ctx.loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._flush_handle = None
+        self.flush()
 
     def flush(self) -> None:
         handle = self._flush_handle
@@ -830,13 +849,21 @@ class H2Protocol(asyncio.Protocol):
             handle.cancel()
         if self.closed:
             return
-        data = self.core.data_to_send()
-        if data:
+        core = self.core
+        large = core.large_output
+        out = core.take_output()
+        if out:
             transport = self.transport
-            transport.write(data)
+            if len(out) == 1:
+                transport.write(out[0])
+            elif large:
+                transport.writelines(out)  # big bodies: no copy into one buffer (uvloop writes them with writev)
+            else:
+                transport.write(b"".join(out))
             if not transport.get_write_buffer_size():
-                self.core.output_flushed()
-        if self.core.blocked or self.deadline_kind == _WINDOW_DEADLINE:
+                core.output_flushed()
+        if self._deadline_stale or core.blocked or self.deadline_kind == _WINDOW_DEADLINE:
+            self._deadline_stale = False
             self._refresh_deadline()
 
     # --- lifecycle -------------------------------------------------------------------
@@ -846,11 +873,23 @@ class H2Protocol(asyncio.Protocol):
             self.flush()
             self._close()
         elif not self.closed:
-            self._refresh_deadline()
+            if self._flush_handle is not None:
+                self._deadline_stale = True  # refreshed by the flush, once for all the streams it ends
+            else:
+                self._refresh_deadline()
 
     def _refresh_deadline(self) -> None:
         if self.closed:
             return
+        if not self.writing_paused and not self.core.blocked:
+            # the usual cases (twice per request): streams in flight, or none
+            if self.streams:
+                if self.deadline_kind != _NO_DEADLINE:
+                    self.deadline = 0.0
+                    self.deadline_kind = _NO_DEADLINE
+                return
+            if self.deadline_kind == _IDLE_DEADLINE:
+                return
         config = self.ctx.config
         timeout = config.timeout_write
         if self.writing_paused and timeout:
