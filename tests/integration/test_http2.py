@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import threading
+import logging
 import time
 from typing import Any
 
@@ -756,3 +757,20 @@ def test_starlette_and_fastapi_over_http2() -> None:
         r = client.get(srv.url + "/users/5?q=z")
         assert r.http_version == "HTTP/2" and r.json() == {"uid": 5, "q": "z"}
         assert client.get(srv.url + "/users/x").status_code == 422
+
+
+def test_http2_requests_reach_the_access_log(caplog: pytest.LogCaptureFixture) -> None:
+    async def main(url: str) -> list[Any]:
+        async with httpx.AsyncClient(http1=False, http2=True) as client:
+            return [await client.get(url + "/logged?x=1")]
+
+    with caplog.at_level(logging.INFO, logger="heron.access"):
+        # a custom format goes through the same observer as HTTP/1.1 (and metrics)
+        with serve(apps.hello, access_log=True, access_log_format="custom %(m)s %(U)s %(q)s %(H)s %(s)s %(b)s") as srv:
+            (response,) = asyncio.run(main(srv.url))
+            assert response.http_version == "HTTP/2"
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any("/logged" in r.getMessage() for r in caplog.records):
+                time.sleep(0.05)
+    lines = [r.getMessage() for r in caplog.records if r.name == "heron.access"]
+    assert any(line.endswith("custom GET /logged x=1 HTTP/2 200 13") for line in lines), lines

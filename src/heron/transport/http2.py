@@ -55,7 +55,7 @@ from ..protocol.websocket import (
     validate_extended_connect,
 )
 from ..tls import tls_extension
-from .context import ServerContext, access_logger, error_logger, format_peer
+from .context import ServerContext, error_logger, format_peer
 
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
@@ -87,7 +87,7 @@ def limits_from_config(config: Any) -> H2Limits:
 class _Stream:
     """State shared by HTTP and WebSocket streams: flow control and drain."""
 
-    __slots__ = ("proto", "sid", "_drain_waiter", "_finished", "_unacked", "_request_line", "_start")
+    __slots__ = ("proto", "sid", "_drain_waiter", "_finished", "_unacked", "_request", "_start")
 
     def __init__(self, proto: "H2Protocol", sid: int) -> None:
         self.proto = proto
@@ -95,7 +95,7 @@ class _Stream:
         self._drain_waiter: asyncio.Future[None] | None = None
         self._finished = False
         self._unacked = 0  # body bytes received but not consumed
-        self._request_line = ""
+        self._request: _RequestView | None = None  # kept only while access is observed
         self._start = 0.0
 
     @property
@@ -157,7 +157,7 @@ class H2Stream(_Stream):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._finished = False
         self._unacked = 0
-        self._request_line = ""
+        self._request: _RequestView | None = None  # kept only while access is observed
         self._start = 0.0
         self.cycle: HTTPCycle = None  # type: ignore[assignment]
         self._head_sent = False
@@ -284,7 +284,7 @@ class H2Stream(_Stream):
         """Everything of the response was handed to the connection."""
         if self._finished:
             return
-        if self._request_line:
+        if self._request is not None:
             self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
         self.finish()
 
@@ -393,7 +393,7 @@ class H2WebSocket(_Stream):
 
     def _log(self) -> None:
         proto = self.proto
-        if proto.ctx.access_log:
+        if proto.ctx.observer is not None:
             code = self.cycle.close_code if self.cycle.close_code is not None else 1006
             proto.log_access(self, code, 0)
 
@@ -672,10 +672,10 @@ class H2Protocol(asyncio.Protocol):
             return None
         stream = H2Stream(self, sid, request.end_stream)
         self.streams[sid] = stream
-        if ctx.access_log:
+        if ctx.observer is not None:
             stream._start = ctx.loop.time()
             target = request.path + (b"?" + request.query if request.query else b"")
-            stream._request_line = f"{method} {target.decode('ascii')} HTTP/2"
+            stream._request = _RequestView(request.method, target, request.headers)
         if ctx.limit_concurrency is not None and ctx.over_capacity():
             stream.cycle = HTTPCycle({}, stream, request.end_stream)
             self._simple(stream, 503, b"Service Unavailable\n")
@@ -735,7 +735,8 @@ class H2Protocol(asyncio.Protocol):
             )
             return None
         ws_stream = H2WebSocket(self, sid, handshake)
-        ws_stream._request_line = f"WEBSOCKET {target.decode('ascii')}"
+        if ctx.observer is not None:
+            ws_stream._request = _RequestView(b"GET", target, request.headers)
         ws_stream._start = ctx.loop.time()
         self.streams[sid] = ws_stream
         scope = websocket_scope(
@@ -774,9 +775,9 @@ class H2Protocol(asyncio.Protocol):
         self.core.adopt_upgraded_request(request.method, self.scheme.encode(), authority)
         stream = H2Stream(self, 1, True)
         self.streams[1] = stream
-        if ctx.access_log:
+        if ctx.observer is not None:
             stream._start = ctx.loop.time()
-            stream._request_line = f"{method} {request.target.decode('ascii')} HTTP/2"
+            stream._request = _RequestView(request.method, request.target, request.headers)
         headers = [
             (name, value)
             for name, value in request.headers
@@ -803,9 +804,9 @@ class H2Protocol(asyncio.Protocol):
         target, _, query = path.partition(b"?")
         stream = H2Stream(self, sid, True)
         self.streams[sid] = stream
-        if ctx.access_log:
+        if ctx.observer is not None:
             stream._start = ctx.loop.time()
-            stream._request_line = f"GET {path.decode('ascii')} HTTP/2 (push)"
+            stream._request = _RequestView(b"GET", path, list(headers))
         request_headers = [h for h in parent["headers"] if h[0] == b"host"]
         request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")
         scope = http_scope(
@@ -972,25 +973,26 @@ class H2Protocol(asyncio.Protocol):
             self.transport.close()
 
     def log_access(self, stream: _Stream, status: int, size: int) -> None:
-        if not self.ctx.access_log or not stream._request_line:
+        """Report a finished request to the access log and metrics (once)."""
+        observer = self.ctx.observer
+        request = getattr(stream, "_request", None)
+        if observer is None or request is None:
             return
-        duration = (self.ctx.loop.time() - stream._start) * 1000.0
-        access_logger.info(
-            '%s - "%s" %d %d %.1fms',
-            self.peer,
-            stream._request_line,
-            status,
-            size,
-            duration,
-            extra={
-                "client": self.peer,
-                "request_line": stream._request_line,
-                "status": status,
-                "bytes": size,
-                "duration_ms": duration,
-            },
-        )
-        stream._request_line = ""
+        stream._request = None  # type: ignore[union-attr]
+        observer.http(self.peer, request, status, size, stream._start, None)
+
+
+class _RequestView:
+    """What the access log and metrics need of an HTTP/2 request (the same
+    attributes as an HTTP/1.1 :class:`~heron.protocol.http1.Request`)."""
+
+    __slots__ = ("method", "target", "headers")
+    http_version = "2"
+
+    def __init__(self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.method = method
+        self.target = target
+        self.headers = headers
 
 
 # --- Upgrade: h2c (from HTTP/1.1) ---------------------------------------------------------
