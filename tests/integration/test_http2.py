@@ -247,7 +247,9 @@ def test_prior_knowledge_scope() -> None:
         assert scope["path"] == "/a b" and scope["raw_path"] == "/a%20b" and scope["query_string"] == "x=1"
         assert scope["headers"][0] == ["host", "localhost"]
         assert ["x-test", "1"] in scope["headers"]
-        assert scope["extensions"] == ["http.response.early_hint", "http.response.push", "http.response.trailers"]
+        assert scope["extensions"] == [
+            "http.response.early_hint", "http.response.pathsend", "http.response.push", "http.response.trailers"
+        ]
         client.close()
 
 
@@ -621,7 +623,7 @@ def test_trailers_and_early_hints() -> None:
 def test_http11_announces_only_its_own_extensions() -> None:
     # no push on HTTP/1.1; trailers only with TE: trailers (tests/integration/test_http1_extensions.py)
     with serve(scope_app) as srv:
-        assert httpx.get(srv.url).json()["extensions"] == ["http.response.early_hint"]
+        assert httpx.get(srv.url).json()["extensions"] == ["http.response.early_hint", "http.response.pathsend"]
 
 
 def _ws_frame(opcode: int, payload: bytes) -> bytes:

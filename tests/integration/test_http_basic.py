@@ -39,7 +39,7 @@ def test_scope_is_complete_and_exact() -> None:
     assert data["client"][0] == "127.0.0.1" and isinstance(data["client"][1], int)
     assert data["server"] == ["127.0.0.1", srv.port]
     assert ["x-dup", "1"] in data["headers"]
-    assert data["extensions"] == ["http.response.early_hint"]
+    assert data["extensions"] == ["http.response.early_hint", "http.response.pathsend"]
 
 
 def test_headers_keep_order_duplicates_and_are_lowercased() -> None:

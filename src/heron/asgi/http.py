@@ -25,6 +25,7 @@ Rules enforced here (asgiref ``www`` spec 2.5):
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Protocol
 from urllib.parse import unquote
@@ -38,6 +39,9 @@ Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
+
+#: Bytes read from a file per step of ``http.response.pathsend``.
+PATHSEND_CHUNK = 256 * 1024
 
 #: Unread request body (bytes) a cycle buffers before the protocol stops reading.
 BODY_HIGH_WATER = 256 * 1024
@@ -357,9 +361,42 @@ class HTTPCycle:
         if state == _DONE:
             return
         if message_type in self._extensions:
-            self._send_extension(message_type, message, state)
+            if message_type == "http.response.pathsend":
+                await self._send_path(message, state)
+            else:
+                self._send_extension(message_type, message, state)
             return
         raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+
+    async def _send_path(self, message: Message, state: int) -> None:
+        """``http.response.pathsend``: the body is the file at ``path``.
+
+        The file is read in a thread, PATHSEND_CHUNK bytes at a time, and each
+        piece goes through the ordinary body path (flow control, framing,
+        disconnects). A Content-Length is added when the app gave none.
+        """
+        if state != _HEAD_PENDING:
+            raise RuntimeError("'http.response.pathsend' must come right after 'http.response.start'")
+        path = message.get("path")
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise ValueError(f"'path' must be an absolute path (str), got {path!r:.100}")
+        loop = asyncio.get_running_loop()
+        file = await loop.run_in_executor(None, open, path, "rb")
+        try:
+            remaining = os.fstat(file.fileno()).st_size
+            headers = list(self._headers)
+            if not any(name.lower() == b"content-length" for name, _ in headers):
+                headers.append((b"content-length", b"%d" % remaining))
+            self._headers = headers
+            while True:
+                chunk = await loop.run_in_executor(None, file.read, min(PATHSEND_CHUNK, remaining)) if remaining else b""
+                remaining -= len(chunk)
+                more = remaining > 0 and bool(chunk)
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": more})
+                if not more:
+                    return
+        finally:
+            file.close()
 
     def _send_extension(self, message_type: str, message: Message, state: int) -> None:
         stream: Any = self.stream

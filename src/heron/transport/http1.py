@@ -49,8 +49,9 @@ _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 
 # ASGI extensions announced on HTTP/1.1 requests; trailers only to clients
 # that said ``TE: trailers`` (and they are sent only on chunked responses)
-_EXTENSIONS = ("http.response.early_hint",)
-_EXTENSIONS_TRAILERS = ("http.response.early_hint", "http.response.trailers")
+_EXTENSIONS = ("http.response.early_hint", "http.response.pathsend")
+_EXTENSIONS_TRAILERS = ("http.response.early_hint", "http.response.trailers", "http.response.pathsend")
+_EXTENSIONS_HTTP10 = ("http.response.pathsend",)
 
 # what the deadline means
 _NO_DEADLINE = 0
@@ -287,7 +288,7 @@ class H1Protocol(asyncio.Protocol):
         if request.http_version == "1.1":
             extensions = _EXTENSIONS_TRAILERS if request.te_trailers else _EXTENSIONS
         else:
-            extensions = ()  # HTTP/1.0: no interim responses, no chunked trailers
+            extensions = _EXTENSIONS_HTTP10  # HTTP/1.0: no interim responses, no chunked trailers
         cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions=extensions)
         self.cycle = cycle
         ctx.start_cycle(cycle)

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
-_EXTENSIONS = ("http.response.trailers", "http.response.early_hint")
+_EXTENSIONS = ("http.response.trailers", "http.response.early_hint", "http.response.pathsend")
 # Push is announced on every client-initiated stream (a pushed stream can't push);
 # a push message is ignored when the client disabled push (SETTINGS_ENABLE_PUSH = 0).
 _EXTENSIONS_PUSH = _EXTENSIONS + ("http.response.push",)
