@@ -619,7 +619,8 @@ class WebSocketConnection:
             if opcode and self._fin and not self._msg_compressed and not self._msg_size and len(buf) >= remaining:
                 # Fast path, the common case: a whole unfragmented message
                 # (_msg_size == 0: none of it went through the slow path yet).
-                payload = _unmask(buf[:remaining], self._mask)
+                with memoryview(buf) as view:  # no intermediate copy of the payload
+                    payload = _unmask(view[:remaining], self._mask)
                 del buf[:remaining]
                 self._state = _HEADER
                 self._msg_type = 0
@@ -635,7 +636,8 @@ class WebSocketConnection:
                     return self._need_data()
                 if n >= remaining:
                     n = remaining
-                    chunk = _unmask(buf[:n], self._mask)
+                    with memoryview(buf) as view:
+                        chunk = _unmask(view[:n], self._mask)
                     del buf[:n]
                 else:  # a partial payload is processed now: fail fast
                     chunk = _unmask(buf, self._mask)
