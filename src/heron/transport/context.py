@@ -140,6 +140,23 @@ class ServerContext:
             error_logger.info("Bad request from %s: %s (%d)", peer, message, status)
 
 
+def connection_addresses(
+    transport: asyncio.BaseTransport,
+) -> tuple[tuple[str, int] | None, tuple[str, int | None] | None, str]:
+    """(client, server, peer) of a connection: the ASGI ``client`` and ``server``
+    (``[path, None]`` for a UNIX socket) and the peer as logs show it."""
+    peername = transport.get_extra_info("peername")
+    sockname = transport.get_extra_info("sockname")
+    client = server = None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        client = (str(peername[0]), int(peername[1]))
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        server = (str(sockname[0]), int(sockname[1]))
+    elif isinstance(sockname, str) and sockname:
+        server = (sockname, None)
+    return client, server, format_peer(peername)
+
+
 def format_peer(address: Any) -> str:
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]

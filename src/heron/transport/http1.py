@@ -33,7 +33,7 @@ from ..protocol.http1 import (
     Request,
     simple_response,
 )
-from .context import ServerContext, error_logger, format_peer
+from .context import ServerContext, connection_addresses, error_logger
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.
 MAX_PIPELINE_BUFFER = 64 * 1024
@@ -128,15 +128,7 @@ class H1Protocol(asyncio.Protocol):
             self.tls = tls_extension(ssl_object)
             self._h2_preface = None  # over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 3.3)
         ctx.connections.add(self)
-        peername = transport.get_extra_info("peername")
-        sockname = transport.get_extra_info("sockname")
-        if isinstance(peername, tuple) and len(peername) >= 2:
-            self.client = (str(peername[0]), int(peername[1]))
-        if isinstance(sockname, tuple) and len(sockname) >= 2:
-            self.server = (str(sockname[0]), int(sockname[1]))
-        elif isinstance(sockname, str) and sockname:
-            self.server = (sockname, None)
-        self.peer = format_peer(peername)
+        self.client, self.server, self.peer = connection_addresses(transport)
         if ctx.shutting_down:
             self._close()
             return

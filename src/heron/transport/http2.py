@@ -55,7 +55,7 @@ from ..protocol.websocket import (
     validate_extended_connect,
 )
 from ..tls import tls_extension
-from .context import ServerContext, error_logger, format_peer
+from .context import ServerContext, connection_addresses, error_logger
 
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
@@ -535,15 +535,7 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peername = transport.get_extra_info("peername")
-        sockname = transport.get_extra_info("sockname")
-        if isinstance(peername, tuple) and len(peername) >= 2:
-            self.client = (str(peername[0]), int(peername[1]))
-        if isinstance(sockname, tuple) and len(sockname) >= 2:
-            self.server = (str(sockname[0]), int(sockname[1]))
-        elif isinstance(sockname, str) and sockname:
-            self.server = (sockname, None)
-        self.peer = format_peer(peername)
+        self.client, self.server, self.peer = connection_addresses(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.scheme = "https"
