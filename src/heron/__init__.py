@@ -22,7 +22,7 @@ def run(app: Any = None, **settings: Any) -> int:
 
     from .config import Config
     from .logs import setup_logging
-    from .server import run_server
+    from .supervisor import run as run_config
     from .sources import load_dotenv
 
     config = Config(app=app, **settings).validate()
@@ -31,7 +31,7 @@ def run(app: Any = None, **settings: Any) -> int:
     setup_logging(config)
     for name, message in config.notices():
         logging.getLogger("heron.error").warning("%s: %s", name, message)
-    return run_server(config)
+    return run_config(config)
 
 
 def __getattr__(name: str) -> Any:

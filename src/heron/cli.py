@@ -154,7 +154,8 @@ def _exit_invalid(exc: SettingError) -> NoReturn:
 
 def main(argv: Sequence[str] | None = None) -> None:
     from .logs import setup_logging
-    from .server import run_server, version_string
+    from .server import version_string
+    from .supervisor import run
 
     given, show_version = parse_command_line(argv)
     if show_version:
@@ -172,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logger = logging.getLogger("heron.error")
     for line in resolved.notices:
         logger.warning("%s", line)
-    sys.exit(run_server(resolved.config))
+    sys.exit(run(resolved.config))
 
 
 __all__ = ["main", "build_parser", "config_from_args", "load", "parse_command_line", "__version__"]

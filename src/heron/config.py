@@ -200,7 +200,8 @@ class Config:
     # --- server process -----------------------------------------------------
     workers: Optional[int] = _s(
         None,
-        "Number of worker processes; only 1 is supported yet (default: $WEB_CONCURRENCY or 1).",
+        "Number of worker processes under one supervisor (default: $WEB_CONCURRENCY or 1); "
+        "more than 1 needs APP as an import string.",
         flags=("-w", "--workers"),
         uvicorn=True,
         env=("WEB_CONCURRENCY",),
@@ -228,22 +229,19 @@ class Config:
     )
     limit_max_requests: Optional[int] = _s(
         None,
-        "Exit after this many requests (not supported yet).",
+        "Shut down gracefully after this many requests (a worker is then replaced by its supervisor).",
         uvicorn=True,
-        notice=_unsupported("heron does not stop after a number of requests"),
     )
     limit_max_requests_jitter: int = _s(
         0,
-        "Random extra requests added to --limit-max-requests (not supported yet).",
+        "Add a random 0..N requests to --limit-max-requests, per process, so workers don't restart together.",
         uvicorn=True,
-        notice=_unsupported("heron does not stop after a number of requests"),
     )
-    timeout_worker_healthcheck: int = _s(
-        5,
-        "Seconds a worker has to answer the supervisor's health check (not supported yet: there are no worker processes).",
+    timeout_worker_healthcheck: float = _s(
+        5.0,
+        "Seconds a worker's event loop has to answer the supervisor's health check before it is killed and replaced.",
         section="timeouts",
         uvicorn=True,
-        notice=_unsupported("there are no worker processes to check"),
     )
 
     # --- limits ---------------------------------------------------------------
@@ -302,21 +300,20 @@ class Config:
         uvicorn=True,
     )
     proxy_headers: bool = _s(
-        False,
-        "Trust X-Forwarded-For/-Proto from --forwarded-allow-ips (not supported yet).",
+        True,
+        "Take the client address and scheme from X-Forwarded-For/-Proto when the peer is in --forwarded-allow-ips.",
         section="http",
         negatable=True,
         uvicorn=True,
-        notice=_unsupported("X-Forwarded-* headers are not applied to the scope"),
     )
     forwarded_allow_ips: Optional[str] = _s(
         None,
-        "Comma-separated IPs/networks trusted for proxy headers (not supported yet).",
+        "Comma-separated IPs, networks (CIDR) or literals trusted to send proxy headers; '*' trusts all "
+        "(default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1).",
         section="http",
         metavar="IPS",
         uvicorn=True,
         env=("FORWARDED_ALLOW_IPS",),
-        notice=_unsupported("X-Forwarded-* headers are not applied to the scope"),
     )
 
     # --- HTTP/2 -------------------------------------------------------------
@@ -510,44 +507,39 @@ class Config:
     # --- development -----------------------------------------------------------
     reload: bool = _s(
         False,
-        "Restart when files change (not supported yet).",
+        "Restart the worker when watched files change (development; needs APP as an import string).",
         section="development",
         uvicorn=True,
-        notice=_unsupported("heron serves without reloading"),
     )
     reload_dirs: tuple[str, ...] = _s(
         (),
-        "Directory to watch for --reload (repeatable; not supported yet).",
+        "Directory to watch for --reload (repeatable; default: the working directory).",
         section="development",
         flags=("--reload-dir",),
         metavar="DIR",
         uvicorn=True,
-        notice=_unsupported("heron serves without reloading"),
     )
     reload_includes: tuple[str, ...] = _s(
         (),
-        "Glob of files to watch for --reload (repeatable; not supported yet).",
+        "Glob of file names to watch for --reload, added to '*.py' (repeatable).",
         section="development",
         flags=("--reload-include",),
         metavar="GLOB",
         uvicorn=True,
-        notice=_unsupported("heron serves without reloading"),
     )
     reload_excludes: tuple[str, ...] = _s(
         (),
-        "Glob of files to ignore for --reload (repeatable; not supported yet).",
+        "Glob of file or directory names --reload ignores, added to '.*', '*.py[cod]', '.sw.*', '~*' (repeatable).",
         section="development",
         flags=("--reload-exclude",),
         metavar="GLOB",
         uvicorn=True,
-        notice=_unsupported("heron serves without reloading"),
     )
     reload_delay: float = _s(
         0.25,
-        "Seconds between reload checks (not supported yet).",
+        "Seconds between two scans of the watched files for --reload.",
         section="development",
         uvicorn=True,
-        notice=_unsupported("heron serves without reloading"),
     )
 
     # -----------------------------------------------------------------------
@@ -599,7 +591,8 @@ class Config:
             self.http2_max_control_frames,
             "a positive integer",
         )
-        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan", "reload_delay"):
+        _require(self.reload_delay > 0, "reload_delay", self.reload_delay, "a number of seconds > 0")
+        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), "a number of seconds >= 0")
         for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_graceful_shutdown"):
             value = getattr(self, name)
@@ -607,9 +600,20 @@ class Config:
                 _require(value >= 0, name, value, "a number of seconds >= 0, or none")
         if self.workers is not None:
             _require(self.workers >= 1, "workers", self.workers, "a positive integer")
-            _require(
-                self.workers == 1, "workers", self.workers, "1 (several worker processes are not supported yet)"
-            )
+        if self.limit_max_requests is not None:
+            _require(self.limit_max_requests >= 1, "limit_max_requests", self.limit_max_requests, "a positive integer")
+        _require(
+            self.limit_max_requests_jitter >= 0,
+            "limit_max_requests_jitter",
+            self.limit_max_requests_jitter,
+            "an integer >= 0",
+        )
+        _require(
+            self.timeout_worker_healthcheck > 0,
+            "timeout_worker_healthcheck",
+            self.timeout_worker_healthcheck,
+            "a number of seconds > 0",
+        )
         for name in ("http", "ws", "loop"):
             value = getattr(self, name)
             known = {"http": HTTP_IMPLEMENTATIONS, "ws": WS_IMPLEMENTATIONS, "loop": LOOPS}[name]

@@ -8,8 +8,10 @@ by a thin wrapper around each connection's transport, and gauges (in-flight
 requests, open connections and WebSocket sessions) are read from the
 server's registries at scrape time, not maintained per request.
 
-There is one process (several workers are not supported yet), so there is
-nothing to aggregate across workers.
+With several workers (``--workers N``) each worker keeps its own
+:class:`Metrics`; the supervisor owns the metrics listener and, per scrape,
+asks every worker for a :meth:`Metrics.snapshot` over its pipe and adds them
+up (:func:`merge`), so one scrape sees the whole server.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import http
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import __version__
 from .transport.http1 import H1Protocol
@@ -73,67 +75,26 @@ class Metrics:
 
     # --- exposition ----------------------------------------------------------------
 
-    def render(self) -> str:
-        """The Prometheus text exposition format (version 0.0.4)."""
-        out: list[str] = []
-
-        def metric(name: str, kind: str, help: str, samples: list[tuple[str, Any]]) -> None:
-            out.append(f"# HELP {name} {help}")
-            out.append(f"# TYPE {name} {kind}")
-            for labels, value in samples:
-                out.append(f"{name}{labels} {_number(value)}")
-
-        metric("heron_info", "gauge", "heron version.", [(f'{{version="{__version__}"}}', 1)])
-        metric(
-            "heron_http_requests_total",
-            "counter",
-            "HTTP requests answered, by method and status.",
-            [(f'{{method="{m}",status="{s}"}}', n) for (m, s), n in sorted(self.requests.items())],
-        )
-        cumulative = 0
-        samples: list[tuple[str, Any]] = []
-        for bound, count in zip(BUCKETS + (float("inf"),), self.buckets):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            samples.append((f'_bucket{{le="{le}"}}', cumulative))
-        out.append("# HELP heron_http_request_duration_seconds Time from the request head to the end of the response.")
-        out.append("# TYPE heron_http_request_duration_seconds histogram")
-        for suffix, value in samples:
-            out.append(f"heron_http_request_duration_seconds{suffix} {value}")
-        out.append(f"heron_http_request_duration_seconds_sum {_number(self.duration_sum)}")
-        out.append(f"heron_http_request_duration_seconds_count {cumulative}")
-
+    def snapshot(self) -> dict[str, Any]:
+        """Every figure of this server now, as plain data (picklable, mergeable)."""
         in_flight, websockets, by_protocol = self._scan()
-        metric("heron_http_requests_in_flight", "gauge", "HTTP requests being answered.", [("", in_flight)])
-        metric(
-            "heron_connections_open",
-            "gauge",
-            "Open client connections, by protocol.",
-            [(f'{{protocol="{p}"}}', n) for p, n in sorted(by_protocol.items())],
-        )
-        metric("heron_connections_total", "counter", "Client connections accepted.", [("", self.connections_total)])
-        metric("heron_received_bytes_total", "counter", "Bytes read from clients.", [("", self.bytes_in)])
-        metric("heron_sent_bytes_total", "counter", "Bytes written to clients.", [("", self.bytes_out)])
-        metric(
-            "heron_http_response_body_bytes_total",
-            "counter",
-            "HTTP response body bytes sent by the app.",
-            [("", self.response_body_bytes)],
-        )
-        metric("heron_websocket_sessions_open", "gauge", "Open WebSocket sessions.", [("", websockets)])
-        metric(
-            "heron_websocket_sessions_total",
-            "counter",
-            "Finished WebSocket sessions, by close code.",
-            [(f'{{code="{c}"}}', n) for c, n in sorted(self.websocket_sessions.items())],
-        )
-        metric(
-            "heron_http_parse_errors_total",
-            "counter",
-            "Malformed or timed-out requests refused, by status and kind.",
-            [(f'{{status="{s}",kind="{_kind(s)}"}}', n) for s, n in sorted(self.parse_errors.items())],
-        )
-        return "\n".join(out) + "\n"
+        return {
+            "requests": dict(self.requests),
+            "buckets": list(self.buckets),
+            "duration_sum": self.duration_sum,
+            "response_body_bytes": self.response_body_bytes,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "connections_total": self.connections_total,
+            "websocket_sessions": dict(self.websocket_sessions),
+            "parse_errors": dict(self.parse_errors),
+            "in_flight": in_flight,
+            "websockets_open": websockets,
+            "connections_open": by_protocol,
+        }
+
+    def render(self) -> str:
+        return render(self.snapshot())
 
     def _scan(self) -> tuple[int, int, dict[str, int]]:
         ctx = self.ctx
@@ -153,6 +114,87 @@ class Metrics:
             by_protocol[label] = by_protocol.get(label, 0) + 1
         return in_flight, websockets, by_protocol
 
+
+def render(snap: dict[str, Any], workers: int | None = None) -> str:
+    """A snapshot (or a merge of several) in the Prometheus text exposition format 0.0.4;
+    ``workers``: the live worker count, shown when there is a supervisor."""
+    out: list[str] = []
+
+    def metric(name: str, kind: str, help: str, samples: list[tuple[str, Any]]) -> None:
+        out.append(f"# HELP {name} {help}")
+        out.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            out.append(f"{name}{labels} {_number(value)}")
+
+    metric("heron_info", "gauge", "heron version.", [(f'{{version="{__version__}"}}', 1)])
+    if workers is not None:
+        metric("heron_workers", "gauge", "Live worker processes.", [("", workers)])
+    metric(
+        "heron_http_requests_total",
+        "counter",
+        "HTTP requests answered, by method and status.",
+        [(f'{{method="{m}",status="{s}"}}', n) for (m, s), n in sorted(snap["requests"].items())],
+    )
+    cumulative = 0
+    samples: list[tuple[str, Any]] = []
+    for bound, count in zip(BUCKETS + (float("inf"),), snap["buckets"]):
+        cumulative += count
+        le = "+Inf" if bound == float("inf") else repr(bound)
+        samples.append((f'_bucket{{le="{le}"}}', cumulative))
+    out.append("# HELP heron_http_request_duration_seconds Time from the request head to the end of the response.")
+    out.append("# TYPE heron_http_request_duration_seconds histogram")
+    for suffix, value in samples:
+        out.append(f"heron_http_request_duration_seconds{suffix} {value}")
+    out.append(f"heron_http_request_duration_seconds_sum {_number(snap['duration_sum'])}")
+    out.append(f"heron_http_request_duration_seconds_count {cumulative}")
+
+    in_flight, websockets, by_protocol = snap["in_flight"], snap["websockets_open"], snap["connections_open"]
+    metric("heron_http_requests_in_flight", "gauge", "HTTP requests being answered.", [("", in_flight)])
+    metric(
+        "heron_connections_open",
+        "gauge",
+        "Open client connections, by protocol.",
+        [(f'{{protocol="{p}"}}', n) for p, n in sorted(by_protocol.items())],
+    )
+    metric("heron_connections_total", "counter", "Client connections accepted.", [("", snap["connections_total"])])
+    metric("heron_received_bytes_total", "counter", "Bytes read from clients.", [("", snap["bytes_in"])])
+    metric("heron_sent_bytes_total", "counter", "Bytes written to clients.", [("", snap["bytes_out"])])
+    metric(
+        "heron_http_response_body_bytes_total",
+        "counter",
+        "HTTP response body bytes sent by the app.",
+        [("", snap["response_body_bytes"])],
+    )
+    metric("heron_websocket_sessions_open", "gauge", "Open WebSocket sessions.", [("", websockets)])
+    metric(
+        "heron_websocket_sessions_total",
+        "counter",
+        "Finished WebSocket sessions, by close code.",
+        [(f'{{code="{c}"}}', n) for c, n in sorted(snap["websocket_sessions"].items())],
+    )
+    metric(
+        "heron_http_parse_errors_total",
+        "counter",
+        "Malformed or timed-out requests refused, by status and kind.",
+        [(f'{{status="{s}",kind="{_kind(s)}"}}', n) for s, n in sorted(snap["parse_errors"].items())],
+    )
+    return "\n".join(out) + "\n"
+
+
+def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add up several workers' snapshots (counters, histogram and gauges alike)."""
+    total: dict[str, Any] = Metrics().snapshot()
+    for snap in snapshots:
+        for key, value in snap.items():
+            if isinstance(value, dict):
+                into = total[key]
+                for label, n in value.items():
+                    into[label] = into.get(label, 0) + n
+            elif isinstance(value, list):
+                total[key] = [a + b for a, b in zip(total[key], value)]
+            else:
+                total[key] += value
+    return total
 
 def _number(value: Any) -> str:
     if isinstance(value, float):
@@ -218,14 +260,17 @@ def protocol_factory(ctx: "ServerContext", metrics: Metrics | None) -> Callable[
 # --- the endpoint ------------------------------------------------------------------
 
 
-def metrics_app(metrics: Metrics) -> Any:
-    """A tiny ASGI app: ``GET /metrics`` (and ``/``) answer the exposition."""
+def metrics_app(source: "Metrics | Callable[[], Awaitable[str]]") -> Any:
+    """A tiny ASGI app: ``GET /metrics`` (and ``/``) answer the exposition of
+    ``source``: this process's :class:`Metrics`, or a coroutine function that
+    renders it (the supervisor's, which asks its workers)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         if scope["path"] in ("/metrics", "/"):
-            status, body = 200, metrics.render().encode("utf-8")
+            text = source.render() if isinstance(source, Metrics) else await source()
+            status, body = 200, text.encode("utf-8")
             content_type = b"text/plain; version=0.0.4; charset=utf-8"
         else:
             status, body, content_type = 404, b"Not Found: try /metrics\n", b"text/plain; charset=utf-8"

@@ -13,10 +13,11 @@ import asyncio
 import logging
 import os
 import platform
+import random
 import signal
 import socket
 import threading
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from . import __version__
 from .asgi.lifespan import Lifespan, LifespanFailure
@@ -40,8 +41,14 @@ class Server:
     ``sockets`` then holds them (useful with ``port=0``).
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, metrics: Metrics | None = None) -> None:
         self.config = config.validate()
+        #: counters kept without a listener of their own (a worker's, read by the supervisor)
+        self.metrics = metrics
+        #: signals that stop the server (a worker obeys only its supervisor's SIGTERM)
+        self.stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+        #: log the start-up banner (a supervisor logs it once for all its workers)
+        self.banner = True
         self.started = asyncio.Event()
         self.sockets: list[socket.socket] = []
         self._exit = asyncio.Event()
@@ -130,8 +137,14 @@ class Server:
             logger.error("%s", exc)
             return STARTUP_FAILURE
 
-        metrics = Metrics() if metrics_socket is not None else None
+        metrics = Metrics() if metrics_socket is not None else self.metrics
+        self.metrics = metrics
         ctx = self._ctx = ServerContext(config, app, loop, metrics=metrics)
+        if metrics is not None:
+            metrics.ctx = ctx
+        if config.limit_max_requests is not None:
+            ctx.requests_left = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
+            ctx.on_request_limit = self._request_limit_reached
         metrics_ctx: ServerContext | None = None
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
@@ -151,14 +164,14 @@ class Server:
             for sock in self.sockets:
                 servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
             if metrics is not None and metrics_socket is not None:
-                metrics.ctx = ctx
                 metrics_ctx = ServerContext(
                     config.replace(access_log=False, headers=()), metrics_app(metrics), loop
                 )
                 metrics_ctx.start()
                 mctx = metrics_ctx
                 servers.append(await loop.create_server(lambda: H1Protocol(mctx), sock=metrics_socket))
-            self._log_started(loop)
+            if self.banner:
+                self._log_started(loop)
             self.started.set()
             await self._exit.wait()
             await self._shutdown(ctx, servers)
@@ -189,6 +202,13 @@ class Server:
                     os.unlink(path)
             if restore_signals is not None:
                 restore_signals()
+
+    def _request_limit_reached(self) -> None:
+        logger.warning(
+            "Served %d requests (--limit-max-requests): shutting down, in-flight requests finish first",
+            self.config.limit_max_requests,
+        )
+        self.shutdown()
 
     async def _shutdown(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
         logger.info("Shutting down")
@@ -222,48 +242,11 @@ class Server:
     # --- sockets ----------------------------------------------------------
 
     def _bind(self) -> list[socket.socket]:
-        """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``);
-        all or none: an address that fails closes the ones already bound."""
-        bound: list[socket.socket] = []
-        try:
-            for listener in self.config.listeners:
-                bound.append(bind_listener(listener, self.config.backlog))
-                if listener.kind == "unix":
-                    self._unix_paths.append(listener.path)
-        except BaseException:
-            for sock in bound:
-                sock.close()
-            for path in self._unix_paths:
-                if os.path.exists(path):
-                    os.unlink(path)
-            raise
-        return bound
+        return bind_all(self.config, self._unix_paths)
 
     def _log_started(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The start-up banner: what is served where, and how to stop it."""
-        config = self.config
         loop_name = type(loop).__module__.split(".")[0]
-        logger.info(
-            "Started heron %s (%s %s, %s loop, pid %d, 1 worker process)",
-            __version__,
-            platform.python_implementation(),
-            platform.python_version(),
-            loop_name,
-            os.getpid(),
-        )
-        tls = bool(config.ssl_certfile or config.ssl_keyfile)
-        scheme = "https" if tls else "http"
-        extras = []
-        if getattr(config, "http2", False):
-            extras.append("HTTP/2 via ALPN" if tls else "HTTP/2 h2c")
-        if config.ws != "none":
-            extras.append("WebSocket")
-        extras.append("TLS" if tls else "no TLS")
-        for sock in self.sockets:
-            logger.info("Serving HTTP/1.1 on %s (%s)", _url(sock, scheme), ", ".join(extras))
-        if self.metrics_socket is not None:
-            logger.info("Prometheus metrics on %s/metrics", _url(self.metrics_socket, "http"))
-        logger.info("Press CTRL+C to quit")
+        log_banner(self.config, self.sockets, self.metrics_socket, f"{loop_name} loop, pid {os.getpid()}, 1 worker process")
 
     # --- signals ----------------------------------------------------------
 
@@ -271,7 +254,7 @@ class Server:
         if threading.current_thread() is not threading.main_thread():
             return None
         installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in self.stop_signals:
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
                 installed.append(sig)
@@ -291,6 +274,54 @@ class Server:
             self.force_exit = True
             self._forced.set()
         self._exit.set()
+
+
+def log_banner(
+    config: Config, sockets: list[socket.socket], metrics_socket: socket.socket | None, processes: str
+) -> None:
+    """The start-up banner: what is served where, by which processes, and how to stop it."""
+    logger.info(
+        "Started heron %s (%s %s, %s)",
+        __version__,
+        platform.python_implementation(),
+        platform.python_version(),
+        processes,
+    )
+    tls = bool(config.ssl_certfile or config.ssl_keyfile)
+    scheme = "https" if tls else "http"
+    extras = []
+    if getattr(config, "http2", False):
+        extras.append("HTTP/2 via ALPN" if tls else "HTTP/2 h2c")
+    if config.ws != "none":
+        extras.append("WebSocket")
+    extras.append("TLS" if tls else "no TLS")
+    for sock in sockets:
+        logger.info("Serving HTTP/1.1 on %s (%s)", _url(sock, scheme), ", ".join(extras))
+    if metrics_socket is not None:
+        logger.info("Prometheus metrics on %s/metrics", _url(metrics_socket, "http"))
+    logger.info("Press CTRL+C to quit")
+
+
+def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:
+    """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``);
+    all or none: an address that fails closes the ones already bound. The UNIX
+    socket files created are appended to ``unix_paths`` (to remove at exit)."""
+    bound: list[socket.socket] = []
+    created: list[str] = []
+    try:
+        for listener in config.listeners:
+            bound.append(bind_listener(listener, config.backlog))
+            if listener.kind == "unix":
+                created.append(listener.path)
+    except BaseException:
+        for sock in bound:
+            sock.close()
+        for path in created:
+            if os.path.exists(path):
+                os.unlink(path)
+        raise
+    unix_paths.extend(created)
+    return bound
 
 
 def bind_listener(listener: Listener, backlog: int) -> socket.socket:
@@ -355,17 +386,22 @@ def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_server(config: Config) -> int:
-    """Run a server until it is stopped; return the process exit status."""
+def run_server(
+    config: Config, server: Server | None = None, main: Callable[[Server], Awaitable[int]] | None = None
+) -> int:
+    """Run a server until it is stopped, in a new event loop; return the process
+    exit status. ``main(server)`` replaces ``server.serve()`` (a worker process
+    wraps it to talk to its supervisor)."""
     try:
         loop = _new_loop(config.loop)
     except (ImportError, AppLoadError) as exc:
         logger.error("Could not create the event loop (--loop %s): %s", config.loop, exc)
         return STARTUP_FAILURE
     asyncio.set_event_loop(loop)
-    server = Server(config)
+    if server is None:
+        server = Server(config)
     try:
-        return loop.run_until_complete(server.serve())
+        return loop.run_until_complete(main(server) if main is not None else server.serve())
     finally:
         try:
             _cancel_all(loop)

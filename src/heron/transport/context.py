@@ -17,6 +17,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..accesslog import build_observer
+from ..asgi.proxy import ProxyTrust
 from ..protocol.http1 import H1Limits
 
 if TYPE_CHECKING:
@@ -51,6 +52,14 @@ class ServerContext:
         self.shutting_down = False
         self.limit_concurrency = config.limit_concurrency
         self.timeout_keep_alive = config.timeout_keep_alive
+        #: --limit-max-requests: requests still to start before ``on_request_limit``
+        #: is called (negative: no limit; counting down costs less than a check)
+        self.requests_left = -1
+        self.on_request_limit: Callable[[], None] = lambda: None
+        #: --proxy-headers: which peers may set the client and scheme (None: off)
+        self.proxy: ProxyTrust | None = (
+            ProxyTrust(config.forwarded_allow_ips or "127.0.0.1,::1") if config.proxy_headers else None
+        )
 
         self.server_line = b"server: heron\r\n" if config.server_header else b""
         extra = []
@@ -118,6 +127,9 @@ class ServerContext:
         trip at all. It is still a real Task (current_task(), cancellation and
         contextvars behave as usual).
         """
+        self.requests_left -= 1
+        if self.requests_left == 0:
+            self.on_request_limit()
         coro = cycle.run(self.app, self.tasks)
         if _EAGER:
             task = asyncio.Task(coro, loop=self.loop, eager_start=True)

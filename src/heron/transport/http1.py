@@ -33,7 +33,8 @@ from ..protocol.http1 import (
     Request,
     simple_response,
 )
-from .context import ServerContext, connection_addresses, error_logger
+from ..asgi.proxy import ProxyTrust
+from .context import ServerContext, connection_addresses, error_logger, format_peer
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.
 MAX_PIPELINE_BUFFER = 64 * 1024
@@ -86,6 +87,8 @@ class H1Protocol(asyncio.Protocol):
         "_awaiting_continue",
         "_eof",
         "_h2_preface",
+        "proxy",
+        "_log_peer",
     )
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -113,6 +116,8 @@ class H1Protocol(asyncio.Protocol):
         self._awaiting_continue = False
         self._eof = False
         self._h2_preface: bytes | None = b"" if ctx.config.http2 else None  # bytes held back, or None: decided
+        self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
+        self._log_peer = ""  # the forwarded client as the access log shows it (proxied requests)
 
     # --- asyncio callbacks ---------------------------------------------------
 
@@ -129,6 +134,8 @@ class H1Protocol(asyncio.Protocol):
             self._h2_preface = None  # over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 3.3)
         ctx.connections.add(self)
         self.client, self.server, self.peer = connection_addresses(transport)
+        if ctx.proxy is not None and ctx.proxy.trusts_peer(self.client):
+            self.proxy = ctx.proxy
         if ctx.shutting_down:
             self._close()
             return
@@ -264,15 +271,18 @@ class H1Protocol(asyncio.Protocol):
             self.cycle.status = 503
             self._write_simple(503, b"Service Unavailable\n")
             return
+        client, scheme = self.client, self.scheme
+        if self.proxy is not None:
+            client, scheme = self._forwarded(request)
         scope = http_scope(
             method,
             request.http_version,
-            self.scheme,
+            scheme,
             request.path,
             request.query,
             ctx.root_path,
             request.headers,
-            self.client,
+            client,
             self.server,
             ctx.lifespan_state,
             {"tls": self.tls} if self.tls is not None else {},
@@ -284,6 +294,13 @@ class H1Protocol(asyncio.Protocol):
         cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions=extensions)
         self.cycle = cycle
         ctx.start_cycle(cycle)
+
+    def _forwarded(self, request: Request) -> tuple[tuple[str, int] | None, str]:
+        """(client, scheme) as the trusted proxy in front reports them."""
+        assert self.proxy is not None
+        client, scheme = self.proxy.resolve(request.headers, self.client, self.scheme)
+        self._log_peer = self.peer if client == self.client else format_peer(client)
+        return client, scheme
 
     def _upgrade_websocket(self, request: Request) -> None:
         """Hand the connection to a WebSocketProtocol (or refuse the handshake)."""
@@ -304,16 +321,20 @@ class H1Protocol(asyncio.Protocol):
         self._closed = True  # this protocol is done; the transport now belongs to the WebSocket
         self.deadline = 0.0
         self.ctx.connections.discard(self)
+        client, scheme, peer = self.client, self.scheme, self.peer
+        if self.proxy is not None:
+            client, scheme = self._forwarded(request)
+            peer = self._log_peer
         WebSocketProtocol.take_over(
             self.ctx,
             self.transport,
             self.conn,
             request,
             handshake,
-            scheme=self.scheme,
-            client=self.client,
+            scheme=scheme,
+            client=client,
             server=self.server,
-            peer=self.peer,
+            peer=peer,
             leftover=self.conn.take_buffer(),
             tls=self.tls,
         )
@@ -638,4 +659,4 @@ class H1Protocol(asyncio.Protocol):
             return
         self._request = None
         headers, self._response_headers = self._response_headers, None
-        observer.http(self.peer, request, cycle.status, cycle.bytes_sent, self._request_start, headers)
+        observer.http(self._log_peer or self.peer, request, cycle.status, cycle.bytes_sent, self._request_start, headers)

@@ -55,7 +55,8 @@ from ..protocol.websocket import (
     validate_extended_connect,
 )
 from ..tls import tls_extension
-from .context import ServerContext, connection_addresses, error_logger
+from ..asgi.proxy import ProxyTrust
+from .context import ServerContext, connection_addresses, error_logger, format_peer
 
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
@@ -501,6 +502,7 @@ class H2Protocol(asyncio.Protocol):
         self._date_line = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
         self._upgrade: tuple[bytes, "Request", list[bytes]] | None = None
+        self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
 
     # --- entry points -----------------------------------------------------------
 
@@ -545,6 +547,8 @@ class H2Protocol(asyncio.Protocol):
     def _start(self) -> None:
         ctx = self.ctx
         ctx.connections.add(self)
+        if ctx.proxy is not None and ctx.proxy.trusts_peer(self.client):
+            self.proxy = ctx.proxy
         core = self.core
         upgrade = self._upgrade
         if upgrade is not None:
@@ -672,15 +676,18 @@ class H2Protocol(asyncio.Protocol):
             stream.cycle = HTTPCycle({}, stream, request.end_stream)
             self._simple(stream, 503, b"Service Unavailable\n")
             return None
+        client, scheme = self.client, self.scheme
+        if self.proxy is not None:
+            client, scheme = self.proxy.resolve(request.headers, client, scheme)
         scope = http_scope(
             method,
             "2",
-            self.scheme,
+            scheme,
             request.path,
             request.query,
             ctx.root_path,
             request.headers,
-            self.client,
+            client,
             self.server,
             ctx.lifespan_state,
             {"tls": self.tls} if self.tls is not None else {},
@@ -731,14 +738,17 @@ class H2Protocol(asyncio.Protocol):
             ws_stream._request = _RequestView(b"GET", target, request.headers)
         ws_stream._start = ctx.loop.time()
         self.streams[sid] = ws_stream
+        client, scheme = self.client, self.scheme
+        if self.proxy is not None:
+            client, scheme = self.proxy.resolve(request.headers, client, scheme)
         scope = websocket_scope(
             "2",
-            "wss" if self.scheme == "https" else "ws",
+            "wss" if scheme == "https" else "ws",
             request.path,
             request.query,
             ctx.root_path,
             request.headers,
-            self.client,
+            client,
             self.server,
             handshake.subprotocols,
             ctx.lifespan_state,
@@ -775,9 +785,12 @@ class H2Protocol(asyncio.Protocol):
             for name, value in request.headers
             if name not in (b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te")
         ]
+        client, scheme = self.client, self.scheme
+        if self.proxy is not None:
+            client, scheme = self.proxy.resolve(headers, client, scheme)
         scope = http_scope(
-            method, "2", self.scheme, request.path, request.query, ctx.root_path, headers,
-            self.client, self.server, ctx.lifespan_state, {},
+            method, "2", scheme, request.path, request.query, ctx.root_path, headers,
+            client, self.server, ctx.lifespan_state, {},
         )
         cycle = HTTPCycle(
             scope,
@@ -801,9 +814,10 @@ class H2Protocol(asyncio.Protocol):
             stream._request = _RequestView(b"GET", path, list(headers))
         request_headers = [h for h in parent["headers"] if h[0] == b"host"]
         request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")
+        # a pushed response is for the same user as the request that pushed it
         scope = http_scope(
-            "GET", "2", self.scheme, target, query, ctx.root_path, request_headers,
-            self.client, self.server, ctx.lifespan_state, {"tls": self.tls} if self.tls is not None else {},
+            "GET", "2", parent.get("scheme", self.scheme), target, query, ctx.root_path, request_headers,
+            parent.get("client", self.client), self.server, ctx.lifespan_state, {"tls": self.tls} if self.tls is not None else {},
         )
         cycle = HTTPCycle(scope, stream, True, extensions=_EXTENSIONS)
         stream.cycle = cycle
@@ -971,7 +985,12 @@ class H2Protocol(asyncio.Protocol):
         if observer is None or request is None:
             return
         stream._request = None  # type: ignore[union-attr]
-        observer.http(self.peer, request, status, size, stream._start, None)
+        peer = self.peer
+        if self.proxy is not None:  # the forwarded client, as on HTTP/1.1
+            client = getattr(stream.cycle, "scope", {}).get("client")
+            if client is not None and client != self.client:
+                peer = format_peer(client)
+        observer.http(peer, request, status, size, stream._start, None)
 
 
 class _RequestView:

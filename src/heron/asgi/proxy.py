@@ -1,0 +1,109 @@
+"""The client and scheme a trusted reverse proxy reports (``--proxy-headers``).
+
+Behind nginx or HAProxy every connection comes from the proxy, so the scope's
+``client`` and ``scheme`` would describe the proxy, not the user. When the
+connection's peer is in ``--forwarded-allow-ips`` (default ``127.0.0.1,::1``,
+or ``$FORWARDED_ALLOW_IPS``), heron takes them from the request instead:
+
+* ``X-Forwarded-For``: all such fields joined as one list, read from the
+  right (the hop nearest to heron) leftwards; the first address that is not a
+  trusted proxy is the client. If every hop is trusted, the leftmost one is.
+  An entry may carry a port (``1.2.3.4:5678``, ``[2001:db8::1]:443``); without
+  one the client port is 0.
+* ``X-Forwarded-Proto``: the last list element, if it is ``http``, ``https``,
+  ``ws`` or ``wss``; it sets ``scheme`` (``https`` becomes ``wss`` in a
+  ``websocket`` scope and ``wss`` becomes ``https`` in an ``http`` one).
+
+Anything else in those fields is ignored, never an error: a proxy's headers are
+not the client's fault. Untrusted peers' headers are passed to the app as they
+are and change nothing. ``*`` trusts every peer, UNIX-socket peers included
+(a UNIX socket has no address to list).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Union
+
+_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+_HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+class ProxyTrust:
+    """The parsed ``--forwarded-allow-ips`` list."""
+
+    def __init__(self, allow: str) -> None:
+        self.everyone = False
+        self.networks: list[_Network] = []
+        self.literals: set[str] = set()
+        for item in (part.strip() for part in allow.split(",")):
+            if not item:
+                continue
+            if item == "*":
+                self.everyone = True
+                continue
+            try:
+                self.networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                self.literals.add(item)  # e.g. a host name some setups put in XFF
+
+    def trusts(self, host: str | None) -> bool:
+        if self.everyone:
+            return True
+        if host is None:
+            return False
+        if host in self.literals:
+            return True
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+    def trusts_peer(self, client: tuple[str, int] | None) -> bool:
+        """Should this connection's proxy headers be applied at all?"""
+        return self.trusts(client[0] if client is not None else None)
+
+    def resolve(
+        self, headers: Iterable[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
+    ) -> tuple[tuple[str, int] | None, str]:
+        """(client, scheme) for one request from a trusted peer."""
+        forwarded_for: list[bytes] = []
+        proto = None
+        for name, value in headers:
+            if name == b"x-forwarded-for":
+                forwarded_for.append(value)
+            elif name == b"x-forwarded-proto":
+                proto = value
+        if proto is not None:
+            candidate = proto.decode("latin-1").rsplit(",", 1)[-1].strip().lower()
+            table = _WS_SCHEMES if scheme in ("ws", "wss") else _HTTP_SCHEMES
+            scheme = table.get(candidate, scheme)
+        if forwarded_for:
+            hops = [hop.strip() for hop in b",".join(forwarded_for).decode("latin-1").split(",")]
+            hops = [hop for hop in hops if hop]
+            chosen = None
+            for hop in reversed(hops):
+                chosen = _split_host_port(hop)
+                if not self.trusts(chosen[0]):
+                    break
+            if chosen is not None:
+                client = chosen
+        return client, scheme
+
+
+def _split_host_port(hop: str) -> tuple[str, int]:
+    """``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``, ``[2001:db8::1]:80`` -> (host, port or 0)."""
+    if hop.startswith("["):
+        end = hop.find("]")
+        if end > 0:
+            host, rest = hop[1:end], hop[end + 1 :]
+            port = rest[1:] if rest.startswith(":") else ""
+            return host, int(port) if port.isdigit() and int(port) < 65536 else 0
+        return hop, 0
+    if hop.count(":") == 1:
+        host, _, port = hop.partition(":")
+        return host, int(port) if port.isdigit() and int(port) < 65536 else 0
+    return hop, 0

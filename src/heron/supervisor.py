@@ -1,0 +1,553 @@
+"""Worker processes under one supervisor: ``--workers N`` and ``--reload``.
+
+The supervisor binds every listening socket itself (so a busy port fails at
+once, with exit status 3) and starts the workers with the ``spawn`` method:
+each worker is a fresh interpreter that imports the app and serves the
+inherited sockets, and the kernel spreads new connections between them.
+Nothing about a worker's state survives into another one.
+
+Each worker has a pipe to the supervisor, read by the worker's *event loop*,
+so a worker whose loop is stuck (a blocking call in the app) is noticed:
+
+* ``ready``: sent once the worker accepts connections (after lifespan startup);
+* ``ping`` / ``pong``: the health check. A worker that leaves a ping
+  unanswered for ``--timeout-worker-healthcheck`` seconds is killed (SIGKILL)
+  and replaced;
+* ``metrics``: with ``--metrics-bind`` the supervisor owns the metrics
+  listener and, per scrape, asks every worker for its counters and adds them
+  up;
+* end of file: the supervisor is gone, so the worker shuts down gracefully.
+
+Lifecycle:
+
+* A worker that dies is replaced. One that dies before it was ready (the app
+  can't be imported, lifespan startup failed) fails the whole start-up (exit
+  status 3); later, the replacement is retried with a growing delay (up to
+  10 s) rather than in a tight loop.
+* ``--limit-max-requests``: a worker that served its share shuts down
+  gracefully and is replaced.
+* SIGINT/SIGTERM: SIGTERM to every worker, which finishes its in-flight
+  requests (``--timeout-graceful-shutdown``) and runs lifespan shutdown; a
+  worker still alive 5 s after that timeout is killed. A second signal asks
+  the workers to stop at once. Workers ignore SIGINT themselves: a Ctrl-C in
+  a terminal reaches the whole process group, and the supervisor decides.
+* SIGHUP: rolling restart, one worker at a time, each old worker retired only
+  once its replacement is ready. SIGTTIN / SIGTTOU: one worker more / fewer.
+
+``--reload`` runs one worker under the same supervisor and polls the watched
+files (``--reload-dir``, default the working directory; ``*.py`` plus
+``--reload-include``; hidden names, ``__pycache__``, compiled files, editor
+swap files, virtual environments and ``--reload-exclude`` skipped) every
+``--reload-delay`` seconds. A change stops the worker and starts a new one;
+a worker that fails to start waits for the next change instead of exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .config import Config, parse_bind
+from .importer import AppLoadError
+from .metrics import Metrics, merge, metrics_app, render
+from .server import STARTUP_FAILURE, Server, bind_all, bind_listener, log_banner, run_server
+from .transport.context import ServerContext
+from .transport.http1 import H1Protocol
+
+logger = logging.getLogger("heron.error")
+
+#: seconds a worker may outlive --timeout-graceful-shutdown before SIGKILL
+KILL_MARGIN = 5.0
+#: longest wait between attempts to replace a worker that fails to start
+MAX_RESTART_DELAY = 10.0
+#: how long a scrape waits for each worker's counters
+METRICS_TIMEOUT = 2.0
+
+DEFAULT_RELOAD_INCLUDES = ("*.py",)
+DEFAULT_RELOAD_EXCLUDES = (".*", "*.py[cod]", ".sw.*", "~*", "__pycache__")
+
+
+def run(config: Config) -> int:
+    """Serve ``config``: in this process, or under a supervisor when it asks
+    for several workers or for reloading. Returns the process exit status."""
+    workers = config.workers or 1
+    if not config.reload and (config.reload_dirs or config.reload_includes or config.reload_excludes):
+        logger.warning("--reload-dir/--reload-include/--reload-exclude have no effect without --reload")
+    if not config.reload and workers == 1:
+        return run_server(config)
+    if config.app is not None and not isinstance(config.app, str):
+        logger.error(
+            "--workers above 1 and --reload need the app as an import string ('module:attribute'), "
+            "not an app object: each worker process imports it"
+        )
+        return STARTUP_FAILURE
+    if config.reload and workers > 1:
+        logger.warning("--workers %d is ignored with --reload: one worker is reloaded", workers)
+    return Supervisor(config).run()
+
+
+class _Worker:
+    """The supervisor's handle on one worker process."""
+
+    def __init__(self, process: Any, conn: Connection, ready: "asyncio.Future[bool]") -> None:
+        self.process = process
+        self.conn = conn
+        self.ready = ready  # True once serving; False if it died first
+        self.exited = asyncio.get_running_loop().create_future()
+        self.ping_sent: float | None = None
+        self.retiring = False  # asked to stop: its exit is expected, not replaced
+        self.metrics_waiters: list[asyncio.Future[Any]] = []
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+class Supervisor:
+    """Start, watch, restart and stop worker processes (see the module docstring)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.target = 1 if config.reload else (config.workers or 1)
+        self.workers: list[_Worker] = []
+        self.sockets: list[socket.socket] = []
+        self.metrics_socket: socket.socket | None = None
+        self._unix_paths: list[str] = []
+        self._mp = multiprocessing.get_context("spawn")
+        self._stopping = False
+        self._signals = 0
+        self._stop: asyncio.Event | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._failures = 0  # replacements in a row that failed to start
+        self._started = False  # the first workers are ready: deaths are replaced from now on
+
+    # --- process entry ----------------------------------------------------------
+
+    def run(self) -> int:
+        config = self.config
+        try:
+            self.sockets = bind_all(config, self._unix_paths)
+            if config.metrics_bind is not None:
+                listener = parse_bind(config.metrics_bind, "metrics_bind")
+                self.metrics_socket = bind_listener(listener, config.backlog)
+                if listener.kind == "unix":
+                    self._unix_paths.append(listener.path)
+        except OSError as exc:
+            logger.error("%s", exc)
+            self._close_sockets()
+            return STARTUP_FAILURE
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(self._main())
+        finally:
+            for task in self._background:
+                task.cancel()
+            if self._background:
+                loop.run_until_complete(asyncio.gather(*self._background, return_exceptions=True))
+            asyncio.set_event_loop(None)
+            loop.close()
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        for sock in self.sockets + ([self.metrics_socket] if self.metrics_socket else []):
+            sock.close()
+        for path in self._unix_paths:
+            if os.path.exists(path):
+                os.unlink(path)
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._install_signals(loop)
+        watcher = None
+        if self.config.reload:
+            # the reference scan comes first: an edit made while the worker starts is a change
+            watcher = FileWatcher(
+                self.config.reload_dirs or (os.getcwd(),),
+                DEFAULT_RELOAD_INCLUDES + tuple(self.config.reload_includes),
+                DEFAULT_RELOAD_EXCLUDES + tuple(self.config.reload_excludes),
+            )
+            watcher.changes()
+        starting = [self._spawn() for _ in range(self.target)]
+        ready = await asyncio.gather(*(worker.ready for worker in starting))
+        if not all(ready) and not self.config.reload:
+            logger.error("A worker process failed to start: stopping")
+            await self._stop_workers()
+            return STARTUP_FAILURE
+        if self._stop.is_set():  # a signal during start-up
+            await self._stop_workers()
+            return 0
+        self._started = True
+        self._log_banner(loop)
+        self._spawn_task(self._health_checks())
+        if watcher is not None:
+            self._spawn_task(self._watch_files(watcher))
+        metrics_server = await self._serve_metrics(loop)
+        await self._stop.wait()
+        if metrics_server is not None:
+            metrics_server.close()
+        await self._stop_workers()
+        return 0
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- workers -----------------------------------------------------------------
+
+    def _spawn(self) -> _Worker:
+        loop = asyncio.get_running_loop()
+        parent, child = self._mp.Pipe()
+        worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1)
+        process = self._mp.Process(
+            target=worker_main,
+            args=(worker_config, self.sockets, child, self.config.metrics_bind is not None),
+            name="heron-worker",
+        )
+        process.start()
+        child.close()
+        worker = _Worker(process, parent, loop.create_future())
+        self.workers.append(worker)
+        loop.add_reader(parent.fileno(), self._on_message, worker)
+        loop.add_reader(process.sentinel, self._on_exit, worker)
+        return worker
+
+    def _on_message(self, worker: _Worker) -> None:
+        try:
+            message = worker.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
+            return
+        kind = message[0]
+        if kind == "ready":
+            if not worker.ready.done():
+                worker.ready.set_result(True)
+        elif kind == "pong":
+            worker.ping_sent = None
+        elif kind == "metrics" and worker.metrics_waiters:
+            waiter = worker.metrics_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(message[1])
+
+    def _on_exit(self, worker: _Worker) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(worker.process.sentinel)
+        try:
+            loop.remove_reader(worker.conn.fileno())
+        except (OSError, ValueError):
+            pass
+        worker.process.join()
+        worker.conn.close()
+        if worker in self.workers:
+            self.workers.remove(worker)
+        if not worker.ready.done():
+            worker.ready.set_result(False)
+        for waiter in worker.metrics_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        worker.exited.set_result(worker.process.exitcode)
+        if self._stopping or worker.retiring or not self._started:
+            return  # expected, or start-up (which _main judges)
+        code = worker.process.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"status {code}"
+        if self.config.reload:
+            logger.warning("Worker process %d exited (%s); waiting for file changes to start it again", worker.pid, how)
+            return
+        level = logging.INFO if code == 0 else logging.WARNING  # 0: e.g. --limit-max-requests
+        logger.log(level, "Worker process %d exited (%s); starting a new one", worker.pid, how)
+        self._spawn_task(self._replace())
+
+    async def _replace(self) -> None:
+        """Start one worker; if it fails to start, try again later (growing delay)."""
+        while not self._stopping and len(self.workers) < self.target:
+            worker = self._spawn()
+            if await worker.ready:
+                self._failures = 0
+                return
+            self._failures += 1
+            delay = min(0.5 * 2**self._failures, MAX_RESTART_DELAY)
+            logger.error("A new worker process failed to start; trying again in %g s", delay)
+            await asyncio.sleep(delay)
+
+    async def _retire(self, worker: _Worker, timeout: float | None) -> None:
+        """Stop one worker gracefully; kill it if it outlives ``timeout``."""
+        worker.retiring = True
+        worker.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("Worker process %d did not stop in %g s: killing it", worker.pid, timeout)
+            worker.signal(signal.SIGKILL)
+            await worker.exited
+
+    def _grace(self) -> float | None:
+        timeout = self.config.timeout_graceful_shutdown
+        return None if timeout is None else timeout + KILL_MARGIN
+
+    async def _stop_workers(self) -> None:
+        self._stopping = True
+        workers = list(self.workers)
+        if workers:
+            await asyncio.gather(*(self._retire(worker, self._grace()) for worker in workers))
+
+    async def _rolling_restart(self) -> None:
+        for old in list(self.workers):
+            if self._stopping:
+                return
+            new = self._spawn()
+            if not await new.ready:
+                logger.error("Rolling restart stopped: a new worker process failed to start")
+                return
+            await self._retire(old, self._grace())
+        logger.info("Rolling restart done: %d worker process(es)", len(self.workers))
+
+    # --- health checks ----------------------------------------------------------
+
+    async def _health_checks(self) -> None:
+        timeout = self.config.timeout_worker_healthcheck
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 2))
+            now = loop.time()
+            for worker in list(self.workers):
+                if not worker.ready.done() or worker.retiring:
+                    continue
+                if worker.ping_sent is None:
+                    worker.ping_sent = now
+                    try:
+                        worker.conn.send(("ping",))
+                    except OSError:
+                        pass  # it is exiting; _on_exit follows
+                elif now - worker.ping_sent > timeout:
+                    logger.error(
+                        "Worker process %d did not answer the health check in %g s (is its event loop blocked?): "
+                        "killing it",
+                        worker.pid,
+                        timeout,
+                    )
+                    worker.ping_sent = None
+                    worker.signal(signal.SIGKILL)
+
+    # --- metrics -------------------------------------------------------------------
+
+    async def _serve_metrics(self, loop: asyncio.AbstractEventLoop) -> Any:
+        if self.metrics_socket is None:
+            return None
+        ctx = ServerContext(self.config.replace(access_log=False, headers=()), metrics_app(self._render_metrics), loop)
+        ctx.start()
+        return await loop.create_server(lambda: H1Protocol(ctx), sock=self.metrics_socket)
+
+    async def _render_metrics(self) -> str:
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for worker in list(self.workers):
+            if worker.ready.done() and worker.ready.result() and not worker.retiring:
+                waiter = loop.create_future()
+                worker.metrics_waiters.append(waiter)
+                try:
+                    worker.conn.send(("metrics",))
+                except OSError:
+                    worker.metrics_waiters.remove(waiter)
+                    continue
+                waiters.append(waiter)
+        snapshots = []
+        if waiters:
+            done, _ = await asyncio.wait(waiters, timeout=METRICS_TIMEOUT)
+            snapshots = [w.result() for w in done if w.result() is not None]
+        return render(merge(snapshots), workers=len(snapshots))
+
+    # --- reload ----------------------------------------------------------------
+
+    async def _watch_files(self, watcher: "FileWatcher") -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.reload_delay)
+            changed = await loop.run_in_executor(None, watcher.changes)
+            if not changed:
+                continue
+            shown = ", ".join(os.path.relpath(path) for path in changed[:3])
+            more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+            logger.warning("Detected changes in %s%s: reloading", shown, more)
+            for worker in list(self.workers):
+                await self._retire(worker, self._grace())
+            if not self._stopping:
+                worker = self._spawn()
+                if not await worker.ready:
+                    logger.error("The reloaded app failed to start; waiting for file changes")
+
+    # --- signals and banner -----------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        handlers = {
+            signal.SIGINT: self._on_stop_signal,
+            signal.SIGTERM: self._on_stop_signal,
+            signal.SIGHUP: lambda sig: self._spawn_task(self._rolling_restart()),
+            signal.SIGTTIN: self._on_more,
+            signal.SIGTTOU: self._on_fewer,
+        }
+        for sig, handler in handlers.items():
+            loop.add_signal_handler(sig, handler, sig)
+
+    def _on_stop_signal(self, sig: int) -> None:
+        assert self._stop is not None
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("Second %s: asking the workers to stop now", signal.Signals(sig).name)
+            for worker in self.workers:
+                worker.signal(signal.SIGTERM)  # a worker's second signal skips its graceful wait
+        else:
+            logger.info("Stopping %d worker process(es)", len(self.workers))
+        self._stop.set()
+
+    def _on_more(self, sig: int) -> None:
+        if self.config.reload or self._stopping:
+            return
+        self.target += 1
+        logger.info("SIGTTIN: starting a worker process (%d in all)", self.target)
+        self._spawn_task(self._replace())
+
+    def _on_fewer(self, sig: int) -> None:
+        if self.config.reload or self._stopping or self.target <= 1:
+            return
+        self.target -= 1
+        logger.info("SIGTTOU: stopping a worker process (%d left)", self.target)
+        candidates = [worker for worker in self.workers if not worker.retiring]
+        if len(candidates) > self.target:
+            self._spawn_task(self._retire(candidates[-1], self._grace()))
+
+    def _log_banner(self, loop: asyncio.AbstractEventLoop) -> None:
+        mode = "reloading on file changes" if self.config.reload else f"{len(self.workers)} worker processes"
+        log_banner(self.config, self.sockets, self.metrics_socket, f"supervisor pid {os.getpid()}, {mode}")
+
+
+class FileWatcher:
+    """Modification times of the watched files, compared scan to scan."""
+
+    def __init__(self, dirs: Any, includes: tuple[str, ...], excludes: tuple[str, ...]) -> None:
+        self.dirs = [os.path.abspath(d) for d in dirs]
+        self.includes = includes
+        self.excludes = excludes
+        self.state: dict[str, float] = {}
+
+    def _excluded(self, name: str) -> bool:
+        return any(fnmatch.fnmatch(name, pattern) for pattern in self.excludes)
+
+    def scan(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        pending = list(self.dirs)
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue
+            if directory not in self.dirs and any(entry.name == "pyvenv.cfg" for entry in entries):
+                continue  # a virtual environment: thousands of files nobody edits
+            for entry in entries:
+                name = entry.name
+                if self._excluded(name):
+                    continue
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    elif any(fnmatch.fnmatch(name, pattern) for pattern in self.includes):
+                        found[entry.path] = entry.stat().st_mtime
+                except OSError:
+                    continue  # removed while scanning
+        return found
+
+    def changes(self) -> list[str]:
+        """Files added, removed or modified since the last call."""
+        old, new = self.state, self.scan()
+        self.state = new
+        return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))
+
+
+# --- the worker process ------------------------------------------------------------
+
+
+class _SupervisorLink:
+    """The worker's end of the pipe, served by the worker's event loop."""
+
+    def __init__(self, conn: Connection, server: Server) -> None:
+        self.conn = conn
+        self.server = server
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.conn.fileno(), self._on_message, loop)
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:
+            pass  # the supervisor is gone; _on_message sees the end of file
+
+    def _on_message(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(self.conn.fileno())
+            logger.warning("Worker process %d lost its supervisor: shutting down", os.getpid())
+            self.server.shutdown()
+            return
+        if message[0] == "ping":
+            self.send(("pong",))
+        elif message[0] == "metrics":
+            metrics = self.server.metrics
+            self.send(("metrics", metrics.snapshot() if metrics is not None else None))
+
+
+def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, collect_metrics: bool) -> None:
+    """Entry point of a worker process (runs in a fresh, spawned interpreter)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # see the module docstring
+    from .logs import setup_logging
+
+    try:
+        setup_logging(config)
+    except Exception as exc:  # already checked by the supervisor's own set-up
+        sys.stderr.write(f"heron worker: logging set-up failed: {exc}\n")
+    server = Server(config, metrics=Metrics() if collect_metrics else None)
+    server.stop_signals = (signal.SIGTERM,)
+    server.banner = False
+    link = _SupervisorLink(conn, server)
+
+    async def main(server: Server) -> int:
+        loop = asyncio.get_running_loop()
+        link.start(loop)
+
+        def announce(_: Any) -> None:
+            if server.started.is_set():
+                logger.info("Worker process %d ready", os.getpid())
+                link.send(("ready",))
+
+        started = loop.create_task(server.started.wait())
+        started.add_done_callback(announce)
+        try:
+            return await server.serve(sockets=sockets)
+        finally:
+            started.cancel()
+
+    try:
+        code = run_server(config, server, main)
+    except AppLoadError:  # pragma: no cover - serve() reports these itself
+        code = STARTUP_FAILURE
+    sys.exit(code)
+
+
+__all__ = ["run", "Supervisor", "FileWatcher", "worker_main"]
