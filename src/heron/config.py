@@ -120,12 +120,6 @@ def _loop_notice(value: str) -> str | None:
     return None
 
 
-def _interface_notice(value: str) -> str | None:
-    if value == "wsgi":
-        return "not supported yet: WSGI apps can't be served; APP is served as ASGI"
-    return None
-
-
 @dataclass(frozen=True)
 class Config:
     """All settings. Build it with keyword arguments; call :meth:`validate`."""
@@ -153,11 +147,16 @@ class Config:
     )
     interface: str = _s(
         "auto",
-        "Application interface: asgi3, asgi2, or auto-detect (wsgi is accepted, not supported yet).",
+        "Application interface: asgi3, asgi2, wsgi, or auto (async: ASGI 3; (environ, start_response): WSGI; "
+        "else ASGI 2).",
         section="application",
         choices=("auto", "asgi3", "asgi2", "wsgi"),
         uvicorn=True,
-        notice=_interface_notice,
+    )
+    wsgi_threads: int = _s(
+        10,
+        "Threads that run a WSGI app's requests (each request holds one until its response is sent).",
+        section="application",
     )
     lifespan: str = _s(
         "auto",
@@ -564,7 +563,10 @@ class Config:
             _require(self.fd >= 0, "fd", self.fd, "a file descriptor number (>= 0)")
         if self.limit_concurrency is not None:
             _require(self.limit_concurrency > 0, "limit_concurrency", self.limit_concurrency, "a positive integer")
-        for name in ("limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue"):
+        for name in (
+            "limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue",
+            "wsgi_threads",
+        ):  # fmt: skip
             _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         _require(
             0 < self.http2_max_concurrent_streams < 2**31,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import logging
 import sys
 from typing import Any
 
@@ -34,8 +35,11 @@ def import_from_string(target: str) -> Any:
     return obj
 
 
-def load_app(target: Any, *, factory: bool = False, app_dir: str = "", interface: str = "auto") -> ASGIApp:
-    """Import (if a string), call (if a factory) and adapt (if ASGI 2) the app."""
+def load_app(
+    target: Any, *, factory: bool = False, app_dir: str = "", interface: str = "auto", wsgi_threads: int = 10,
+    multiprocess: bool = False,
+) -> ASGIApp:
+    """Import (if a string), call (if a factory) and adapt (if ASGI 2 or WSGI) the app."""
     if isinstance(target, str):
         sys.path.insert(0, app_dir or ".")
         app = import_from_string(target)
@@ -47,7 +51,17 @@ def load_app(target: Any, *, factory: bool = False, app_dir: str = "", interface
         except TypeError as exc:
             raise AppLoadError(f"Error calling the app factory: {exc}") from None
     if interface == "auto":
-        interface = "asgi3" if _is_asgi3(app) else "asgi2"
+        if _is_asgi3(app):
+            interface = "asgi3"
+        else:
+            from .asgi.wsgi import looks_like_wsgi
+
+            interface = "wsgi" if looks_like_wsgi(app) else "asgi2"
+    if interface == "wsgi":
+        from .asgi.wsgi import WSGIAdapter
+
+        logging.getLogger("heron.error").info("Serving the app as WSGI, in a pool of %d threads", wsgi_threads)
+        return WSGIAdapter(app, threads=wsgi_threads, multiprocess=multiprocess)
     if interface == "asgi2":
         return _ASGI2Adapter(app)
     return app  # type: ignore[no-any-return]

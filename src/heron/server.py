@@ -49,6 +49,8 @@ class Server:
         self.stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         #: log the start-up banner (a supervisor logs it once for all its workers)
         self.banner = True
+        #: one of a supervisor's worker processes
+        self.worker = False
         self.started = asyncio.Event()
         self.sockets: list[socket.socket] = []
         self._exit = asyncio.Event()
@@ -94,6 +96,8 @@ class Server:
                 factory=config.factory,
                 app_dir=config.app_dir,
                 interface=config.interface,
+                wsgi_threads=config.wsgi_threads,
+                multiprocess=(config.workers or 1) > 1 or self.worker,
             )
         except AppLoadError as exc:
             logger.error("Error loading ASGI app. %s", exc)

@@ -525,6 +525,7 @@ def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, 
     server = Server(config, metrics=Metrics() if collect_metrics else None)
     server.stop_signals = (signal.SIGTERM,)
     server.banner = False
+    server.worker = True
     link = _SupervisorLink(conn, server)
 
     async def main(server: Server) -> int:

@@ -523,6 +523,23 @@ def test_django_async_view(django_app: Any) -> None:
     assert r.json() == {"async": True, "path": "/async/", "host": f"127.0.0.1:{srv.port}"}
 
 
+def test_django_as_a_wsgi_app(django_app: Any) -> None:
+    """The same project through Django's WSGI handler: heron detects WSGI by itself."""
+    from django.core.wsgi import get_wsgi_application
+
+    body = os.urandom(200_000)
+    with serve(get_wsgi_application()) as srv:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            r = client.get("/plain/")
+            assert r.status_code == 200 and r.text == "plain django view"
+            r = client.post("/post/?q=w", content=body, headers={"content-type": "application/octet-stream"})
+            assert r.json()["sha256"] == hashlib.sha256(body).hexdigest() and r.json()["query"] == "w"
+            r = client.post("/form/", data={"a": "1", "b": ["x", "y"]})
+            assert r.json() == {"fields": {"a": ["1"], "b": ["x", "y"]}}
+            assert client.get("/async/").json()["async"] is True
+            assert client.get("/nope/").status_code == 404
+
+
 def test_django_with_lifespan_auto_is_quietly_skipped(django_app: Any) -> None:
     with heron_log_records(logging.INFO) as records:
         with serve(django_app, lifespan="auto") as srv:
