@@ -60,10 +60,6 @@ class SettingError(ValueError):
         self.allowed = allowed
 
 
-def _unsupported(what: str) -> Callable[[Any], str]:
-    return lambda value: f"not supported yet: {what}"
-
-
 def _s(
     default: Any,
     help: str,
@@ -222,9 +218,8 @@ class Config:
     )
     reset_contextvars: bool = _s(
         False,
-        "Run each request in a fresh contextvars.Context (not supported yet).",
+        "Run each request and WebSocket session in an empty contextvars.Context, not a copy of the server's.",
         uvicorn=True,
-        notice=_unsupported("each request's context is copied from the server's"),
     )
     limit_max_requests: Optional[int] = _s(
         None,
@@ -914,8 +909,9 @@ def markdown() -> str:
         "`headers = [\"x-a: 1\"]` (or a table `headers = { x-a = \"1\" }`); keys may use `-` or `_`.",
         "",
         "An invalid value stops heron with exit status 2 and one line naming the setting, where the",
-        "value came from and what is allowed. Settings marked *not supported yet* are accepted (so a",
-        "uvicorn command line keeps working) and a non-default value logs one warning line at start-up.",
+        "value came from and what is allowed. uvicorn's implementation picks that mean nothing here",
+        "(`--http h11`, `--ws wsproto`, `--loop none`, `--h11-max-incomplete-event-size`) are accepted, so a",
+        "uvicorn command line keeps working, and a non-default value logs one warning line at start-up.",
         "",
     ]
     by_section: dict[str, list[dataclasses.Field[Any]]] = {}

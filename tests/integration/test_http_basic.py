@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -235,3 +236,42 @@ def test_unread_small_body_is_drained_and_connection_reused() -> None:
         status, _, body, _ = read_response(sock)
         assert status == 200 and body == b"Hello, world!"
         sock.close()
+
+
+def test_reset_contextvars_gives_each_request_an_empty_context() -> None:
+    import asyncio
+    import contextvars
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.send", "text": marker.get()})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        body = marker.get().encode()
+        marker.set("set by a request")  # never seen by the next request either way
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def fetch(reset: bool) -> list[str]:
+        from heron import Config, Server
+
+        marker.set("set by the embedding code")
+        server = Server(Config(app=app, port=0, lifespan="off", access_log=False, reset_contextvars=reset))
+        task = asyncio.create_task(server.serve(install_signal_handlers=False))
+        await server.started.wait()
+        async with httpx.AsyncClient() as client:
+            texts = [(await client.get(f"http://127.0.0.1:{server.port}/")).text for _ in range(2)]
+        from websockets.asyncio.client import connect
+
+        async with connect(f"ws://127.0.0.1:{server.port}/", ping_interval=None) as ws:
+            texts.append(str(await asyncio.wait_for(ws.recv(), 5)))
+        server.shutdown()
+        await task
+        return texts
+
+    assert asyncio.run(fetch(False)) == ["set by the embedding code"] * 3  # two requests, one WebSocket
+    assert asyncio.run(fetch(True)) == ["unset"] * 3

@@ -441,7 +441,6 @@ def test_unsupported_uvicorn_options_warn_once_each(app_dir: Path) -> None:
         "--http": "'h11' has no effect",
         "--ws": "'wsproto' has no effect",
         "--loop": "'none' is served as 'asyncio'",
-        "--reset-contextvars": "not supported yet",
         "--h11-max-incomplete-event-size": "has no effect",
     }
     # --reload-dir without --reload: one line of its own (it is not a setting's notice)
@@ -554,7 +553,7 @@ def test_heron_run_accepts_settings_and_sets_up_logging(app_dir: Path) -> None:
     port = free_port()
     (app_dir / "runner.py").write_text(
         "import heron, setapp\n"
-        f"raise SystemExit(heron.run(setapp.app, port={port}, log_format='json', reset_contextvars=True,"
+        f"raise SystemExit(heron.run(setapp.app, port={port}, log_format='json', http='h11',"
         " headers=[('x-from', 'api')], timeout_graceful_shutdown=1))\n"
     )
     proc = subprocess.Popen(
@@ -580,7 +579,7 @@ def test_heron_run_accepts_settings_and_sets_up_logging(app_dir: Path) -> None:
             proc.kill()
     assert proc.returncode == 0
     records = [json.loads(line) for line in err.splitlines()]
-    assert any(r["level"] == "warning" and "reset_contextvars: not supported yet" in r["message"] for r in records)
+    assert any(r["level"] == "warning" and "http: 'h11' has no effect" in r["message"] for r in records)
     access = [json.loads(line) for line in out.splitlines()]
     assert access[0]["status"] == 200 and access[0]["path"] == "/"
 

@@ -39,3 +39,33 @@ def test_accelerated_build_present_in_ci() -> None:
     # a silent fallback to the slow path would go unnoticed otherwise.
     if os.environ.get("CI") and not os.environ.get("HERON_NO_EXTENSIONS"):
         assert _mask.ACCELERATED, "heron._speedups was not built"
+
+
+JOIN_IMPLEMENTATIONS = [pytest.param(_mask.apply_mask_join_python, id="python")]
+if _mask.ACCELERATED:
+    JOIN_IMPLEMENTATIONS.append(pytest.param(_mask.apply_mask_join, id="c"))
+
+
+@pytest.mark.parametrize("apply_mask_join", JOIN_IMPLEMENTATIONS)
+@pytest.mark.parametrize(
+    "sizes", [[], [0], [5], [1, 1, 1, 1, 1], [3, 0, 9, 2], [7, 8, 9], [65536 + 3, 1, 4095], [256, 257, 255]]
+)
+def test_join_matches_reference(apply_mask_join, sizes: list[int]) -> None:  # type: ignore[no-untyped-def]
+    pieces = [os.urandom(n) for n in sizes]
+    mask = os.urandom(4)
+    assert apply_mask_join(pieces, mask) == reference(b"".join(pieces), mask)
+
+
+@pytest.mark.parametrize("apply_mask_join", JOIN_IMPLEMENTATIONS)
+def test_join_takes_any_buffer(apply_mask_join) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(1000)
+    mask = os.urandom(4)
+    pieces = [memoryview(data)[:333], bytearray(data[333:700]), data[700:]]
+    assert apply_mask_join(pieces, mask) == reference(data, mask)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=8), st.binary(min_size=4, max_size=4))
+def test_join_c_and_python_agree(pieces: list[bytes], mask: bytes) -> None:
+    expected = reference(b"".join(pieces), mask)
+    assert _mask.apply_mask_join(pieces, mask) == _mask.apply_mask_join_python(pieces, mask) == expected

@@ -418,6 +418,45 @@ def test_large_frame_in_odd_pieces() -> None:
         assert got == [BytesMessage(payload)], size
 
 
+def test_binary_payloads_collected_across_reads() -> None:
+    """An incomplete binary frame's payload is kept as it came and unmasked once
+    complete: pieces that end a frame and start the next, a fragmented message
+    whose frames each span reads, and a control frame between its fragments."""
+    one, two, three = os.urandom(5000), os.urandom(3001), os.urandom(70_001)
+    data = (
+        frame(0x2, one, mask=b"\x01\x02\x03\x04")
+        + frame(0x2, two[:1000], fin=False, mask=b"\xa0\xb0\xc0\xd0")
+        + frame(0x9, b"in between")
+        + frame(0x0, two[1000:], mask=b"\x11\x22\x33\x44")
+        + frame(0x1, b"text")
+        + frame(0x2, three)
+    )
+    expected = [BytesMessage(one), Ping(b"in between"), BytesMessage(two), TextMessage("text"), BytesMessage(three)]
+    for size in (1, 2, 3, 7, 999, 4096, 65536, len(data)):
+        assert _run([data[i : i + size] for i in range(0, len(data), size)], False, {}) == expected, size
+
+
+def test_receive_data_keeps_no_reference_to_a_mutable_buffer() -> None:
+    """bytes are kept as they came; a bytearray (or memoryview) is copied, so a
+    caller that reuses its buffer can't change a payload being collected."""
+    payload = os.urandom(1000)
+    data = frame(0x2, payload)
+    conn = WebSocketConnection()
+    buffer = bytearray(data[:600])
+    conn.receive_data(buffer)
+    assert conn.next_event() is NEED_DATA
+    buffer[:] = b"\x00" * len(buffer)
+    view = memoryview(bytearray(data[600:]))
+    conn.receive_data(view)
+    view[:] = b"\x00" * len(view)
+    assert conn.next_event() == BytesMessage(payload)
+
+
+def test_eof_while_a_binary_payload_is_collected() -> None:
+    data = frame(0x2, os.urandom(1000))
+    assert events(data[:500], eof=True) == [CloseReceived(1006, "")]
+
+
 @pytest.mark.parametrize("form", [16, 64])
 def test_non_minimal_lengths_accepted(form: int) -> None:
     data = frame(0x2, b"abc", length_form=form) + frame(0x9, b"p", length_form=form)
@@ -690,6 +729,23 @@ def test_send_lengths(size: int, form: int) -> None:
     conn = WebSocketConnection()
     b0, got_form, payload, rest = parse_server_frame(conn.send_bytes(b"x" * size))
     assert (b0, got_form, payload, rest) == (0x82, form, b"x" * size, b"")
+
+
+@pytest.mark.parametrize("deflate", [None, DEFLATE])
+def test_frame_message_is_send_without_the_join(deflate: DeflateParams | None) -> None:
+    """frame_message() gives the header and the payload apart (for writelines); joined
+    they are what send_bytes()/send_text() return, compression included."""
+    for message in (b"\x00" * 70_000, "hé" * 100, b"", ""):
+        one, two = WebSocketConnection(deflate=deflate), WebSocketConnection(deflate=deflate)
+        header, payload = one.frame_message(message)
+        whole = two.send_text(message) if isinstance(message, str) else two.send_bytes(message)
+        assert header + payload == whole
+        if deflate is None and isinstance(message, bytes):
+            assert payload is message  # no copy
+    conn = WebSocketConnection()
+    conn.send_close()
+    with pytest.raises(LocalProtocolError):
+        conn.frame_message(b"late")
 
 
 def test_send_messages_and_control_frames() -> None:

@@ -47,7 +47,9 @@ _CLOSED = 3  # we or the peer closed, or the transport is gone
 class WebSocketStream(Protocol):
     """What a transport provides to a :class:`WebSocketCycle`."""
 
-    writing_paused: bool
+    @property
+    def writing_paused(self) -> bool:
+        """True while written bytes wait; ``send()`` then awaits :meth:`drain`."""
 
     def accept(self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Complete the handshake; raise LocalProtocolError (writing nothing) on bad headers."""

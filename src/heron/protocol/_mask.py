@@ -1,14 +1,20 @@
 """WebSocket payload masking (RFC 6455 5.3): XOR with a repeated 4-byte key.
 
-One function, two implementations: the C one in ``heron._speedups`` (built
-when a compiler is available at install time) and the pure-Python one below.
-``HERON_NO_EXTENSIONS=1`` forces the pure one. Tests run both and compare
-them on random input.
+Two functions, each with two implementations: the C ones in ``heron._speedups``
+(built when a compiler is available at install time) and the pure-Python ones
+below. ``HERON_NO_EXTENSIONS=1`` forces the pure ones. Tests run both and
+compare them on random input.
+
+* ``apply_mask(data, mask)``: one buffer.
+* ``apply_mask_join(pieces, mask)``: a list of buffers that together form one
+  masked payload, joined and unmasked in a single pass (the C version writes
+  straight into the result: no intermediate join).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 # XOR tables for bytes.translate(): _TABLES[k][b] == b ^ k
 _TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
@@ -29,14 +35,27 @@ def apply_mask_python(data: bytes | bytearray | memoryview, mask: bytes) -> byte
     return bytes(out)
 
 
+def apply_mask_join_python(pieces: Sequence[bytes | bytearray | memoryview], mask: bytes) -> bytes:
+    """Pure Python: join, then :func:`apply_mask_python`."""
+    return apply_mask_python(b"".join(pieces), mask)
+
+
+def _join_then_apply_mask(pieces: Sequence[bytes | bytearray | memoryview], mask: bytes) -> bytes:
+    # without the C join (pure build, or a build older than it): join, then
+    # whichever apply_mask was loaded
+    return apply_mask(b"".join(pieces), mask)
+
+
 apply_mask = apply_mask_python
+apply_mask_join = _join_then_apply_mask
 ACCELERATED = False
 if not os.environ.get("HERON_NO_EXTENSIONS"):
     try:
-        from .._speedups import apply_mask  # type: ignore[no-redef]  # noqa: F811
+        from .._speedups import apply_mask  # type: ignore[no-redef, import-not-found]  # noqa: F811
 
         ACCELERATED = True
-    except ImportError:  # pragma: no cover - depends on the build
+        from .._speedups import apply_mask_join  # type: ignore[no-redef]  # noqa: F811
+    except ImportError:  # pragma: no cover - depends on the build (an older build lacks the join)
         pass
 
-__all__ = ["apply_mask", "apply_mask_python", "ACCELERATED"]
+__all__ = ["apply_mask", "apply_mask_python", "apply_mask_join", "apply_mask_join_python", "ACCELERATED"]

@@ -213,9 +213,12 @@ class Deflater:
             if not self._no_context_takeover:
                 self._obj = obj
         # A sync flush always ends on a byte boundary with the empty stored
-        # block 00 00 ff ff, which the RFC tells us to drop.
-        out = obj.compress(data) + obj.flush(zlib.Z_SYNC_FLUSH)
-        return out[:-4]
+        # block 00 00 ff ff, which the RFC tells us to drop. The flush itself
+        # writes those 4 bytes, so they are cut from its (short) output and the
+        # bulk is copied once.
+        out = obj.compress(data)
+        tail = obj.flush(zlib.Z_SYNC_FLUSH)
+        return out + tail[:-4] if out else tail[:-4]
 
 
 class Inflater:

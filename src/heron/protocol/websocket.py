@@ -31,23 +31,35 @@ Deliberate choices:
   ``max_message_size`` fails as soon as its length is readable. Compressed
   messages are counted after inflation, while inflating (see
   :mod:`.permessage_deflate`).
-* Payload bytes are processed as they arrive, not when the frame is complete,
-  so invalid UTF-8 fails as soon as the offending bytes are in, even in the
-  middle of a frame. Text is decoded once per batch of input (before
-  :data:`NEED_DATA` is returned, before a control frame is, and at the end of
-  the message), not once per frame, so a message in thousands of small
-  fragments costs one decoder call per read. CPython's incremental decoder
-  already rejects an invalid prefix early except for a UTF-16 surrogate
-  prefix (``ED A0``-``ED BF``), which we check ourselves.
-* Unmasking is :func:`heron.protocol._mask.apply_mask`: a small C function
-  when the optional extension is built (about 5 us per 64 KiB), otherwise a
-  pure-Python twin that keeps the work in C-level bytes operations (about
-  40x slower, still linear; a per-byte loop would be about 600x slower).
+* Text and compressed payload bytes are processed as they arrive, not when
+  the frame is complete, so invalid UTF-8 fails as soon as the offending bytes
+  are in, even in the middle of a frame. Text is decoded once per batch of
+  input (before :data:`NEED_DATA` is returned, before a control frame is, and
+  at the end of the message), not once per frame, so a message in thousands
+  of small fragments costs one decoder call per read. CPython's incremental
+  decoder already rejects an invalid prefix early except for a UTF-16
+  surrogate prefix (``ED A0``-``ED BF``), which we check ourselves.
+* A binary payload has nothing to check, so it is not touched before its
+  frame is complete: the pieces of an incomplete binary frame are kept as
+  they came (references to the ``bytes`` given to
+  :meth:`~WebSocketConnection.receive_data`, no copy into a buffer) and
+  unmasked in one pass once the frame is complete, straight into the message
+  (no join). A 1 MiB message that arrives in 256 KiB reads is copied once.
+* Unmasking is :func:`heron.protocol._mask.apply_mask` (and ``apply_mask_join``
+  for a payload in pieces): small C functions when the optional extension is
+  built (about 5 us per 64 KiB), otherwise pure-Python twins that keep the
+  work in C-level bytes operations (about 40x slower, still linear; a per-byte
+  loop would be about 600x slower).
+* The input buffer is the last ``bytes`` received, parsed in place from an
+  offset; only a frame head or a text/control payload that spans reads is
+  copied into a ``bytearray``.
 * Nothing is answered automatically: a :class:`Ping` is returned and the
   caller writes ``conn.pong_reply(event)``; a :class:`CloseReceived` is
   answered with ``conn.close_reply(event)``.
 * Messages are sent as single frames, compressed when permessage-deflate was
-  agreed; nothing is fragmented on the way out.
+  agreed; nothing is fragmented on the way out. :meth:`~WebSocketConnection.frame_message`
+  returns the frame head and the payload apart, so a big payload can be
+  written without being copied behind its head.
 """
 
 from __future__ import annotations
@@ -60,6 +72,7 @@ import struct
 from typing import Iterable, NamedTuple, Sequence, Union
 
 from ._mask import apply_mask as _unmask
+from ._mask import apply_mask_join as _unmask_join
 from .errors import HandshakeError, LocalProtocolError, WebSocketProtocolError
 from .permessage_deflate import DeflateParams, Deflater, Inflater
 
@@ -469,14 +482,17 @@ def _valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
-def _frame(opcode: int, payload: bytes, rsv1: int = 0) -> bytes:
-    n = len(payload)
+def _frame_header(opcode: int, n: int, rsv1: int = 0) -> bytes:
     b0 = _FIN | rsv1 | opcode
     if n < 126:
-        return bytes((b0, n)) + payload
+        return bytes((b0, n))
     if n < 0x10000:
-        return _PACK_16(b0, 126, n) + payload
-    return _PACK_64(b0, 127, n) + payload
+        return _PACK_16(b0, 126, n)
+    return _PACK_64(b0, 127, n)
+
+
+def _frame(opcode: int, payload: bytes, rsv1: int = 0) -> bytes:
+    return _frame_header(opcode, len(payload), rsv1) + payload
 
 
 class WebSocketConnection:
@@ -494,6 +510,8 @@ class WebSocketConnection:
         "close_sent",
         "close_received",
         "_buf",
+        "_pos",
+        "_raw",
         "_state",
         "_eof",
         "_error",
@@ -526,7 +544,12 @@ class WebSocketConnection:
         self.close_sent = False
         #: The peer's Close frame arrived: nothing more will be read.
         self.close_received = False
-        self._buf = bytearray()
+        # unparsed input from _pos on: the last bytes received as they came,
+        # or a bytearray when a frame header or payload spans reads
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        # the masked pieces of a binary frame's payload collected as they come, or None
+        self._raw: list[bytes | memoryview] | None = None
         self._state = _HEADER
         self._eof = False
         self._error: WebSocketProtocolError | None = None
@@ -554,13 +577,49 @@ class WebSocketConnection:
     # --- input -------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:
-        """Add bytes from the peer; ``b""`` means the transport reached EOF."""
+        """Add bytes from the peer; ``b""`` means the transport reached EOF.
+
+        A ``bytes`` object is kept by reference (the payload of a binary frame
+        is unmasked once, when the frame is complete, straight from the pieces
+        it came in); any other bytes-like object is copied first.
+        """
         if self._state == _CLOSED:
             return  # after Close (RFC 6455 5.5.1), EOF or an error: ignored
-        if data:
-            self._buf += data
-        else:
+        if not data:
             self._eof = True
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        n = self._remaining
+        if self._raw is not None and n:
+            # More of a binary frame whose payload is collected as it comes
+            # (the buffer is empty meanwhile, see _collect).
+            size = len(data)
+            if size <= n:
+                self._raw.append(data)
+                self._remaining = n - size
+                return
+            self._raw.append(memoryview(data)[:n])
+            self._remaining = 0
+            self._buf = data
+            self._pos = n
+            return
+        buf = self._buf
+        pos = self._pos
+        if pos == len(buf):
+            # nothing left over: parse the new bytes where they are, no copy
+            self._buf = data
+            self._pos = 0
+        elif type(buf) is bytearray:
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            buf += data
+        else:
+            rest = bytearray(buf[pos:])
+            rest += data
+            self._buf = rest
+            self._pos = 0
 
     def next_event(self) -> Event:
         """The next event, or :data:`NEED_DATA`.
@@ -589,7 +648,9 @@ class WebSocketConnection:
                     error = earlier
             self._error = error
             self._state = _CLOSED
-            self._buf = bytearray()
+            self._buf = b""
+            self._pos = 0
+            self._raw = None
             self._parts = []
             self._utf8 = bytearray()
             if error is exc:
@@ -597,31 +658,55 @@ class WebSocketConnection:
             raise error from None
 
     def _next_event(self) -> Event:
-        buf = self._buf
         while True:
             state = self._state
             if state == _HEADER:
-                if not self._read_header():
+                if len(self._buf) - self._pos < 2 or not self._read_header():
                     return self._need_data()
             elif state == _CLOSED:
                 return NEED_DATA
             opcode = self._opcode
             remaining = self._remaining
-            if opcode >= _CLOSE:  # control frames are small: wait for all of it
-                if len(buf) < remaining:
+            raw = self._raw
+            if raw is not None:
+                # a binary frame collected as it came in (see _collect)
+                if remaining:
                     return self._need_data()
-                payload = _unmask(buf[:remaining], self._mask)
-                del buf[:remaining]
+                self._raw = None
+                payload = _unmask_join(raw, self._mask)
+                self._state = _HEADER
+                if self._fin and not self._msg_size:  # the whole message: no join
+                    self._msg_type = 0
+                    return BytesMessage(payload)
+                self._append(payload)
+                if self._fin:
+                    return self._end_message()
+                continue
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if opcode >= _CLOSE:  # control frames are small: wait for all of it
+                if avail < remaining:
+                    return self._need_data()
+                end = pos + remaining
+                with memoryview(buf) as view:
+                    payload = _unmask(view[pos:end], self._mask)
+                self._pos = end
                 self._state = _HEADER
                 if self._utf8:  # report invalid UTF-8 that came before this frame first
                     self._flush_text()
                 return self._control(opcode, payload)
-            if opcode and self._fin and not self._msg_compressed and not self._msg_size and len(buf) >= remaining:
+            if opcode and self._fin and not self._msg_compressed and not self._msg_size and avail >= remaining:
                 # Fast path, the common case: a whole unfragmented message
                 # (_msg_size == 0: none of it went through the slow path yet).
+                end = pos + remaining
                 with memoryview(buf) as view:  # no intermediate copy of the payload
-                    payload = _unmask(view[:remaining], self._mask)
-                del buf[:remaining]
+                    payload = _unmask(view[pos:end], self._mask)
+                if end == len(buf):
+                    self._buf = b""  # all taken: don't keep the read alive
+                    self._pos = 0
+                else:
+                    self._pos = end
                 self._state = _HEADER
                 self._msg_type = 0
                 if opcode == _BINARY:
@@ -631,17 +716,16 @@ class WebSocketConnection:
                 except UnicodeDecodeError:
                     raise WebSocketProtocolError("invalid UTF-8 in a text message", 1007) from None
             if remaining:
-                n = len(buf)
-                if n == 0:
+                if avail == 0:
                     return self._need_data()
-                if n >= remaining:
-                    n = remaining
-                    with memoryview(buf) as view:
-                        chunk = _unmask(view[:n], self._mask)
-                    del buf[:n]
-                else:  # a partial payload is processed now: fail fast
-                    chunk = _unmask(buf, self._mask)
-                    buf.clear()
+                if avail < remaining and self._msg_type == _BINARY and not self._msg_compressed:
+                    self._collect(buf, pos, avail)
+                    return self._need_data()
+                n = remaining if avail >= remaining else avail
+                with memoryview(buf) as view:  # a partial payload is processed now: fail fast
+                    chunk = _unmask(view[pos : pos + n], self._mask)
+                self._pos = pos + n
+                if n < remaining:
                     k = n & 3
                     if k:
                         self._mask = self._mask[k:] + self._mask[:k]
@@ -657,19 +741,41 @@ class WebSocketConnection:
             if self._fin:
                 return self._end_message()
 
+    def _collect(self, buf: bytes | bytearray, pos: int, avail: int) -> None:
+        """Start collecting an incomplete binary frame's payload as it comes:
+        receive_data appends the next pieces to ``_raw`` untouched, and the
+        frame is unmasked in one pass once complete (no copy into the buffer,
+        no join). Nothing is checked in a binary payload, so nothing is lost
+        by waiting; the frame's size was checked from its header."""
+        if type(buf) is bytes:
+            piece: bytes | memoryview = memoryview(buf)[pos:]  # bytes never move
+        else:
+            piece = bytes(buf[pos:])  # a bytearray may be resized: copy
+        self._raw = [piece]
+        self._remaining -= avail
+        self._buf = b""
+        self._pos = 0
+
     def _need_data(self) -> Event:
+        if self._pos == len(self._buf) and self._buf:
+            self._buf = b""  # don't keep the last read alive while idle
+            self._pos = 0
         if self._eof:
             self._state = _CLOSED
-            self._buf.clear()
+            self._buf = b""
+            self._pos = 0
+            self._raw = None
             return CloseReceived(1006, "")
         return NEED_DATA
 
     def _read_header(self) -> bool:
         buf = self._buf
-        if len(buf) < 2:
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < 2:
             return False
-        b0 = buf[0]
-        b1 = buf[1]
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
         opcode = b0 & 0x0F
         if b0 & 0x30:
             raise WebSocketProtocolError("RSV2 or RSV3 set", 1002)
@@ -698,14 +804,14 @@ class WebSocketConnection:
         if length < 126:
             header_len = 6
         elif length == 126:
-            if len(buf) < 4:
+            if avail < 4:
                 return False
-            length = (buf[2] << 8) | buf[3]
+            length = (buf[pos + 2] << 8) | buf[pos + 3]
             header_len = 8
         else:
-            if len(buf) < 10:
+            if avail < 10:
                 return False
-            length = int.from_bytes(buf[2:10], "big")
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             if length >> 63:
                 raise WebSocketProtocolError("frame length has its most significant bit set", 1002)
             header_len = 14
@@ -718,10 +824,11 @@ class WebSocketConnection:
             compressed = self._msg_compressed if opcode == _CONT else b0 & _RSV1
             if not compressed and self._msg_size + length > self.max_message_size:
                 raise WebSocketProtocolError("message too big", 1009)
-        if len(buf) < header_len:
+        if avail < header_len:
             return False
-        self._mask = bytes(buf[header_len - 4 : header_len])
-        del buf[:header_len]
+        end = pos + header_len
+        self._mask = bytes(buf[end - 4 : end])
+        self._pos = end
         self._fin = bool(b0 & _FIN)
         self._opcode = opcode
         self._remaining = length
@@ -809,7 +916,8 @@ class WebSocketConnection:
                 raise WebSocketProtocolError("invalid UTF-8 in the close reason", 1007) from None
         self.close_received = True
         self._state = _CLOSED
-        self._buf.clear()
+        self._buf = b""
+        self._pos = 0
         return CloseReceived(code, reason)
 
     # --- output ------------------------------------------------------------
@@ -818,24 +926,38 @@ class WebSocketConnection:
         if self.close_sent:
             raise LocalProtocolError("cannot send after a Close frame")
 
-    def _data_frame(self, opcode: int, payload: bytes) -> bytes:
+    def frame_message(self, data: str | bytes) -> tuple[bytes, bytes]:
+        """One message (text for ``str``, binary otherwise) as one frame, given as
+        ``(header, payload)``: the caller may write a big payload as a buffer of
+        its own (``transport.writelines``) instead of copying it behind the header.
+        """
+        if self.close_sent:
+            raise LocalProtocolError("cannot send after a Close frame")
+        if isinstance(data, str):
+            opcode = _TEXT
+            try:
+                payload = data.encode("utf-8")
+            except UnicodeEncodeError:
+                raise LocalProtocolError("text message is not valid Unicode (lone surrogate)") from None
+        else:
+            opcode = _BINARY
+            payload = data
         if self._deflater is not None:
-            return _frame(opcode, self._deflater.compress(payload), _RSV1)
-        return _frame(opcode, payload)
+            payload = self._deflater.compress(payload)
+            return _frame_header(opcode, len(payload), _RSV1), payload
+        return _frame_header(opcode, len(payload)), payload
 
     def send_text(self, text: str) -> bytes:
         """One text message, as one frame."""
-        self._check_can_send()
-        try:
-            payload = text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise LocalProtocolError("text message is not valid Unicode (lone surrogate)") from None
-        return self._data_frame(_TEXT, payload)
+        header, payload = self.frame_message(text)
+        return header + payload
 
     def send_bytes(self, data: bytes) -> bytes:
         """One binary message, as one frame."""
-        self._check_can_send()
-        return self._data_frame(_BINARY, data)
+        if isinstance(data, str):
+            raise TypeError("send_bytes() takes bytes; use send_text() for str")
+        header, payload = self.frame_message(data)
+        return header + payload
 
     def _control_frame(self, opcode: int, payload: bytes) -> bytes:
         self._check_can_send()

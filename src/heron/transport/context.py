@@ -3,13 +3,15 @@
 One :class:`ServerContext` per :class:`heron.server.Server`. It also runs the
 housekeeping tick: every half second it refreshes the cached clock and
 ``Date`` header and fires connection deadlines (header, keep-alive and write
-timeouts). One timer for the whole server is far cheaper than a timer handle
+timeouts) and those of WebSocket sessions (``timers``: ping, closing
+handshake). One timer for the whole server is far cheaper than a timer handle
 per request; the price is a timeout precision of about half a second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import time
@@ -48,6 +50,9 @@ class ServerContext:
         self.root_path = config.root_path
         self.lifespan_state: dict[str, Any] | None = None
         self.connections: set[Any] = set()
+        #: other objects with a ``deadline`` and ``on_deadline()`` for the tick to fire:
+        #: open WebSocket sessions (one HTTP/2 connection may carry many)
+        self.timers: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.limit_concurrency = config.limit_concurrency
@@ -56,6 +61,8 @@ class ServerContext:
         #: is called (negative: no limit; counting down costs less than a check)
         self.requests_left = -1
         self.on_request_limit: Callable[[], None] = lambda: None
+        if config.reset_contextvars:
+            self.start_cycle = self._start_cycle_in_fresh_context  # type: ignore[method-assign]
         #: --proxy-headers: which peers may set the client and scheme (None: off)
         self.proxy: ProxyTrust | None = (
             ProxyTrust(config.forwarded_allow_ips or "127.0.0.1,::1") if config.proxy_headers else None
@@ -105,6 +112,8 @@ class ServerContext:
         self.clock = now = self.loop.time()
         self._refresh_date()
         expired = [c for c in self.connections if 0 < c.deadline <= now]
+        if self.timers:
+            expired += [t for t in self.timers if 0 < t.deadline <= now]
         for connection in expired:
             try:
                 connection.on_deadline()
@@ -131,13 +140,30 @@ class ServerContext:
         if self.requests_left == 0:
             self.on_request_limit()
         coro = cycle.run(self.app, self.tasks)
+        # asyncio.Task directly, on every version (eager_start needs it on 3.12+;
+        # on 3.11 it also skips loop.create_task's keyword call, ~1% of a
+        # request): a loop's task factory is not used for app tasks.
         if _EAGER:
             task = asyncio.Task(coro, loop=self.loop, eager_start=True)
+            cycle.task = task
+            if task.done():  # it finished already
+                return
         else:
-            task = self.loop.create_task(coro)
-        cycle.task = task
-        if not task.done():  # an eager task may have finished already
-            self.tasks.add(task)
+            cycle.task = task = asyncio.Task(coro, loop=self.loop)
+        self.tasks.add(task)
+
+    def start_session(self, coro: Any) -> "asyncio.Task[None]":
+        """The task of a WebSocket session's app (``--reset-contextvars``: in an
+        empty context, as requests)."""
+        if self.config.reset_contextvars:
+            return contextvars.Context().run(self.loop.create_task, coro)
+        return self.loop.create_task(coro)
+
+    def _start_cycle_in_fresh_context(self, cycle: Any) -> None:
+        """``--reset-contextvars``: the app's task starts from an empty
+        ``contextvars.Context`` rather than a copy of the one the server runs in
+        (which carries whatever the code that started the server had set)."""
+        contextvars.Context().run(ServerContext.start_cycle, self, cycle)
 
     def log_bad_request(self, peer: str, message: str, status: int) -> None:
         """One INFO line per bad request, at most 20 per second (floods stay quiet)."""

@@ -1,7 +1,8 @@
 """HTTP/2 over an asyncio transport: moves bytes between the socket, the
 sans-IO :class:`~heron.protocol.http2.H2Core` and one ASGI cycle per stream
-(:class:`~heron.asgi.http.HTTPCycle`, or a
-:class:`~heron.asgi.websocket.WebSocketCycle` for RFC 8441 WebSockets).
+(:class:`~heron.asgi.http.HTTPCycle`, or for an RFC 8441 WebSocket a
+:class:`~heron.transport.ws_session.WebSocketSession`, the same session driver
+as over HTTP/1.1, with :class:`H2WebSocket` as its link).
 
 Entry points: :class:`H2Protocol` is a protocol factory taking the
 :class:`ServerContext` (TLS with ALPN "h2"); :meth:`H2Protocol.take_over`
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from ..asgi.http import HTTPCycle, http_scope
 from ..asgi.websocket import WebSocketCycle, websocket_scope
-from ..protocol.errors import HandshakeError, LocalProtocolError, WebSocketProtocolError
+from ..protocol.errors import HandshakeError, LocalProtocolError
 from ..protocol.http2 import (
     ConnectionEnded,
     DataReceived,
@@ -43,20 +44,11 @@ from ..protocol.http2 import (
     StreamReset,
     StreamWritable,
 )
-from ..protocol.permessage_deflate import DeflateSettings, negotiate
-from ..protocol.websocket import (
-    NEED_DATA,
-    BytesMessage,
-    CloseReceived,
-    Ping,
-    TextMessage,
-    WebSocketConnection,
-    extended_connect_response_headers,
-    validate_extended_connect,
-)
+from ..protocol.websocket import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
 from ..tls import tls_extension
 from ..asgi.proxy import ProxyTrust
 from .context import ServerContext, connection_addresses, error_logger, format_peer
+from .ws_session import WebSocketSession
 
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
@@ -296,20 +288,33 @@ class H2Stream(_Stream):
 
 
 class H2WebSocket(_Stream):
-    """A WebSocket in one stream (RFC 8441): the :class:`WebSocketStream` of its cycle."""
+    """A WebSocket in one stream (RFC 8441): the :class:`~heron.transport.ws_session.WebSocketLink`
+    of its :class:`~heron.transport.ws_session.WebSocketSession`, which runs the
+    frames, pings and the closing handshake exactly as over HTTP/1.1.
 
-    __slots__ = ("cycle", "handshake", "ws", "_pending", "_paused", "_withheld", "_denying", "_remote_ended")
+    Here: the 200 answer (or a denial response), DATA frames out, the end of
+    the session (END_STREAM, the TCP FIN of RFC 8441, once the closing
+    handshake is over, as the TCP close over HTTP/1.1; RST_STREAM NO_ERROR if
+    the peer has not ended its side by then), and reading paused by withholding
+    the stream's window credit.
+    """
 
-    def __init__(self, proto: "H2Protocol", sid: int, handshake: Any) -> None:
+    __slots__ = ("session", "_paused", "_withheld", "_end_sent")
+
+    def __init__(self, proto: "H2Protocol", sid: int) -> None:
         super().__init__(proto, sid)
-        self.cycle: WebSocketCycle = None  # type: ignore[assignment]
-        self.handshake = handshake
-        self.ws: WebSocketConnection | None = None
-        self._pending = bytearray()
+        self.session: WebSocketSession = None  # type: ignore[assignment]
         self._paused = False
-        self._withheld = 0
-        self._denying = False
-        self._remote_ended = False
+        self._withheld = 0  # received bytes whose credit waits for accept or resume_reading
+        self._end_sent = False
+
+    @property
+    def cycle(self) -> WebSocketCycle:
+        return self.session.cycle
+
+    @property
+    def peer(self) -> str:
+        return self.proto.peer
 
     # --- from the connection ---------------------------------------------------
 
@@ -318,55 +323,15 @@ class H2WebSocket(_Stream):
         if self._finished:
             core.acknowledge(self.sid, len(data))
             return
-        if self._paused or self.ws is None:
+        if self._paused or self.session.conn is None:
             self._withheld += len(data)
         else:
             core.acknowledge(self.sid, len(data))
-        if self.ws is None:
-            self._pending += data
-            return
-        self.ws.receive_data(data)
-        self._process()
-
-    def _process(self) -> None:
-        ws = self.ws
-        assert ws is not None
-        cycle = self.cycle
-        while not self._finished:
-            try:
-                event = ws.next_event()
-            except WebSocketProtocolError as exc:
-                error_logger.info("WebSocket protocol error from %s: %s (%d)", self.proto.peer, exc, exc.close_code)
-                if not ws.close_sent:
-                    self._send(ws.send_close(exc.close_code, str(exc)[:123]), end=True)
-                cycle.feed_disconnect(exc.close_code, str(exc))
-                self.complete()
-                return
-            kind = event.__class__
-            if kind is TextMessage:
-                cycle.feed_message(event.text)  # type: ignore[union-attr]
-            elif kind is BytesMessage:
-                cycle.feed_message(event.data)  # type: ignore[union-attr]
-            elif event is NEED_DATA:
-                return
-            elif kind is Ping:
-                self._send(ws.pong_reply(event))  # type: ignore[arg-type]
-            elif kind is CloseReceived:
-                if not ws.close_sent:
-                    self._send(ws.close_reply(event), end=True)  # type: ignore[arg-type]
-                cycle.feed_disconnect(event.code, event.reason)  # type: ignore[union-attr]
-                self.complete()
-                return
+        self.session.receive(data)
 
     def end_request(self) -> None:
-        self._remote_ended = True
-        if self.ws is None and not self._denying:
-            return  # the handshake is still with the app; it learns on accept
-        if not self._finished and (self.ws is None or not self.ws.close_received):
-            self.cycle.feed_disconnect(1006)
-            if self.ws is not None and not self.ws.close_sent:
-                self._send(b"", end=True)
-            self.complete()
+        if not self._finished:
+            self.session.receive_eof()
 
     def lost(self) -> None:
         if not self._finished:
@@ -374,7 +339,7 @@ class H2WebSocket(_Stream):
             self.proto.streams.pop(self.sid, None)
             self.proto.core.stream_done(self.sid)
             self._log()
-        self.cycle.feed_disconnect(1006)
+        self.session.lost()
         self.wake()
 
     def complete(self) -> None:
@@ -385,53 +350,37 @@ class H2WebSocket(_Stream):
     def writable(self) -> None:
         self.wake()
 
-    def _send(self, data: bytes, end: bool = False) -> None:
-        proto = self.proto
-        if self._finished or proto.closed:
-            return
-        proto.core.send_data(self.sid, data, end)
-        proto.schedule_flush()
-
     def _log(self) -> None:
         proto = self.proto
         if proto.ctx.observer is not None:
             code = self.cycle.close_code if self.cycle.close_code is not None else 1006
             proto.log_access(self, code, 0)
 
-    # --- WebSocketStream ---------------------------------------------------------
+    # --- WebSocketLink ---------------------------------------------------------------
 
-    def accept(self, subprotocol: str | None, headers: Iterable[tuple[bytes, bytes]]) -> None:
+    def send_handshake(
+        self,
+        handshake: HandshakeRequest,
+        subprotocol: str | None,
+        extension_header: bytes | None,
+        headers: Iterable[tuple[bytes, bytes]],
+    ) -> None:
         proto = self.proto
         if self._finished or proto.closed:
             return
-        config = proto.ctx.config
-        extension_header = None
-        params = None
-        if config.ws_per_message_deflate and self.handshake.extensions:
-            agreed = negotiate(self.handshake.extensions, DeflateSettings())
-            if agreed is not None:
-                extension_header, params = agreed
         fields = extended_connect_response_headers(
-            subprotocol, extension_header, headers, offered_subprotocols=self.handshake.subprotocols
+            subprotocol, extension_header, headers, offered_subprotocols=handshake.subprotocols
         )
         proto.core.send_headers(self.sid, 200, fields[1:], False, proto.default_headers())
-        proto.schedule_flush()
-        self.ws = ws = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params)
         if self._withheld and not self._paused:
-            proto.core.acknowledge(self.sid, self._withheld)
+            proto.core.acknowledge(self.sid, self._withheld)  # bytes that came before accept
             self._withheld = 0
-        if self._pending:
-            ws.receive_data(bytes(self._pending))
-            self._pending.clear()
-            self._process()
-        if self._remote_ended:
-            self.end_request()
+        proto.schedule_flush()
 
     def deny(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
         proto = self.proto
         if self._finished or proto.closed:
             return
-        self._denying = True
         end = not more_body and not body
         proto.core.send_headers(self.sid, status, headers, end, proto.default_headers())
         if not end:
@@ -447,22 +396,37 @@ class H2WebSocket(_Stream):
         if not more_body and self.proto.core.pending(self.sid) == 0:
             self.complete()
 
-    def send_message(self, data: str | bytes) -> None:
-        ws = self.ws
-        if ws is None or self._finished or ws.close_sent:
-            return
-        self._send(ws.send_text(data) if type(data) is str else ws.send_bytes(data))  # type: ignore[arg-type]
+    def send(self, data: bytes) -> None:
+        if data:
+            self._send(data, False)
 
-    def close(self, code: int, reason: str) -> None:
-        ws = self.ws
-        if ws is None or self._finished or ws.close_sent:
+    def _send(self, data: bytes, end: bool) -> None:
+        proto = self.proto
+        if self._finished or proto.closed or self._end_sent:
             return
-        # our Close frame, then END_STREAM (the TCP FIN of RFC 6455 over HTTP/2)
-        self._send(ws.send_close(code, reason), end=True)
-        if ws.close_received or self._remote_ended:
-            self.complete()
+        if end:
+            self._end_sent = True
+        proto.core.send_data(self.sid, data, end)
+        proto.schedule_flush()
 
-    def abort(self) -> None:
+    def send_large(self, header: bytes, payload: bytes) -> None:
+        # two chunks for the core: the payload goes out in DATA frames without a join
+        proto = self.proto
+        if self._finished or proto.closed or self._end_sent:
+            return
+        proto.core.send_data(self.sid, header, False)
+        proto.core.send_data(self.sid, payload, False)
+        proto.schedule_flush()
+
+    def close_link(self) -> None:
+        """END_STREAM, then forget the stream (``finish`` adds RST_STREAM NO_ERROR
+        if the peer has not ended its side)."""
+        if self._finished or self.proto.closed:
+            return
+        self._send(b"", True)
+        self.complete()
+
+    def abort_link(self) -> None:
         if not self._finished:
             self.proto.core.reset(self.sid, ErrorCodes.CANCEL)
             self.proto.schedule_flush()
@@ -473,7 +437,7 @@ class H2WebSocket(_Stream):
 
     def resume_reading(self) -> None:
         self._paused = False
-        if self._withheld and self.ws is not None and not self._finished:
+        if self._withheld and self.session.conn is not None and not self._finished:
             self.proto.core.acknowledge(self.sid, self._withheld)
             self._withheld = 0
             self.proto.schedule_flush()
@@ -606,10 +570,12 @@ class H2Protocol(asyncio.Protocol):
                 self.stream_finished()  # peer GOAWAY NO_ERROR: close once idle
         ctx = self.ctx
         for cycle in started:
-            stream = cycle.stream
-            if not stream._finished and not self.closed:
-                if cycle.task is None:
-                    ctx.start_cycle(cycle) if isinstance(cycle, HTTPCycle) else self._start_ws(cycle)
+            if cycle.task is None and not self.closed:
+                stream = cycle.stream
+                if type(stream) is WebSocketSession:
+                    stream.start()  # not when its stream is gone already
+                elif not stream._finished:
+                    ctx.start_cycle(cycle)
         core = self.core
         if core.closed:
             self._terminate()
@@ -733,7 +699,7 @@ class H2Protocol(asyncio.Protocol):
                 False,
             )
             return None
-        ws_stream = H2WebSocket(self, sid, handshake)
+        ws_stream = H2WebSocket(self, sid)
         if ctx.observer is not None:
             ws_stream._request = _RequestView(b"GET", target, request.headers)
         ws_stream._start = ctx.loop.time()
@@ -755,16 +721,10 @@ class H2Protocol(asyncio.Protocol):
         )
         if self.tls is not None:
             scope["extensions"]["tls"] = self.tls
-        cycle = WebSocketCycle(scope, ws_stream, max_queue=ctx.config.ws_max_queue)
-        ws_stream.cycle = cycle
+        ws_stream.session = session = WebSocketSession(ctx, ws_stream, handshake, scope)
         if request.end_stream:
-            ws_stream._remote_ended = True
-        return cycle
-
-    def _start_ws(self, cycle: WebSocketCycle) -> None:
-        ctx = self.ctx
-        cycle.task = task = ctx.loop.create_task(cycle.run(ctx.app, ctx.tasks))
-        ctx.tasks.add(task)
+            session.receive_eof()
+        return session.cycle
 
     def _serve_upgraded(self, request: "Request", body: list[bytes]) -> None:
         """Stream 1 is the HTTP/1.1 request that asked for ``Upgrade: h2c`` (complete)."""
@@ -956,6 +916,9 @@ class H2Protocol(asyncio.Protocol):
         if self.closed:
             return
         self.core.start_shutdown()
+        for stream in list(self.streams.values()):
+            if type(stream) is H2WebSocket:
+                stream.session.shutdown()  # Close 1001, as over HTTP/1.1
         self.flush()
         if not self.streams:
             self._close()
