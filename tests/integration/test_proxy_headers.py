@@ -8,9 +8,10 @@ access log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -149,24 +150,55 @@ def test_websocket_scope_uses_the_forwarded_client() -> None:
     assert data == {"client": ["203.0.113.7", 0], "scheme": "wss"}
 
 
-def test_access_log_shows_the_forwarded_client() -> None:
-    records: list[logging.LogRecord] = []
+@contextlib.contextmanager
+def access_messages() -> Iterator[list[str]]:
+    """The heron.access messages logged inside the block."""
+    messages: list[str] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
+            messages.append(record.getMessage())
 
     access = logging.getLogger("heron.access")
     handler, level = Keep(), access.level
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     try:
-        with serve(apps.hello, access_log=True) as srv:
-            httpx.get(srv.url + "/forwarded", headers={"X-Forwarded-For": "198.51.100.23"})
-            httpx.get(srv.url + "/direct")
+        yield messages
     finally:
         access.removeHandler(handler)
         access.setLevel(level)
-    messages = [r.getMessage() for r in records]
+
+
+def test_access_log_shows_the_forwarded_client() -> None:
+    with access_messages() as messages, serve(apps.hello, access_log=True) as srv:
+        httpx.get(srv.url + "/forwarded", headers={"X-Forwarded-For": "198.51.100.23"})
+        httpx.get(srv.url + "/direct")
     assert any("198.51.100.23" in m and "/forwarded" in m for m in messages), messages
     assert any("127.0.0.1" in m and "/direct" in m for m in messages), messages
+
+
+def test_keep_alive_connection_mixing_forwarded_and_plain_requests() -> None:
+    with access_messages() as messages, serve(apps.scope_json, access_log=True) as srv, httpx.Client() as client:
+        first = client.get(srv.url + "/one", headers={"X-Forwarded-For": "192.0.2.50"}).json()
+        second = client.get(srv.url + "/two").json()
+    assert first["client"] == ["192.0.2.50", 0]
+    assert second["client"][0] == "127.0.0.1"  # nothing carried over on the same connection
+    assert any("192.0.2.50" in m and "/one" in m for m in messages), messages
+    assert any("127.0.0.1" in m and "/two" in m for m in messages), messages
+
+
+def test_parser_flags_requests_with_forwarding_fields() -> None:
+    from heron.protocol.http1 import H1Connection, H1Limits, Request
+
+    def parse(head: bytes) -> Request:
+        conn = H1Connection(H1Limits())
+        conn.receive_data(head)
+        event = conn.next_event()
+        assert isinstance(event, Request)
+        return event
+
+    assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n").forwarded is True
+    assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4\r\n\r\n").forwarded is True
+    assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n").forwarded is False
+    assert parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").forwarded is False

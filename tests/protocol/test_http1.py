@@ -8,7 +8,7 @@ sequence. Nothing is mocked: real bytes in, real events and bytes out.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,6 +27,7 @@ from heron.protocol.http1 import (
     simple_response,
     status_line,
 )
+from heron.protocol.http1 import _DONE as _PARSER_DONE
 
 # --- the feeding helper --------------------------------------------------------
 
@@ -82,6 +83,8 @@ def _drive(
     def drain() -> str:
         while True:
             ev = conn.next_event()
+            # a plain attribute (cheaper than a property), kept in step with the parser
+            assert conn.request_complete == (conn._their_state == _PARSER_DONE)
             if ev is NEED_DATA:
                 return "need_data"
             if ev is PAUSED:
@@ -1665,3 +1668,89 @@ def test_complete_body_contradicting_content_length_produces_nothing(body: bytes
     with pytest.raises(LocalProtocolError, match="Content-Length"):
         conn.send_response(200, [(b"content-length", b"5")], complete_body=body)
     assert not conn.response_started and not conn.keep_alive
+
+
+def test_frame_data_for_bytes_written_elsewhere() -> None:
+    """frame_data (sendfile): the framing around bytes the caller writes itself."""
+    conn = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    conn.send_response(200, [(b"content-length", b"10")])
+    assert conn.frame_data(6) == (b"", b"")
+    with pytest.raises(LocalProtocolError, match="longer than its Content-Length"):
+        conn.frame_data(5)
+    assert conn.frame_data(4) == (b"", b"") and conn.send_end() == b""
+    chunked = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    chunked.send_response(200, [])
+    assert chunked.frame_data(300) == (b"12c\r\n", b"\r\n") and chunked.send_end() == b"0\r\n\r\n"
+    head = _ready(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    head.send_response(200, [(b"content-length", b"10")])
+    assert head.frame_data(10) is None  # no body on the wire
+    old = _ready(b"GET / HTTP/1.0\r\n\r\n")
+    old.send_response(200, [])
+    assert old.frame_data(3) == (b"", b"")
+
+
+def test_a_cached_header_block_still_obeys_each_connections_limit() -> None:
+    """Header blocks are cached across connections; the field count limit is per connection."""
+    request = get(b"/", b"Host: a", b"Accept: */*", b"X-A: 1")
+    assert list(the_request(request).headers) == [(b"host", b"a"), (b"accept", b"*/*"), (b"x-a", b"1")]
+    assert rejected(request, 431, limits=H1Limits(max_header_count=2))
+
+
+def test_a_cached_header_block_gives_each_request_its_own_list() -> None:
+    conn = H1Connection()
+    request = get(b"/", b"Host: a", b"Connection: keep-alive")
+    conn.receive_data(request + request)
+    first = conn.next_event()
+    assert isinstance(first, Request)
+    first.headers.append((b"x-added", b"by the app"))
+    conn.send_response(200, [(b"content-length", b"0")])
+    conn.send_end()
+    conn.start_next_cycle()
+    second = conn.next_event()
+    assert isinstance(second, Request)
+    assert second.headers == [(b"host", b"a"), (b"connection", b"keep-alive")]
+    # what a cached block says about framing is per request: 1.0 vs 1.1, Expect
+    old = get(b"/", b"Host: a", b"Expect: 100-continue", version=b"1.0")
+    new = get(b"/", b"Host: a", b"Expect: 100-continue")
+    for _ in range(2):
+        assert not the_request(old).expect_continue and the_request(new).expect_continue
+
+
+def test_response_headers_described_once_are_framed_per_request() -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+    for _ in range(2):  # the second time from the cache
+        get_ = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert get_.send_response(200, headers, server_line=b"server: s\r\n", complete_body=b"hi") == (
+            b"HTTP/1.1 200 OK\r\nserver: s\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi"
+        )
+        head = _ready(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert head.send_response(200, headers, complete_body=b"hi").endswith(b"content-length: 2\r\n\r\n")
+        old = _ready(b"GET / HTTP/1.0\r\n\r\n")
+        assert old.send_response(200, tuple(headers), complete_body=b"hi").endswith(
+            b"content-length: 2\r\nconnection: close\r\n\r\nhi"
+        )
+        with pytest.raises(LocalProtocolError, match="Content-Length"):
+            _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").send_response(200, headers, complete_body=b"h")
+    # the app's own Server/Date and Connection: close, from the cache too
+    own = [(b"server", b"app"), (b"date", b"today"), (b"connection", b"close")]
+    for _ in range(2):
+        conn = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        out = conn.send_response(200, own, server_line=b"server: s\r\n", date_line=b"date: d\r\n", complete_body=b"")
+        assert out.startswith(b"HTTP/1.1 200 OK\r\nserver: app\r\ndate: today\r\n")
+        assert b"server: s" not in out and b"date: d" not in out
+        assert b"connection: close\r\n" in out and not conn.keep_alive
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [[b"content-length", b"2"], [b"x-a", b"b"]],  # list pairs: unhashable, described every time
+        iter([(b"content-length", b"2"), (b"x-a", b"b")]),  # any iterable, read once
+        ((b"content-length", b"2"), (b"x-a", b"b")),
+    ],
+)
+def test_response_headers_of_any_iterable_shape(headers: Any) -> None:
+    conn = _ready(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert conn.send_response(200, headers, complete_body=b"hi") == (
+        b"HTTP/1.1 200 OK\r\nx-a: b\r\ncontent-length: 2\r\n\r\nhi"
+    )

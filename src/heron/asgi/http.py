@@ -86,6 +86,11 @@ class HTTPStream(Protocol):
     #   "http.response.trailers"   -> send_trailers(headers)  (ends the response)
     #   "http.response.early_hint" -> send_early_hint(links)  (before the response starts)
     #   "http.response.push"       -> push(path, headers)
+    #
+    # Optional capability (cleartext HTTP/1.1 today): a ``send_file`` attribute,
+    # None or a coroutine function ``send_file(fd, offset, count)`` that writes
+    # ``count`` bytes of the open file ``fd`` as the next piece of the body
+    # (zero copy). ``http.response.pathsend`` uses it after the head is written.
 
 
 def http_scope(
@@ -171,8 +176,8 @@ class HTTPCycle:
         stream: HTTPStream,
         body_complete: bool,
         expect_continue: bool = False,
-        *,
         extensions: tuple[str, ...] = (),
+        *,
         on_body_consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.scope = scope
@@ -292,9 +297,9 @@ class HTTPCycle:
             raise TypeError(f"ASGI message must be a dict with a 'type' key, got {message!r:.200}") from None
         state = self._state
         if message_type == "http.response.body":
-            if state == _DONE:
-                return
-            if state == _START:
+            if state != _HEAD_PENDING and state != _BODY:
+                if state == _DONE:
+                    return
                 raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
             body = message.get("body", b"")
             if type(body) is not bytes:
@@ -316,18 +321,10 @@ class HTTPCycle:
                 if state == _HEAD_PENDING:
                     self.status = self._status
                     self.stream.start_response(self._status, self._headers, body, more_body)
-                    self._headers = ()
                 else:
                     self.stream.send_body(body, more_body)
             except LocalProtocolError as exc:
-                # Logged here, once, whether or not the app swallows the error.
-                logger.error(
-                    "Invalid response from ASGI app for %s %s: %s",
-                    self.scope.get("method"),
-                    self.scope.get("path"),
-                    exc,
-                )
-                self._fail()
+                self._invalid_response(exc)
                 raise
             if more_body:
                 self._state = _BODY
@@ -339,7 +336,8 @@ class HTTPCycle:
                         raise ClientDisconnected("client disconnected")
             else:
                 self._state = _DONE
-                self._wake()
+                if self._waiter is not None:  # receive() waits for the response to end
+                    self._wake()
             return
         if message_type == "http.response.start":
             if state != _START:
@@ -371,9 +369,12 @@ class HTTPCycle:
     async def _send_path(self, message: Message, state: int) -> None:
         """``http.response.pathsend``: the body is the file at ``path``.
 
-        The file is read in a thread, PATHSEND_CHUNK bytes at a time, and each
-        piece goes through the ordinary body path (flow control, framing,
-        disconnects). A Content-Length is added when the app gave none.
+        A Content-Length is added when the app gave none. When the stream
+        offers ``send_file`` (cleartext HTTP/1.1) the head goes through the
+        ordinary body path and the stream then sends the file itself (zero
+        copy). Otherwise the file is read in a thread, PATHSEND_CHUNK bytes at
+        a time, and each piece goes through the ordinary body path (flow
+        control, framing, disconnects).
         """
         if state != _HEAD_PENDING:
             raise RuntimeError("'http.response.pathsend' must come right after 'http.response.start'")
@@ -385,9 +386,16 @@ class HTTPCycle:
         try:
             remaining = os.fstat(file.fileno()).st_size
             headers = list(self._headers)
-            if not any(name.lower() == b"content-length" for name, _ in headers):
+            declared = next((value for name, value in headers if name.lower() == b"content-length"), None)
+            if declared is None:
                 headers.append((b"content-length", b"%d" % remaining))
             self._headers = headers
+            send_file = getattr(self.stream, "send_file", None)
+            # (a Content-Length that contradicts the file is the app's error:
+            # the threaded path reports it before the head is written)
+            if send_file is not None and remaining and (declared is None or declared == b"%d" % remaining):
+                await self._send_file(send_file, file.fileno(), remaining)
+                return
             while True:
                 chunk = await loop.run_in_executor(None, file.read, min(PATHSEND_CHUNK, remaining)) if remaining else b""
                 remaining -= len(chunk)
@@ -397,6 +405,33 @@ class HTTPCycle:
                     return
         finally:
             file.close()
+
+    async def _send_file(self, send_file: Callable[[int, int, int], Awaitable[None]], fd: int, size: int) -> None:
+        """The head, then the file through the stream's ``send_file``, then the
+        end of the body (where trailers, if announced, take over)."""
+        await self.send({"type": "http.response.body", "body": b"", "more_body": True})
+        if self._state != _BODY:
+            return  # the head was refused (and answered 500) or the client left
+        if self._disconnected:
+            raise ClientDisconnected("client disconnected")
+        # counted before writing, as in send(): an abort logs what was attempted
+        self.bytes_sent += size
+        try:
+            await send_file(fd, 0, size)
+        except LocalProtocolError as exc:
+            self._invalid_response(exc)
+            raise
+        if self._disconnected:
+            raise ClientDisconnected("client disconnected")
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _invalid_response(self, exc: LocalProtocolError) -> None:
+        """The stream refused what the app sent: logged here, once, whether or
+        not the app swallows the error; the response is failed."""
+        logger.error(
+            "Invalid response from ASGI app for %s %s: %s", self.scope.get("method"), self.scope.get("path"), exc
+        )
+        self._fail()
 
     def _send_extension(self, message_type: str, message: Message, state: int) -> None:
         stream: Any = self.stream
@@ -459,15 +494,19 @@ class HTTPCycle:
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit
         else:
-            if self._state == _START or self._state == _HEAD_PENDING:
+            state = self._state
+            if state == _DONE:
+                pass  # the usual case, tested first
+            elif state == _START or state == _HEAD_PENDING:
                 logger.error("ASGI app returned without completing its response; answered 500")
                 self._fail()
-            elif self._state == _BODY:
+            else:
                 logger.error("ASGI app returned with its response body incomplete; connection closed")
                 self._state = _DONE
                 self.stream.abort()
         finally:
-            self._body.clear()
+            if self._body:
+                self._body.clear()
             if tasks is not None:
                 tasks.discard(self.task)
 

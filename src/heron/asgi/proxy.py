@@ -28,6 +28,7 @@ from typing import Iterable, Union
 _Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 _HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+_FORWARDED = frozenset((b"x-forwarded-for", b"x-forwarded-proto"))
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 
 
@@ -70,6 +71,16 @@ class ProxyTrust:
         self, headers: Iterable[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
     ) -> tuple[tuple[str, int] | None, str]:
         """(client, scheme) for one request from a trusted peer."""
+        # Per request behind a proxy (and for every local request, trusted by
+        # default): most have neither field, so look for them first, cheaply.
+        for name, _ in headers:
+            if name in _FORWARDED:
+                return self._resolve(headers, client, scheme)
+        return client, scheme
+
+    def _resolve(
+        self, headers: Iterable[tuple[bytes, bytes]], client: tuple[str, int] | None, scheme: str
+    ) -> tuple[tuple[str, int] | None, str]:
         forwarded_for: list[bytes] = []
         proto = None
         for name, value in headers:

@@ -82,6 +82,7 @@ class Request:
         "has_body",
         "upgrade",
         "te_trailers",
+        "forwarded",
     )
 
     def __init__(
@@ -97,6 +98,7 @@ class Request:
         has_body: bool,
         upgrade: bytes | None,
         te_trailers: bool = False,
+        forwarded: bool = False,
     ) -> None:
         self.method = method
         self.target = target
@@ -110,6 +112,9 @@ class Request:
         self.upgrade = upgrade
         #: the client accepts trailers (``TE: trailers``)
         self.te_trailers = te_trailers
+        #: X-Forwarded-For or X-Forwarded-Proto is present (so a server applying
+        #: proxy headers can skip the search on the many requests without them)
+        self.forwarded = forwarded
 
     def __repr__(self) -> str:
         return f"<Request {self.method!r} {self.target!r} HTTP/{self.http_version}>"
@@ -189,6 +194,19 @@ _VALID_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
 
 _REQUEST_LINES: dict[bytes, tuple[bytes, bytes, bool, bytes, bytes]] = {}
 _FIELD_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+# What a block of request field lines says (H1Connection._scan_fields): field
+# count, headers, Host count, Content-Length, Transfer-Encoding codings,
+# Connection: close, Connection: keep-alive, Expect: 100-continue, Upgrade
+# (only with Connection: upgrade), TE: trailers, X-Forwarded-For/-Proto present.
+_Fields = tuple[
+    int, tuple[tuple[bytes, bytes], ...], int, Union[bytes, None], Union[tuple[bytes, ...], None],
+    bool, bool, bool, Union[bytes, None], bool, bool,
+]  # fmt: skip
+_FIELD_BLOCKS: dict[bytes, _Fields] = {}
+# What an app's response header list says (_describe_response_fields), by the list.
+_RESPONSE_FIELDS: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, int, bytes, bool, bool, bool]] = {}
+# Longer blocks are not cached (they are rare, and would make the caches big).
+_MAX_CACHED_BLOCK = 4096
 
 
 def _parse_field(field: bytes) -> tuple[bytes, bytes] | None:
@@ -229,6 +247,7 @@ _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _FRAMING_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade", b"te")
 )
+_FORWARDING_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto"))
 _RESPONSE_SPECIAL = frozenset(
     (b"content-length", b"transfer-encoding", b"connection", b"server", b"date")
 )
@@ -327,6 +346,7 @@ class H1Connection:
         "_send_mode",
         "_send_remaining",
         "keep_alive",
+        "request_complete",
     )
 
     def __init__(self, limits: H1Limits | None = None) -> None:
@@ -346,6 +366,10 @@ class H1Connection:
         #: False once either side asked to close (or framing forces it);
         #: the connection must then be closed after the current response.
         self.keep_alive = True
+        #: The whole current request, body included, has been parsed (always
+        #: ``_their_state == _DONE``; an attribute, not a property, because the
+        #: transport asks on every request and a property costs a Python call).
+        self.request_complete = False
 
     # --- input -------------------------------------------------------------
 
@@ -360,11 +384,6 @@ class H1Connection:
     def buffered(self) -> int:
         """Bytes received and not yet turned into events."""
         return len(self._buf)
-
-    @property
-    def request_complete(self) -> bool:
-        """The whole current request, body included, has been parsed."""
-        return self._their_state == _DONE
 
     @property
     def body_remaining(self) -> int | None:
@@ -390,6 +409,7 @@ class H1Connection:
             return PAUSED
         if state == _BODY_END:
             self._their_state = _DONE
+            self.request_complete = True
             return _END_OF_MESSAGE
         if state == _CLOSED:
             return _CONNECTION_CLOSED
@@ -397,6 +417,7 @@ class H1Connection:
 
     def _fail(self, message: str, status: int = 400) -> RemoteProtocolError:
         self._their_state = _CLOSED
+        self.request_complete = False
         self.keep_alive = False
         return RemoteProtocolError(message, status)
 
@@ -417,74 +438,47 @@ class H1Connection:
         del buf[: end + 4]
 
         # Real clients repeat their header lines (Host, User-Agent, Accept,
-        # Cookie...) on every request, so each distinct line is validated and
-        # split once and then looked up: one dict lookup instead of a dozen
-        # byte operations. The caches are bounded and keyed by the exact bytes.
-        lines = head.split(b"\r\n")
-        if len(lines) - 1 > limits.max_header_count:
+        # Cookie...) on every request, and most repeat the whole block of them,
+        # so what a block says is worked out once (the header list and the
+        # facts framing needs) and then looked up: one dict lookup instead of a
+        # dozen byte operations per line. The caches are bounded and keyed by
+        # the exact bytes.
+        line_end = head.find(b"\r\n")
+        if line_end == -1:
+            line, block = head, b""
+        else:
+            line, block = head[:line_end], head[line_end + 2 :]
+        fields = _FIELD_BLOCKS.get(block)
+        if fields is None:
+            lines = block.split(b"\r\n") if block else []
+            count = len(lines)
+        else:
+            count = fields[0]
+        # (errors keep their order: the field count, the request line, the fields)
+        if count > limits.max_header_count:
             raise self._fail("too many header fields", 431)
-        line = lines[0]
         parsed_line = _REQUEST_LINES.get(line)
         if parsed_line is None:
             parsed_line = self._parse_request_line(line)
+        if fields is None:
+            fields = self._scan_fields(lines, block)
         method, target, http10, path, query = parsed_line
+        (
+            _count,
+            header_tuple,
+            hosts,
+            content_length,
+            transfer_encoding,
+            saw_close,
+            saw_keep_alive,
+            expect_100,
+            upgrade,
+            te_trailers,
+            forwarded,
+        ) = fields
+        headers = list(header_tuple)  # the app may change its scope's list
+        expect_continue = expect_100 and not http10
 
-        headers: list[tuple[bytes, bytes]] = []
-        content_length: bytes | None = None
-        transfer_encoding: list[bytes] | None = None
-        hosts = 0
-        saw_close = saw_keep_alive = False
-        expect_continue = False
-        upgrade: bytes | None = None
-        connection_upgrade = False
-        te_trailers = False
-        if len(lines) > 1:
-            cache = _FIELD_LINES
-            for field in lines[1:]:
-                pair = cache.get(field)
-                if pair is None:
-                    pair = _parse_field(field)
-                    if pair is None:
-                        raise self._fail(_header_block_error(head[len(line) + 2 :]))
-                headers.append(pair)
-                name = pair[0]
-                if name not in _FRAMING_HEADERS:
-                    continue
-                value = pair[1]
-                if name == b"host":
-                    hosts += 1
-                    if value not in _VALID_HOSTS:
-                        if _HOST.fullmatch(value) is None:
-                            raise self._fail("invalid Host header")
-                        _remember(_VALID_HOSTS, value)
-                elif name == b"content-length":
-                    if content_length is not None:
-                        raise self._fail("more than one Content-Length")
-                    if _DIGITS.fullmatch(value) is None:
-                        raise self._fail("invalid Content-Length")
-                    content_length = value
-                elif name == b"transfer-encoding":
-                    if transfer_encoding is None:
-                        transfer_encoding = []
-                    transfer_encoding.extend(c.strip(b" \t").lower() for c in value.split(b","))
-                elif name == b"connection":
-                    for token in value.lower().split(b","):
-                        token = token.strip(b" \t")
-                        if token == b"close":
-                            saw_close = True
-                        elif token == b"keep-alive":
-                            saw_keep_alive = True
-                        elif token == b"upgrade":
-                            connection_upgrade = True
-                elif name == b"expect":
-                    if value.lower() == b"100-continue":
-                        expect_continue = not http10
-                    else:
-                        raise self._fail("unsupported expectation", 417)
-                elif name == b"te":
-                    te_trailers = te_trailers or b"trailers" in value.lower()
-                else:  # upgrade
-                    upgrade = value.lower()
         # close wins over keep-alive, whatever the order; 1.0 needs keep-alive.
         keep_alive = not saw_close and (saw_keep_alive or not http10)
 
@@ -515,6 +509,7 @@ class H1Connection:
             has_body = True
         else:
             self._their_state = _DONE
+            self.request_complete = True
             has_body = False
 
         if not keep_alive:
@@ -532,9 +527,90 @@ class H1Connection:
             keep_alive,
             expect_continue,
             has_body,
+            upgrade,
+            te_trailers,
+            forwarded,
+        )
+
+    def _scan_fields(self, lines: list[bytes], block: bytes) -> _Fields:
+        """Validate and split a block of field lines; what framing needs from
+        it, cached by the block's bytes (see _parse_head)."""
+        headers: list[tuple[bytes, bytes]] = []
+        content_length: bytes | None = None
+        transfer_encoding: list[bytes] | None = None
+        hosts = 0
+        saw_close = saw_keep_alive = False
+        expect_100 = False
+        upgrade: bytes | None = None
+        connection_upgrade = False
+        te_trailers = False
+        forwarded = False
+        cache = _FIELD_LINES
+        for field in lines:
+            pair = cache.get(field)
+            if pair is None:
+                pair = _parse_field(field)
+                if pair is None:
+                    raise self._fail(_header_block_error(block))
+            headers.append(pair)
+            name = pair[0]
+            if name not in _FRAMING_HEADERS:
+                if name in _FORWARDING_HEADERS:
+                    forwarded = True
+                continue
+            value = pair[1]
+            if name == b"host":
+                hosts += 1
+                if value not in _VALID_HOSTS:
+                    if _HOST.fullmatch(value) is None:
+                        raise self._fail("invalid Host header")
+                    _remember(_VALID_HOSTS, value)
+            elif name == b"content-length":
+                if content_length is not None:
+                    raise self._fail("more than one Content-Length")
+                if _DIGITS.fullmatch(value) is None:
+                    raise self._fail("invalid Content-Length")
+                content_length = value
+            elif name == b"transfer-encoding":
+                if transfer_encoding is None:
+                    transfer_encoding = []
+                transfer_encoding.extend(c.strip(b" \t").lower() for c in value.split(b","))
+            elif name == b"connection":
+                for token in value.lower().split(b","):
+                    token = token.strip(b" \t")
+                    if token == b"close":
+                        saw_close = True
+                    elif token == b"keep-alive":
+                        saw_keep_alive = True
+                    elif token == b"upgrade":
+                        connection_upgrade = True
+            elif name == b"expect":
+                if value.lower() == b"100-continue":
+                    expect_100 = True
+                else:
+                    raise self._fail("unsupported expectation", 417)
+            elif name == b"te":
+                te_trailers = te_trailers or b"trailers" in value.lower()
+            else:  # upgrade
+                upgrade = value.lower()
+        fields = (
+            len(lines),
+            tuple(headers),
+            hosts,
+            content_length,
+            tuple(transfer_encoding) if transfer_encoding is not None else None,
+            saw_close,
+            saw_keep_alive,
+            expect_100,
             upgrade if connection_upgrade else None,
             te_trailers,
+            forwarded,
         )
+        if len(block) <= _MAX_CACHED_BLOCK:
+            if len(_FIELD_BLOCKS) >= _CACHE_LIMIT:
+                _FIELD_BLOCKS.clear()
+            _FIELD_BLOCKS[block] = fields
+        return fields
 
     def _parse_request_line(self, line: bytes) -> tuple[bytes, bytes, bool, bytes, bytes]:
         """Validate a request line; return (method, target, http10, path, query).
@@ -699,6 +775,7 @@ class H1Connection:
                 if buf[:2] == b"\r\n":
                     del buf[:2]
                     self._their_state = _DONE
+                    self.request_complete = True
                     return _END_OF_MESSAGE
                 end = buf.find(b"\r\n\r\n")
                 if end == -1:
@@ -716,6 +793,7 @@ class H1Connection:
                     raise self._fail("too many trailer fields", 431)
                 del buf[: end + 4]
                 self._their_state = _DONE
+                self.request_complete = True
                 return _END_OF_MESSAGE
 
     def _body_need_data(self) -> Event:
@@ -779,41 +857,27 @@ class H1Connection:
         status_bytes = _STATUS_LINES.get(status) if type(status) is int else None
         if status_bytes is None or status < 200:
             raise LocalProtocolError(f"invalid response status {status!r}")
-        parts = [status_bytes, b""]
-        content_length = -1
-        length_line = b""
-        keep_alive = self.keep_alive and not close
-        cache = _VALID_LINES
+        # Apps repeat their header lists: each distinct list is validated and
+        # rendered once (see _describe_response_fields).
         try:
-            for name, value in headers:
-                try:
-                    line, special = cache[name, value]
-                except (KeyError, TypeError):
-                    line, special = _validate_field(name, value)
-                if special:
-                    if special == b"content-length":
-                        if content_length != -1:
-                            raise LocalProtocolError("more than one Content-Length header")
-                        content_length = int(value)
-                        length_line = line
-                        continue  # written below, once the framing is decided
-                    if special == b"transfer-encoding":
-                        continue  # the server owns framing (ASGI spec)
-                    if special == b"connection":
-                        if b"close" in value.lower():
-                            keep_alive = False
-                        continue  # re-emitted below to match what we really do
-                    if special == b"server":
-                        server_line = b""
-                    else:
-                        date_line = b""
-                parts.append(line)
+            items = headers if type(headers) is tuple else tuple(headers)
         except TypeError:
             raise LocalProtocolError(
                 "response headers must be an iterable of [name, value] pairs of bytes"
             ) from None
-        except ValueError:
-            raise LocalProtocolError("response headers must be [name, value] pairs") from None
+        try:
+            described = _RESPONSE_FIELDS.get(items)
+        except TypeError:  # unhashable pairs (lists): described every time
+            described = None
+        if described is None:
+            described = _describe_response_fields(items)
+        block, content_length, length_line, own_server, own_date, says_close = described
+        if own_server:
+            server_line = b""
+        if own_date:
+            date_line = b""
+        keep_alive = self.keep_alive and not close and not says_close
+        parts = [status_bytes, server_line + date_line + extra_lines, block]
 
         if status == 204 or status == 304 or self._request_method == b"HEAD":
             mode = _SEND_NONE
@@ -833,7 +897,6 @@ class H1Connection:
             parts.append(b"connection: close\r\n")
         elif self._request_http10:
             parts.append(b"connection: keep-alive\r\n")
-        parts[1] = server_line + date_line + extra_lines
         parts.append(b"\r\n")
 
         if complete_body is not None:
@@ -882,6 +945,24 @@ class H1Connection:
             return data
         return b""
 
+    def frame_data(self, length: int) -> tuple[bytes, bytes] | None:
+        """Like :meth:`send_data` for ``length`` body bytes the caller writes
+        itself (with ``sendfile``): the framing to write before and after them,
+        or None when this response carries no body (HEAD, 204, 304)."""
+        mode = self._send_mode
+        if self._our_state != _OURS_BODY:
+            raise LocalProtocolError("response body outside a response")
+        if mode == _SEND_LENGTH:
+            if length > self._send_remaining:
+                raise LocalProtocolError("response body longer than its Content-Length")
+            self._send_remaining -= length
+            return b"", b""
+        if mode == _SEND_CHUNKED:
+            return (b"%x\r\n" % length, b"\r\n") if length else (b"", b"")
+        if mode == _SEND_UNTIL_CLOSE:
+            return b"", b""
+        return None
+
     def send_end(self, trailers: Iterable[tuple[bytes, bytes]] | None = None) -> bytes:
         """End the response body (with trailers when chunked)."""
         if self._our_state != _OURS_BODY:
@@ -917,18 +998,22 @@ class H1Connection:
         data = bytes(self._buf)
         self._buf.clear()
         self._their_state = _CLOSED
+        self.request_complete = False
         return data
 
-    def start_next_cycle(self) -> None:
-        """Reset for the next pipelined or keep-alive request."""
+    def start_next_cycle(self) -> bool:
+        """Reset for the next pipelined or keep-alive request; True when bytes
+        of it are already buffered (saves the caller a second call)."""
         if self._their_state != _DONE or self._our_state != _OURS_DONE:
             raise LocalProtocolError("the current request/response cycle is not finished")
         if not self.keep_alive:
             raise LocalProtocolError("the connection is closing")
         self._their_state = _HEAD
+        self.request_complete = False
         self._our_state = _OURS_IDLE
         self._request_method = b""
         self._send_mode = _SEND_NONE
+        return len(self._buf) > 0
 
 
 def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
@@ -953,6 +1038,61 @@ def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
         _VALID_LINES.clear()
     _VALID_LINES[name, value] = result
     return result
+
+
+def _describe_response_fields(
+    items: tuple[tuple[bytes, bytes], ...],
+) -> tuple[bytes, int, bytes, bool, bool, bool]:
+    """What send_response needs from an app's header list: the wire lines of
+    the headers written as they are, the Content-Length (-1: none) and its
+    normalised line, whether the app sent its own Server and Date, and whether
+    it asked for Connection: close. Raises LocalProtocolError if invalid;
+    cached (bounded) when the list is hashable."""
+    lines = []
+    content_length = -1
+    length_line = b""
+    own_server = own_date = says_close = False
+    cache = _VALID_LINES
+    try:
+        for name, value in items:
+            try:
+                line, special = cache[name, value]
+            except (KeyError, TypeError):
+                line, special = _validate_field(name, value)
+            if special:
+                if special == b"content-length":
+                    if content_length != -1:
+                        raise LocalProtocolError("more than one Content-Length header")
+                    content_length = int(value)
+                    length_line = line
+                    continue  # written by send_response, once the framing is decided
+                if special == b"transfer-encoding":
+                    continue  # the server owns framing (ASGI spec)
+                if special == b"connection":
+                    if b"close" in value.lower():
+                        says_close = True
+                    continue  # re-emitted by send_response to match what it really does
+                if special == b"server":
+                    own_server = True
+                else:
+                    own_date = True
+            lines.append(line)
+    except TypeError:
+        raise LocalProtocolError(
+            "response headers must be an iterable of [name, value] pairs of bytes"
+        ) from None
+    except ValueError:
+        raise LocalProtocolError("response headers must be [name, value] pairs") from None
+    block = b"".join(lines)
+    described = (block, content_length, length_line, own_server, own_date, says_close)
+    if len(block) <= _MAX_CACHED_BLOCK:
+        try:
+            if len(_RESPONSE_FIELDS) >= _CACHE_LIMIT:
+                _RESPONSE_FIELDS.clear()
+            _RESPONSE_FIELDS[items] = described
+        except TypeError:  # unhashable pairs
+            pass
+    return described
 
 
 def _check_bytes_header(name: object, value: object) -> None:

@@ -11,6 +11,10 @@ Flow control, both ways:
   its high-water mark; a client that reads nothing for ``timeout_write``
   seconds is disconnected.
 
+``http.response.pathsend`` on a cleartext connection: the file goes out with
+``os.sendfile`` (zero copy) on a ``dup()`` of the transport's socket, once
+the transport's write buffer is empty; see :meth:`H1Protocol._send_file`.
+
 Deadlines (see :mod:`heron.transport.context`): a complete request head
 within ``timeout_request_header`` of the connection opening or of the first
 byte after a keep-alive pause; ``timeout_keep_alive`` between requests.
@@ -19,6 +23,8 @@ byte after a keep-alive pause; ``timeout_keep_alive`` between requests.
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from typing import Any, Iterable
 
 from ..asgi.http import HTTPCycle, http_scope
@@ -40,6 +46,16 @@ from .context import ServerContext, connection_addresses, error_logger, format_p
 MAX_PIPELINE_BUFFER = 64 * 1024
 #: Unread request body the server will read and discard to keep a connection.
 MAX_DRAIN = 64 * 1024
+
+_HAVE_SENDFILE = hasattr(os, "sendfile")
+#: sendfile errors that mean the client went away (any other is a file error)
+_CLIENT_GONE = (ConnectionError, TimeoutError)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
 
 #: The HTTP/2 client preface: h2c with prior knowledge on the HTTP/1.1 port.
 _H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -87,6 +103,7 @@ class H1Protocol(asyncio.Protocol):
         "_awaiting_continue",
         "_eof",
         "_h2_preface",
+        "send_file",
         "proxy",
         "_log_peer",
     )
@@ -116,6 +133,9 @@ class H1Protocol(asyncio.Protocol):
         self._awaiting_continue = False
         self._eof = False
         self._h2_preface: bytes | None = b"" if ctx.config.http2 else None  # bytes held back, or None: decided
+        # optional HTTPStream capability, offered in connection_made on plain
+        # sockets only (TLS encrypts in user space: no sendfile there)
+        self.send_file: Any = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
         self._log_peer = ""  # the forwarded client as the access log shows it (proxied requests)
 
@@ -132,6 +152,8 @@ class H1Protocol(asyncio.Protocol):
             self.scheme = "https"
             self.tls = tls_extension(ssl_object)
             self._h2_preface = None  # over TLS, HTTP/2 is chosen by ALPN only (RFC 9113 3.3)
+        elif _HAVE_SENDFILE and transport.get_extra_info("socket") is not None:
+            self.send_file = self._send_file
         ctx.connections.add(self)
         self.client, self.server, self.peer = connection_addresses(transport)
         if ctx.proxy is not None and ctx.proxy.trusts_peer(self.client):
@@ -183,9 +205,12 @@ class H1Protocol(asyncio.Protocol):
         conn = self.conn
         conn.receive_data(data)
         if self.cycle is None:
-            if self.deadline_kind == _KEEP_ALIVE_DEADLINE:
-                self._set_deadline(_HEADER_DEADLINE, self.ctx.config.timeout_request_header)
             self._process()
+            # Part of a next request's head is waiting: from now on the rest must
+            # arrive in time. (Checked after parsing, not before: most reads hold
+            # a whole head, and _on_request would clear the deadline right away.)
+            if self.deadline_kind == _KEEP_ALIVE_DEADLINE and not self._closed and conn.buffered:
+                self._set_deadline(_HEADER_DEADLINE, self.ctx.config.timeout_request_header)
         elif not conn.request_complete or self._draining:
             self._process()
         elif conn.buffered > MAX_PIPELINE_BUFFER:
@@ -261,18 +286,19 @@ class H1Protocol(asyncio.Protocol):
         if ctx.observer is not None:
             self._request_start = ctx.loop.time()
             self._request = request
-        if request.upgrade is not None and b"h2c" in request.upgrade and self._upgrade_h2c(request):
-            return
-        if request.upgrade is not None and ctx.config.ws != "none" and b"websocket" in request.upgrade:
-            self._upgrade_websocket(request)
-            return
+        if request.upgrade is not None:
+            if b"h2c" in request.upgrade and self._upgrade_h2c(request):
+                return
+            if ctx.config.ws != "none" and b"websocket" in request.upgrade:
+                self._upgrade_websocket(request)
+                return
         if ctx.limit_concurrency is not None and ctx.over_capacity():
             self.cycle = HTTPCycle({}, self, body_complete=not request.has_body)
             self.cycle.status = 503
             self._write_simple(503, b"Service Unavailable\n")
             return
         client, scheme = self.client, self.scheme
-        if self.proxy is not None:
+        if request.forwarded and self.proxy is not None:
             client, scheme = self._forwarded(request)
         scope = http_scope(
             method,
@@ -291,7 +317,8 @@ class H1Protocol(asyncio.Protocol):
             extensions = _EXTENSIONS_TRAILERS if request.te_trailers else _EXTENSIONS
         else:
             extensions = _EXTENSIONS_HTTP10  # HTTP/1.0: no interim responses, no chunked trailers
-        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions=extensions)
+        # (all positional: keyword arguments make this call measurably dearer)
+        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions)
         self.cycle = cycle
         ctx.start_cycle(cycle)
 
@@ -322,7 +349,7 @@ class H1Protocol(asyncio.Protocol):
         self.deadline = 0.0
         self.ctx.connections.discard(self)
         client, scheme, peer = self.client, self.scheme, self.peer
-        if self.proxy is not None:
+        if request.forwarded and self.proxy is not None:
             client, scheme = self._forwarded(request)
             peer = self._log_peer
         WebSocketProtocol.take_over(
@@ -537,6 +564,97 @@ class H1Protocol(asyncio.Protocol):
             waiter = self._drain_waiter = self.ctx.loop.create_future()
         await waiter
 
+    async def _send_file(self, fd: int, offset: int, count: int) -> None:
+        """``send_file`` of the HTTPStream interface: ``count`` bytes of the
+        open file ``fd`` from ``offset`` are the next piece of the body.
+
+        Zero copy with ``os.sendfile``. The transport knows nothing of these
+        bytes, so they go out only once everything written before them has
+        left its buffer, and nothing is written through it meanwhile (the
+        cycle is busy in this call). uvloop has no ``loop.sendfile`` and won't
+        watch a transport's own fd, so the socket is ``dup()``'d: a second
+        descriptor of the same connection that the loop polls while the
+        client is slow. As for ordinary writes, a client that reads nothing
+        for ``timeout_write`` seconds is disconnected; one that goes away
+        aborts the connection (the cycle then sees a disconnect).
+
+        Raises LocalProtocolError, writing nothing, when the file is longer
+        than the response's Content-Length (or later, when it turns out
+        shorter than ``count``), and OSError for a file error.
+        """
+        if self._closed or self._transport_lost():
+            return
+        framing = self.conn.frame_data(count)
+        if framing is None:
+            return  # HEAD, 204, 304: no body on the wire
+        prefix, suffix = framing
+        transport = self.transport
+        if prefix:
+            transport.write(prefix)
+        if transport.get_write_buffer_size():
+            # With both limits at 0 the transport pauses us at once and calls
+            # resume_writing exactly when its buffer is empty (drain() waits
+            # for that, bounded by timeout_write through pause_writing).
+            low, high = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0, low=0)
+            try:
+                await self.drain()
+            finally:
+                if not self._closed:
+                    transport.set_write_buffer_limits(high=high, low=low)
+            if self._closed:
+                return
+        out = os.dup(transport.get_extra_info("socket").fileno())
+        try:
+            while True:
+                try:
+                    sent = os.sendfile(out, fd, offset, count)
+                except BlockingIOError:
+                    sent = -1
+                except _CLIENT_GONE as exc:
+                    error_logger.debug("Client %s went away during sendfile: %s", self.peer, exc)
+                    self.abort()
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.ENOTCONN:
+                        raise
+                    self.abort()
+                    return
+                if sent == 0:
+                    raise LocalProtocolError(f"the file ended {count} bytes short of its size when the response started")
+                if sent > 0:
+                    offset += sent
+                    count -= sent
+                    if not count:
+                        break
+                # The socket took what it could: wait until the client reads.
+                # (After a short send this also lets other connections run.)
+                if not await self._wait_writable(out):
+                    return
+        finally:
+            os.close(out)
+        if suffix:
+            transport.write(suffix)
+
+    async def _wait_writable(self, fd: int) -> bool:
+        """Wait until the socket ``fd`` can take more (False: the connection
+        closed meanwhile, e.g. after ``timeout_write`` without progress)."""
+        loop = self.ctx.loop
+        # in _drain_waiter, so connection_lost wakes it too
+        waiter = self._drain_waiter = loop.create_future()
+        self._set_deadline(_WRITE_DEADLINE, self.ctx.config.timeout_write)
+        loop.add_writer(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_writer(fd)
+            if self._drain_waiter is waiter:
+                self._drain_waiter = None
+            if self.deadline_kind == _WRITE_DEADLINE:
+                self.deadline = 0.0
+                self.deadline_kind = _NO_DEADLINE
+        return not self._closed
+
     # --- cycle transitions -------------------------------------------------------
 
     def _draining_needed(self) -> bool:
@@ -570,8 +688,7 @@ class H1Protocol(asyncio.Protocol):
 
     def _next_cycle(self) -> None:
         self.cycle = None
-        conn = self.conn
-        conn.start_next_cycle()
+        pipelined = self.conn.start_next_cycle()
         ctx = self.ctx
         if ctx.shutting_down:
             self._close()
@@ -584,7 +701,7 @@ class H1Protocol(asyncio.Protocol):
             self.deadline_kind = _NO_DEADLINE
         if self._reading_paused_by:
             self._resume_reading(3)
-        if conn.buffered or self._eof:
+        if pipelined or self._eof:
             # pipelined requests: parse them on the next loop turn, not inside
             # the send() of the previous app
             self.ctx.loop.call_soon(self._process)
@@ -659,4 +776,5 @@ class H1Protocol(asyncio.Protocol):
             return
         self._request = None
         headers, self._response_headers = self._response_headers, None
-        observer.http(self._log_peer or self.peer, request, cycle.status, cycle.bytes_sent, self._request_start, headers)
+        peer, self._log_peer = self._log_peer or self.peer, ""  # (set per proxied request)
+        observer.http(peer, request, cycle.status, cycle.bytes_sent, self._request_start, headers)
