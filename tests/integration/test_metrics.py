@@ -200,3 +200,20 @@ def test_request_is_not_kept_when_unobserved() -> None:
             assert connection._request is None and connection._response_headers is None
         finally:
             sock.close()
+
+
+def test_sendfile_bytes_are_counted(tmp_path: Any) -> None:
+    """pathsend's os.sendfile bypasses the transport; its bytes still reach heron_sent_bytes_total."""
+    payload = tmp_path / "file.bin"
+    payload.write_bytes(b"x" * 300_000)
+
+    async def file_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": str(payload)})
+
+    with serve(file_app, metrics_bind="127.0.0.1:0") as srv:
+        assert srv.server.metrics_socket is not None
+        metrics_port = srv.server.metrics_socket.getsockname()[1]
+        assert len(httpx.get(srv.url + "/").content) == 300_000
+        samples = scrape(metrics_port)
+    assert 300_000 < samples[("heron_sent_bytes_total", "")] < 301_000

@@ -604,6 +604,7 @@ class H1Protocol(asyncio.Protocol):
                     transport.set_write_buffer_limits(high=high, low=low)
             if self._closed:
                 return
+        metrics = self.ctx.metrics
         out = os.dup(transport.get_extra_info("socket").fileno())
         try:
             while True:
@@ -623,6 +624,8 @@ class H1Protocol(asyncio.Protocol):
                 if sent == 0:
                     raise LocalProtocolError(f"the file ended {count} bytes short of its size when the response started")
                 if sent > 0:
+                    if metrics is not None:  # these bytes bypass the counting transport
+                        metrics.bytes_out += sent
                     offset += sent
                     count -= sent
                     if not count:
