@@ -389,3 +389,37 @@ def test_graceful_shutdown_closes_1001(carrier: str) -> None:
         assert not stopper.is_alive()
         assert reports.until_disconnect() == [("disconnect", 1001)]
     assert srv.exit_code == 0
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_write_pieces_applies_backpressure(loop_name: str) -> None:
+    """Big frames are written as (header, payload) without a join; the transport
+    must still pause the protocol when the peer reads nothing (the standard
+    library's writelines forgets to on 3.12.0-3.13.0)."""
+    import socket as socket_module
+
+    from heron.server import _new_loop
+    from heron.transport.context import write_pieces
+
+    class Recorder(asyncio.Protocol):
+        paused = False
+
+        def pause_writing(self) -> None:
+            self.paused = True
+
+    async def main() -> bool:
+        ours, theirs = socket_module.socketpair()
+        try:
+            transport, protocol = await asyncio.get_running_loop().connect_accepted_socket(Recorder, ours)
+            write_pieces(transport, (b"h" * 10, b"p" * (8 * 1024 * 1024)))
+            paused = protocol.paused
+            transport.abort()
+            return paused
+        finally:
+            theirs.close()
+
+    loop = _new_loop(loop_name)
+    try:
+        assert loop.run_until_complete(main()) is True
+    finally:
+        loop.close()

@@ -203,3 +203,20 @@ def format_peer(address: Any) -> str:
 
 
 Callback = Callable[[], None]
+
+
+def write_pieces(transport: Any, pieces: Any) -> None:
+    """Write several buffers without joining them into one (no copy of a big payload).
+
+    uvloop's ``writelines`` sends them with one ``writev`` and keeps a reference
+    to what the socket did not take. The standard library's selector transport
+    (3.12.0 to at least 3.13.0) forgets to call ``pause_writing()`` in
+    ``writelines``, so a client that reads nothing would never slow the app
+    down: there each piece goes through ``write()``, which applies backpressure.
+    """
+    inner = getattr(transport, "_transport", transport)  # the metrics counting wrapper
+    if type(inner).__module__.startswith("uvloop"):
+        transport.writelines(pieces)
+    else:
+        for piece in pieces:
+            transport.write(piece)

@@ -47,7 +47,7 @@ from ..protocol.http2 import (
 from ..protocol.websocket import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
 from ..tls import tls_extension
 from ..asgi.proxy import ProxyTrust
-from .context import ServerContext, connection_addresses, error_logger, format_peer
+from .context import ServerContext, connection_addresses, error_logger, format_peer, write_pieces
 from .ws_session import WebSocketSession
 
 if TYPE_CHECKING:
@@ -824,7 +824,7 @@ class H2Protocol(asyncio.Protocol):
             if len(out) == 1:
                 transport.write(out[0])
             elif large:
-                transport.writelines(out)  # big bodies: no copy into one buffer (uvloop writes them with writev)
+                write_pieces(transport, out)  # big bodies: no copy into one buffer
             else:
                 transport.write(b"".join(out))
             if not transport.get_write_buffer_size():

@@ -27,7 +27,7 @@ from ..asgi.websocket import websocket_scope
 from ..protocol.errors import LocalProtocolError
 from ..protocol.http1 import H1Connection, status_line
 from ..protocol.websocket import HandshakeRequest, accept_key, handshake_response_headers
-from .context import ServerContext, error_logger
+from .context import ServerContext, error_logger, write_pieces
 from .ws_session import WebSocketSession
 
 if TYPE_CHECKING:
@@ -210,9 +210,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def send_large(self, header: bytes, payload: bytes) -> None:
         if not self._closed:
             self._bytes_out += len(header) + len(payload)
-            # uvloop sends both with one writev and keeps a reference to what
-            # the socket did not take, instead of a copy
-            self.transport.writelines((header, payload))
+            # no join: the payload is not copied (see write_pieces)
+            write_pieces(self.transport, (header, payload))
 
     def close_link(self) -> None:
         if not self._closed:
