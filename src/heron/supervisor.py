@@ -56,7 +56,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .config import Config, parse_bind
-from .importer import AppLoadError
 from .metrics import Metrics, merge, metrics_app, render
 from .server import STARTUP_FAILURE, Server, bind_all, bind_listener, log_banner, run_server
 from .transport.context import ServerContext
@@ -544,11 +543,7 @@ def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, 
         finally:
             started.cancel()
 
-    try:
-        code = run_server(config, server, main)
-    except AppLoadError:  # pragma: no cover - serve() reports these itself
-        code = STARTUP_FAILURE
-    sys.exit(code)
+    sys.exit(run_server(config, server, main))  # serve() reports start-up failures itself (status 3)
 
 
 __all__ = ["run", "Supervisor", "FileWatcher", "worker_main"]

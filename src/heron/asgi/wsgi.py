@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import io
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -267,8 +268,6 @@ class _WSGICall:
 
 def looks_like_wsgi(app: Any) -> bool:
     """A plain (not async) callable taking exactly ``(environ, start_response)``."""
-    import inspect
-
     target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
     if target is None or inspect.iscoroutinefunction(target) or inspect.isclass(app):
         return False
@@ -276,10 +275,10 @@ def looks_like_wsgi(app: Any) -> bool:
         parameters = list(inspect.signature(target).parameters.values())
     except (TypeError, ValueError):
         return False
-    positional = [
+    required = [
         p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
     ]
-    return len(positional) == 2 and all(p.kind not in (p.VAR_POSITIONAL,) for p in parameters)
+    return len(required) == 2 and not any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
 __all__ = ["WSGIAdapter", "build_environ", "looks_like_wsgi"]

@@ -508,6 +508,13 @@ class H2Protocol(asyncio.Protocol):
             self.tls = tls_extension(ssl_object)
         self._start()
 
+    def _client_and_scheme(self, headers: list[tuple[bytes, bytes]]) -> tuple[tuple[str, int] | None, str]:
+        """A request's ``client`` and ``scheme``: the connection's, or what the
+        trusted proxy in front reports (--proxy-headers)."""
+        if self.proxy is None:
+            return self.client, self.scheme
+        return self.proxy.resolve(headers, self.client, self.scheme)
+
     def _start(self) -> None:
         ctx = self.ctx
         ctx.connections.add(self)
@@ -642,9 +649,7 @@ class H2Protocol(asyncio.Protocol):
             stream.cycle = HTTPCycle({}, stream, request.end_stream)
             self._simple(stream, 503, b"Service Unavailable\n")
             return None
-        client, scheme = self.client, self.scheme
-        if self.proxy is not None:
-            client, scheme = self.proxy.resolve(request.headers, client, scheme)
+        client, scheme = self._client_and_scheme(request.headers)
         scope = http_scope(
             method,
             "2",
@@ -704,9 +709,7 @@ class H2Protocol(asyncio.Protocol):
             ws_stream._request = _RequestView(b"GET", target, request.headers)
         ws_stream._start = ctx.loop.time()
         self.streams[sid] = ws_stream
-        client, scheme = self.client, self.scheme
-        if self.proxy is not None:
-            client, scheme = self.proxy.resolve(request.headers, client, scheme)
+        client, scheme = self._client_and_scheme(request.headers)
         scope = websocket_scope(
             "2",
             "wss" if scheme == "https" else "ws",
@@ -745,9 +748,7 @@ class H2Protocol(asyncio.Protocol):
             for name, value in request.headers
             if name not in (b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te")
         ]
-        client, scheme = self.client, self.scheme
-        if self.proxy is not None:
-            client, scheme = self.proxy.resolve(headers, client, scheme)
+        client, scheme = self._client_and_scheme(headers)
         scope = http_scope(
             method, "2", scheme, request.path, request.query, ctx.root_path, headers,
             client, self.server, ctx.lifespan_state, {},
