@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Iterable, Union
 
+from ._cache import BoundedCache
 from .errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -185,15 +186,14 @@ _TCHAR_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijkl
 _VCHAR_BYTES = bytes(range(0x21, 0x7F))
 _NOT_FIELD_BYTES = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"  # CTLs but HTAB; CR, LF
 
-# Small caches of values already validated (most requests repeat the Host,
-# most responses repeat their header lines). Cleared when full.
-_CACHE_LIMIT = 1024
-_VALID_HOSTS: set[bytes] = set()
-_VALID_LINES: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
-
-
-_REQUEST_LINES: dict[bytes, tuple[bytes, bytes, bool, bytes, bytes]] = {}
-_FIELD_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+# Caches of values already validated (most requests repeat their request line,
+# Host and other header lines, most responses their header lines), bounded in
+# bytes (see heron.protocol._cache): about 1 MiB per process in all, whatever
+# clients send. An entry holds the key and what it says (about twice its bytes).
+_VALID_HOSTS: BoundedCache[bytes, bool] = BoundedCache(16 * 1024, 256)
+_VALID_LINES: BoundedCache[tuple[bytes, bytes], tuple[bytes, bytes]] = BoundedCache(96 * 1024, 2048)
+_REQUEST_LINES: BoundedCache[bytes, tuple[bytes, bytes, bool, bytes, bytes]] = BoundedCache(128 * 1024, 2048)
+_FIELD_LINES: BoundedCache[bytes, tuple[bytes, bytes]] = BoundedCache(256 * 1024, 2048)
 # What a block of request field lines says (H1Connection._scan_fields): field
 # count, headers, Host count, Content-Length, Transfer-Encoding codings,
 # Connection: close, Connection: keep-alive, Expect: 100-continue, Upgrade
@@ -202,11 +202,11 @@ _Fields = tuple[
     int, tuple[tuple[bytes, bytes], ...], int, Union[bytes, None], Union[tuple[bytes, ...], None],
     bool, bool, bool, Union[bytes, None], bool, bool,
 ]  # fmt: skip
-_FIELD_BLOCKS: dict[bytes, _Fields] = {}
+_FIELD_BLOCKS: BoundedCache[bytes, _Fields] = BoundedCache(384 * 1024, 8192)
 # What an app's response header list says (_describe_response_fields), by the list.
-_RESPONSE_FIELDS: dict[tuple[tuple[bytes, bytes], ...], tuple[bytes, int, bytes, bool, bool, bool]] = {}
-# Longer blocks are not cached (they are rare, and would make the caches big).
-_MAX_CACHED_BLOCK = 4096
+_RESPONSE_FIELDS: BoundedCache[tuple[tuple[bytes, bytes], ...], tuple[bytes, int, bytes, bool, bool, bool]] = (
+    BoundedCache(160 * 1024, 8192)
+)
 
 
 def _parse_field(field: bytes) -> tuple[bytes, bytes] | None:
@@ -217,16 +217,9 @@ def _parse_field(field: bytes) -> tuple[bytes, bytes] | None:
     if not colon or not name or name.translate(None, _TCHAR_BYTES):
         return None  # no colon, empty name, or a name that is not a token
     pair = (name.lower(), value.strip(b" \t"))
-    if len(_FIELD_LINES) >= 4 * _CACHE_LIMIT:
-        _FIELD_LINES.clear()
-    _FIELD_LINES[field] = pair
+    _FIELD_LINES.put(field, pair, 2 * len(field))
     return pair
 
-
-def _remember(cache: set[bytes], value: bytes) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache.add(value)
 _REG_NAME = rb"[A-Za-z0-9\-._~!$&'()*+,;=%]"
 _IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
 _HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"*)(?::[0-9]*)?")
@@ -242,6 +235,8 @@ _CHUNK_EXT = (
 )
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(" + _CHUNK_EXT + rb")")
 _MAX_CHUNK_SIZE_DIGITS = 16
+#: Chunks one :class:`Data` event may gather (bounds the work of one ``next_event`` call).
+CHUNKS_PER_EVENT = 1024
 _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 _FRAMING_HEADERS = frozenset(
@@ -564,7 +559,7 @@ class H1Connection:
                 if value not in _VALID_HOSTS:
                     if _HOST.fullmatch(value) is None:
                         raise self._fail("invalid Host header")
-                    _remember(_VALID_HOSTS, value)
+                    _VALID_HOSTS.put(value, True, len(value))
             elif name == b"content-length":
                 if content_length is not None:
                     raise self._fail("more than one Content-Length")
@@ -606,10 +601,7 @@ class H1Connection:
             te_trailers,
             forwarded,
         )
-        if len(block) <= _MAX_CACHED_BLOCK:
-            if len(_FIELD_BLOCKS) >= _CACHE_LIMIT:
-                _FIELD_BLOCKS.clear()
-            _FIELD_BLOCKS[block] = fields
+        _FIELD_BLOCKS.put(block, fields, 2 * len(block) + 64 * len(lines))
         return fields
 
     def _parse_request_line(self, line: bytes) -> tuple[bytes, bytes, bool, bytes, bytes]:
@@ -661,9 +653,7 @@ class H1Connection:
         if method == b"CONNECT":
             raise self._fail("CONNECT is not supported", 501)
         result = (method, target, http10, path, query)
-        if len(_REQUEST_LINES) >= _CACHE_LIMIT:
-            _REQUEST_LINES.clear()
-        _REQUEST_LINES[line] = result
+        _REQUEST_LINES.put(line, result, 2 * len(line))
         return result
 
     def _incomplete_head(self) -> Event:
@@ -719,82 +709,122 @@ class H1Connection:
         return Data(data)
 
     def _parse_chunked(self) -> Event:
+        """The next event of a chunked body. Consecutive chunks already received
+        are given as one :class:`Data` (up to :data:`CHUNKS_PER_EVENT` of them),
+        so a client's chunking costs no objects downstream, and the work of one
+        call stays bounded."""
         buf = self._buf
         limits = self.limits
-        while True:
-            state = self._their_state
-            if state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end == -1:
-                    if len(buf) > _MAX_CHUNK_SIZE_DIGITS + limits.max_chunk_extensions + 2:
-                        raise self._fail("chunk size line too long")
-                    if b"\n" in buf:
-                        raise self._fail("bare LF in a chunk size line")
-                    return self._body_need_data()
-                line = bytes(buf[:end])
-                match = _CHUNK_LINE.fullmatch(line)
-                if match is None:
-                    raise self._fail("invalid chunk size line")
-                extensions = match.group(2)
-                if extensions:
-                    self._chunk_ext_bytes += len(extensions)
-                    if self._chunk_ext_bytes > limits.max_chunk_extensions:
-                        raise self._fail("chunk extensions too large")
-                del buf[: end + 2]
-                size = int(match.group(1), 16)
-                if size == 0:
-                    self._their_state = _TRAILERS
-                else:
-                    self._remaining = size
-                    self._their_state = _CHUNK_DATA
-            elif state == _CHUNK_DATA:
-                if not buf:
-                    return self._body_need_data()
-                remaining = self._remaining
-                if len(buf) <= remaining:
-                    data = bytes(buf)
-                    buf.clear()
-                else:
-                    data = bytes(buf[:remaining])
-                    del buf[:remaining]
-                remaining -= len(data)
-                self._remaining = remaining
-                if remaining == 0:
+        pos = 0  # bytes of buf consumed by this call (deleted once, at the end)
+        parts: list[bytes] = []
+        chunks = 0
+        try:
+            while True:
+                state = self._their_state
+                if state == _CHUNK_SIZE:
+                    if chunks >= CHUNKS_PER_EVENT:
+                        break
+                    # (an error found after some data is raised by the next call:
+                    # the data goes first, as it would if the bytes came apart)
+                    end = buf.find(b"\r\n", pos)
+                    if end == -1:
+                        if len(buf) - pos > _MAX_CHUNK_SIZE_DIGITS + limits.max_chunk_extensions + 2:
+                            if parts:
+                                break
+                            raise self._fail("chunk size line too long")
+                        if buf.find(b"\n", pos) != -1:
+                            if parts:
+                                break
+                            raise self._fail("bare LF in a chunk size line")
+                        break
+                    match = _CHUNK_LINE.fullmatch(buf, pos, end)
+                    if match is None:
+                        if parts:
+                            break
+                        raise self._fail("invalid chunk size line")
+                    extensions = match.group(2)
+                    if extensions:
+                        ext_bytes = self._chunk_ext_bytes + len(extensions)
+                        if ext_bytes > limits.max_chunk_extensions:
+                            if parts:
+                                break
+                            raise self._fail("chunk extensions too large")
+                        self._chunk_ext_bytes = ext_bytes
+                    pos = end + 2
+                    chunks += 1
+                    size = int(match.group(1), 16)
+                    if size == 0:
+                        self._their_state = _TRAILERS
+                    else:
+                        self._remaining = size
+                        self._their_state = _CHUNK_DATA
+                elif state == _CHUNK_DATA:
+                    avail = len(buf) - pos
+                    if not avail:
+                        break
+                    remaining = self._remaining
+                    n = remaining if avail >= remaining else avail
+                    if pos == 0 and n == len(buf):
+                        parts.append(bytes(buf))  # the whole buffer: one copy
+                    else:
+                        with memoryview(buf) as view:
+                            parts.append(bytes(view[pos : pos + n]))
+                    pos += n
+                    remaining -= n
+                    self._remaining = remaining
+                    if remaining:
+                        break
                     self._their_state = _CHUNK_CRLF
-                return Data(data)
-            elif state == _CHUNK_CRLF:
-                if len(buf) < 2:
-                    if buf and buf[0] != 0x0D:
+                elif state == _CHUNK_CRLF:
+                    if len(buf) - pos < 2:
+                        if len(buf) > pos and buf[pos] != 0x0D and not parts:
+                            raise self._fail("chunk data not followed by CRLF")
+                        break
+                    if buf[pos] != 0x0D or buf[pos + 1] != 0x0A:
+                        if parts:
+                            break
                         raise self._fail("chunk data not followed by CRLF")
-                    return self._body_need_data()
-                if buf[0] != 0x0D or buf[1] != 0x0A:
-                    raise self._fail("chunk data not followed by CRLF")
-                del buf[:2]
-                self._their_state = _CHUNK_SIZE
-            else:  # _TRAILERS
-                if buf[:2] == b"\r\n":
-                    del buf[:2]
-                    self._their_state = _DONE
-                    self.request_complete = True
-                    return _END_OF_MESSAGE
-                end = buf.find(b"\r\n\r\n")
-                if end == -1:
-                    if len(buf) - 3 > limits.max_trailer_size:  # see _incomplete_head
-                        raise self._fail("trailer section too large", 431)
-                    if len(buf) >= 2 and (buf.count(b"\n") != buf.count(b"\r\n")):
-                        raise self._fail("bare LF in the trailer section")
-                    return self._body_need_data()
-                if end > limits.max_trailer_size:
-                    raise self._fail("trailer section too large", 431)
-                block = bytes(buf[:end])
-                if _HEADER_BLOCK.fullmatch(block) is None:
-                    raise self._fail(_header_block_error(block))
-                if block.count(b"\r\n") >= limits.max_header_count:
-                    raise self._fail("too many trailer fields", 431)
-                del buf[: end + 4]
-                self._their_state = _DONE
-                self.request_complete = True
-                return _END_OF_MESSAGE
+                    pos += 2
+                    self._their_state = _CHUNK_SIZE
+                else:  # _TRAILERS
+                    if parts:
+                        break  # the data first; the end of the body on the next call
+                    del buf[:pos]
+                    pos = 0
+                    return self._parse_trailers()
+        finally:
+            if pos:
+                del buf[:pos]
+        if parts:
+            return Data(parts[0] if len(parts) == 1 else b"".join(parts))
+        return self._body_need_data()
+
+    def _parse_trailers(self) -> Event:
+        buf = self._buf
+        limits = self.limits
+        if buf[:2] == b"\r\n":
+            del buf[:2]
+            self._their_state = _DONE
+            self.request_complete = True
+            return _END_OF_MESSAGE
+        end = buf.find(b"\r\n\r\n")
+        if end == -1:
+            if len(buf) - 3 > limits.max_trailer_size:  # see _incomplete_head
+                raise self._fail("trailer section too large", 431)
+            if len(buf) >= 2 and (buf.count(b"\n") != buf.count(b"\r\n")):
+                raise self._fail("bare LF in the trailer section")
+            return self._body_need_data()
+        if end > limits.max_trailer_size:
+            raise self._fail("trailer section too large", 431)
+        block = bytes(buf[:end])
+        if _HEADER_BLOCK.fullmatch(block) is None:
+            raise self._fail(_header_block_error(block))
+        if block.count(b"\r\n") >= limits.max_header_count:
+            raise self._fail("too many trailer fields", 431)
+        del buf[: end + 4]
+        self._their_state = _DONE
+        self.request_complete = True
+        return _END_OF_MESSAGE
 
     def _body_need_data(self) -> Event:
         if self._eof:
@@ -1034,9 +1064,7 @@ def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
         result = (b"content-length: %d\r\n" % int(value), special)  # normalised
     else:
         result = (name + b": " + value + b"\r\n", special)
-    if len(_VALID_LINES) >= _CACHE_LIMIT:
-        _VALID_LINES.clear()
-    _VALID_LINES[name, value] = result
+    _VALID_LINES.put((name, value), result, 2 * (len(name) + len(value)))
     return result
 
 
@@ -1085,13 +1113,10 @@ def _describe_response_fields(
         raise LocalProtocolError("response headers must be [name, value] pairs") from None
     block = b"".join(lines)
     described = (block, content_length, length_line, own_server, own_date, says_close)
-    if len(block) <= _MAX_CACHED_BLOCK:
-        try:
-            if len(_RESPONSE_FIELDS) >= _CACHE_LIMIT:
-                _RESPONSE_FIELDS.clear()
-            _RESPONSE_FIELDS[items] = described
-        except TypeError:  # unhashable pairs
-            pass
+    try:
+        _RESPONSE_FIELDS.put(items, described, 2 * len(block) + 64 * len(items))
+    except TypeError:  # unhashable pairs
+        pass
     return described
 
 
