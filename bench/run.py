@@ -155,6 +155,12 @@ SERVERS: dict[str, dict[str, Any]] = {
     },
 }
 
+# An earlier heron, to measure a change against its parent in the same interleaved
+# run: HERON_BASE_SRC=/path/to/checkout/src adds the server "heron-base" (the same
+# command, importing heron from there; build or copy its _speedups extension first).
+if os.environ.get("HERON_BASE_SRC"):
+    SERVERS["heron-base"] = dict(SERVERS["heron"], pythonpath=os.environ["HERON_BASE_SRC"])
+
 NGINX_CONF = """\
 worker_processes 1;
 user root;
@@ -442,6 +448,8 @@ class Server:
             (Path(self.tmp) / filename).write_text(text)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_DIR) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if self.spec.get("pythonpath"):
+            env["PYTHONPATH"] = self.spec["pythonpath"] + os.pathsep + env["PYTHONPATH"]
         env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         logf = open(self.log_path, "wb")

@@ -245,6 +245,13 @@ class Config:
         section="limits",
         uvicorn=True,
     )
+    limit_request_body: Optional[int] = _s(
+        None,
+        "Maximum request body size in bytes (HTTP/1.1 and HTTP/2): a larger Content-Length gets 413 before the app "
+        "runs; a body that grows past it gets 413 (or a reset, once the response started); none: no limit.",
+        section="limits",
+        metavar="BYTES",
+    )
     limit_request_line: int = _s(8190, "Maximum request line size in bytes (414 beyond).", section="limits")
     limit_request_fields: int = _s(100, "Maximum number of request header fields (431 beyond).", section="limits")
     limit_request_head_size: int = _s(
@@ -265,6 +272,12 @@ class Config:
     timeout_request_header: float = _s(
         30.0,
         "A client must send a complete request head within this many seconds (slowloris guard); 0 disables.",
+        section="timeouts",
+    )
+    timeout_request_body: float = _s(
+        60.0,
+        "Answer 408 (HTTP/2: on the stream) when the app waits for request body bytes and none arrive for this "
+        "many seconds; 0 disables.",
         section="timeouts",
     )
     timeout_write: float = _s(
@@ -335,6 +348,12 @@ class Config:
         200,
         "HTTP/2: stream resets (by the client, or caused by it) allowed per connection in 10 seconds "
         "before GOAWAY ENHANCE_YOUR_CALM (rapid reset guard); 0 disables.",
+        section="http",
+    )
+    http2_max_empty_frames: int = _s(
+        1000,
+        "HTTP/2: frames that carry nothing (empty DATA, PRIORITY, unknown types, unsolicited ACKs) allowed per "
+        "connection in 10 seconds before GOAWAY ENHANCE_YOUR_CALM; 0 disables.",
         section="http",
     )
     http2_max_control_frames: int = _s(
@@ -558,6 +577,8 @@ class Config:
             _require(self.fd >= 0, "fd", self.fd, "a file descriptor number (>= 0)")
         if self.limit_concurrency is not None:
             _require(self.limit_concurrency > 0, "limit_concurrency", self.limit_concurrency, "a positive integer")
+        if self.limit_request_body is not None:
+            _require(self.limit_request_body > 0, "limit_request_body", self.limit_request_body, "a positive integer")
         for name in (
             "limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue",
             "wsgi_threads",
@@ -583,13 +604,18 @@ class Config:
         )
         _require(self.http2_max_resets >= 0, "http2_max_resets", self.http2_max_resets, "an integer >= 0")
         _require(
+            self.http2_max_empty_frames >= 0, "http2_max_empty_frames", self.http2_max_empty_frames, "an integer >= 0"
+        )
+        _require(
             self.http2_max_control_frames > 0,
             "http2_max_control_frames",
             self.http2_max_control_frames,
             "a positive integer",
         )
         _require(self.reload_delay > 0, "reload_delay", self.reload_delay, "a number of seconds > 0")
-        for name in ("timeout_keep_alive", "timeout_request_header", "timeout_write", "timeout_lifespan"):
+        for name in (
+            "timeout_keep_alive", "timeout_request_header", "timeout_request_body", "timeout_write", "timeout_lifespan",
+        ):  # fmt: skip
             _require(getattr(self, name) >= 0, name, getattr(self, name), "a number of seconds >= 0")
         for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_graceful_shutdown"):
             value = getattr(self, name)

@@ -37,6 +37,7 @@ from heron.protocol.permessage_deflate import (
 )
 from heron.protocol.websocket import (
     NEED_DATA,
+    YIELD,
     BytesMessage,
     CloseReceived,
     ExtensionOffer,
@@ -126,6 +127,8 @@ def _drain(conn: WebSocketConnection, out: list[Any]) -> bool:
             return False
         if event is NEED_DATA:
             return True
+        if event is YIELD:  # the frame budget of one call: go on
+            continue
         out.append(event)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Protocol
 from urllib.parse import unquote
 
 from ..protocol.errors import LocalProtocolError
+from .budget import BodyBuffer, ReadBudget
 
 logger = logging.getLogger("heron.error")
 
@@ -43,7 +44,8 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 #: Bytes read from a file per step of ``http.response.pathsend``.
 PATHSEND_CHUNK = 256 * 1024
 
-#: Unread request body (bytes) a cycle buffers before the protocol stops reading.
+#: What the unread request bodies of one HTTP/1.1 connection may cost before it
+#: stops reading (see :class:`~heron.asgi.budget.ReadBudget`).
 BODY_HIGH_WATER = 256 * 1024
 
 
@@ -73,9 +75,22 @@ class HTTPStream(Protocol):
     def send_continue(self) -> None:
         """Send ``100 Continue`` if the client is waiting for it."""
 
-    def pause_reading(self) -> None: ...
+    @property
+    def budget(self) -> ReadBudget:
+        """What the request bodies buffered for the app are charged to (the
+        connection's, see :mod:`heron.asgi.budget`): the stream stops reading
+        when it is spent."""
 
-    def resume_reading(self) -> None: ...
+    def refuse(self, status: int) -> None:
+        """Answer ``status`` (nothing of the response was written yet) and end the
+        exchange without reading the rest of the request body: the connection
+        closes (HTTP/1.1), or the stream is reset after the answer (HTTP/2)."""
+
+    def wait_for_body(self, waiting: bool) -> None:
+        """The app waits in ``receive()`` for more of the request body (True), or
+        got some (False): the stream times out a client that sends nothing
+        for ``timeout_request_body`` seconds (and then calls
+        :meth:`HTTPCycle.refuse_body` with 408)."""
 
     async def drain(self) -> None:
         """Wait until the peer has read enough of what was written."""
@@ -153,15 +168,14 @@ class HTTPCycle:
         "_status",
         "_headers",
         "_body",
-        "_buffered",
+        "_received",
+        "_body_limit",
         "_body_complete",
         "_request_delivered",
         "_expect_continue",
         "_disconnected",
         "_client_eof",
         "_waiter",
-        "_reading_paused",
-        "on_response_complete",
         "_extensions",
         "_consumed",
         "_trailers",
@@ -177,6 +191,7 @@ class HTTPCycle:
         body_complete: bool,
         expect_continue: bool = False,
         extensions: tuple[str, ...] = (),
+        body_limit: int = 0,
         *,
         on_body_consumed: Callable[[int], None] | None = None,
     ) -> None:
@@ -185,15 +200,17 @@ class HTTPCycle:
         self._state = _START
         self._status = 0
         self._headers: Iterable[tuple[bytes, bytes]] = ()
-        self._body: list[bytes] = []
-        self._buffered = 0
+        #: the request body waiting for the app (created with its first byte)
+        self._body: BodyBuffer | None = None
+        self._received = 0  # request body bytes received, for body_limit
+        #: --limit-request-body (0: none): more gets 413, and the app never sees it
+        self._body_limit = body_limit
         self._body_complete = body_complete
         self._request_delivered = False
         self._expect_continue = expect_continue
         self._disconnected = False
         self._client_eof = False
         self._waiter: asyncio.Future[None] | None = None
-        self._reading_paused = False
         # extension message types the stream supports (announced in the scope)
         self._extensions = extensions
         if extensions:
@@ -212,13 +229,36 @@ class HTTPCycle:
     # --- protocol side -------------------------------------------------------
 
     def feed_body(self, data: bytes) -> None:
-        if self._state == _DONE and self._request_delivered:
+        if self._state == _DONE or self._disconnected:
+            return  # the response is over (or refused): the body goes nowhere
+        limit = self._body_limit
+        if limit:
+            received = self._received = self._received + len(data)
+            if received > limit:
+                self.refuse_body(413)
+                return
+        body = self._body
+        if body is None:
+            body = self._body = BodyBuffer(self.stream.budget)
+        body.append(data)  # charged to the connection's budget (it may pause reading)
+        self._wake()
+
+    def refuse_body(self, status: int) -> None:
+        """The rest of the request body won't be read: it is over ``--limit-request-body``
+        (413) or stopped arriving while the app waited for it (408). The app sees
+        ``http.disconnect``; the client gets ``status`` when nothing of the
+        response was written yet, else the connection (or stream) is reset."""
+        if self._disconnected:
             return
-        self._body.append(data)
-        self._buffered += len(data)
-        if self._buffered > BODY_HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.stream.pause_reading()
+        self._disconnected = True
+        self._release_body()
+        state = self._state
+        self._state = _DONE
+        if state == _START or state == _HEAD_PENDING:
+            self.status = status
+            self.stream.refuse(status)
+        elif state == _BODY:
+            self.stream.abort()
         self._wake()
 
     def end_body(self) -> None:
@@ -262,13 +302,9 @@ class HTTPCycle:
 
     async def receive(self) -> Message:
         while True:
-            if self._body:
-                body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-                self._body.clear()
-                self._buffered = 0
-                if self._reading_paused:
-                    self._reading_paused = False
-                    self.stream.resume_reading()
+            buffered = self._body
+            if buffered is not None and buffered.size:
+                body = buffered.take()  # (releases the budget: reading may resume)
                 if self._consumed is not None:
                     self._consumed(len(body))
                 more_body = not self._body_complete
@@ -279,12 +315,17 @@ class HTTPCycle:
                 if self._body_complete:
                     self._request_delivered = True
                     return _EMPTY_REQUEST.copy()
-                if self._disconnected:
+                if self._disconnected or self._state == _DONE:
                     return {"type": "http.disconnect"}
                 if self._expect_continue:
                     self._expect_continue = False
                     self.stream.send_continue()
-                await self._wait()
+                stream = self.stream
+                stream.wait_for_body(True)
+                try:
+                    await self._wait()
+                finally:
+                    stream.wait_for_body(False)
                 continue
             if self._state == _DONE or self._disconnected or self._client_eof:
                 return {"type": "http.disconnect"}
@@ -336,6 +377,7 @@ class HTTPCycle:
                         raise ClientDisconnected("client disconnected")
             else:
                 self._state = _DONE
+                self._release_body()
                 if self._waiter is not None:  # receive() waits for the response to end
                     self._wake()
             return
@@ -448,6 +490,7 @@ class HTTPCycle:
                 collected.extend(message.get("headers") or ())
                 if not message.get("more_trailers", False):
                     self._state = _DONE
+                    self._release_body()
                     stream.send_trailers(collected)
                     self._wake()
             elif message_type == "http.response.early_hint":
@@ -498,21 +541,33 @@ class HTTPCycle:
             if state == _DONE:
                 pass  # the usual case, tested first
             elif state == _START or state == _HEAD_PENDING:
-                logger.error("ASGI app returned without completing its response; answered 500")
+                if self._disconnected:
+                    # the usual end of a long poll whose client left: no 500 was sent
+                    logger.debug("ASGI app returned without a response after the client disconnected (%s)",
+                                 self.scope.get("path"))
+                else:
+                    logger.error("ASGI app returned without completing its response; answered 500")
                 self._fail()
             else:
                 logger.error("ASGI app returned with its response body incomplete; connection closed")
                 self._state = _DONE
                 self.stream.abort()
         finally:
-            if self._body:
+            if self._body is not None:
                 self._body.clear()
             if tasks is not None:
                 tasks.discard(self.task)
 
+    def _release_body(self) -> None:
+        """The response is over: what the app did not read of the body is dropped
+        (and its charge released, so the connection reads again)."""
+        if self._body is not None:
+            self._body.clear()
+
     def _fail(self) -> None:
         state = self._state
         self._state = _DONE
+        self._release_body()
         if state == _START or state == _HEAD_PENDING:
             if not self._disconnected:
                 self.status = 500

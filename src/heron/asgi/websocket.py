@@ -12,7 +12,8 @@ Rules (asgiref ``www`` spec 2.5):
 * After accept, ``receive()`` returns ``websocket.receive`` (exactly one of
   ``bytes``/``text``) and, once, ``websocket.disconnect`` with the real close
   code and reason, whoever closed. At most ``max_queue`` messages wait for
-  the app; beyond that the transport stops reading.
+  the app, and what they cost is charged to the stream's ``budget``; beyond
+  either the transport stops reading.
 * ``websocket.send`` after the connection closed raises
   :class:`~heron.asgi.http.ClientDisconnected` (an ``OSError``);
   ``websocket.close`` after it is a no-op.
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections import deque
 from typing import Any, Callable, Iterable, Protocol
 
 from ..protocol.errors import LocalProtocolError
+from .budget import MESSAGE_OVERHEAD, ReadBudget
 from .http import ASGIApp, ClientDisconnected, Message, Scope
 
 logger = logging.getLogger("heron.error")
@@ -46,6 +49,10 @@ _CLOSED = 3  # we or the peer closed, or the transport is gone
 
 class WebSocketStream(Protocol):
     """What a transport provides to a :class:`WebSocketCycle`."""
+
+    @property
+    def budget(self) -> ReadBudget:
+        """What the queued messages are charged to (the stream stops reading when it is spent)."""
 
     @property
     def writing_paused(self) -> bool:
@@ -113,6 +120,7 @@ class WebSocketCycle:
         "task",
         "_denial",
         "on_idle",
+        "_handling",
     )
 
     def __init__(self, scope: Scope, stream: WebSocketStream, *, max_queue: int = 32) -> None:
@@ -134,6 +142,8 @@ class WebSocketCycle:
         #: transport uses it to send its Close only after the app has handled
         #: every message that arrived before the peer's Close)
         self.on_idle: Callable[[], None] | None = None
+        #: the app took a message and has not called receive() again yet
+        self._handling = False
 
     # --- transport side ------------------------------------------------------
 
@@ -144,6 +154,7 @@ class WebSocketCycle:
             self._queue.append({"type": "websocket.receive", "text": data})
         else:
             self._queue.append({"type": "websocket.receive", "bytes": data})
+        self.stream.budget.charge(sys.getsizeof(data) + MESSAGE_OVERHEAD)
         if len(self._queue) >= self.max_queue and not self._reading_paused:
             self._reading_paused = True
             self.stream.pause_reading()
@@ -160,8 +171,9 @@ class WebSocketCycle:
 
     @property
     def pending_messages(self) -> int:
-        """Received messages the app has not taken yet."""
-        return len(self._queue)
+        """Received messages the app has not taken yet, or is still handling
+        (it took one and has not asked for the next)."""
+        return len(self._queue) + self._handling
 
     @property
     def accepted(self) -> bool:
@@ -180,9 +192,16 @@ class WebSocketCycle:
         if not self._connect_delivered:
             self._connect_delivered = True
             return {"type": "websocket.connect"}
+        self._handling = False
         while True:
             if self._queue:
                 message = self._queue.popleft()
+                self._handling = True
+                payload = message.get("text")
+                if payload is None:
+                    payload = message["bytes"]
+                # (may resume reading, and parse what waited, queuing more)
+                self.stream.budget.release(sys.getsizeof(payload) + MESSAGE_OVERHEAD)
                 if self._reading_paused and len(self._queue) < self.max_queue // 2 + 1:
                     self._reading_paused = False
                     self.stream.resume_reading()

@@ -49,12 +49,26 @@ What this core decides:
 Denial-of-service guards, all on by default (:class:`H2Limits`):
 
 * ``max_concurrent_streams`` (advertised): a stream beyond it is refused
-  with RST_STREAM REFUSED_STREAM, not a connection error.
+  with RST_STREAM REFUSED_STREAM, not a connection error, and the streams
+  already accepted go on. Refusals start no work, so they are not counted as
+  resets; only more than ``10 * max_resets`` of them within ``RESET_WINDOW``
+  seconds (a client that keeps opening what it is told it can't) get GOAWAY
+  ENHANCE_YOUR_CALM.
 * Rapid reset (CVE-2023-44487) and "MadeYouReset" (2025): resets sent by the
   peer and resets the peer provokes from us (malformed requests, frames on
-  closed streams, refused streams, per-stream flow-control errors) are
-  counted together; more than ``max_resets`` within ``RESET_WINDOW`` seconds
-  gets GOAWAY ENHANCE_YOUR_CALM.
+  closed streams, per-stream flow-control errors) are counted together; more
+  than ``max_resets`` within ``RESET_WINDOW`` seconds gets GOAWAY
+  ENHANCE_YOUR_CALM.
+* Frames that carry nothing (CVE-2019-9518 and kin): DATA without payload or
+  END_STREAM, PRIORITY (advisory, ignored here), frame types we don't know,
+  CONTINUATION without payload that doesn't end the block, and PING or
+  SETTINGS acknowledgements we never asked for. More than
+  ``max_empty_frames`` within ``RESET_WINDOW`` seconds gets GOAWAY
+  ENHANCE_YOUR_CALM.
+* Fairness: one :meth:`H2Core.receive_data` call handles at most
+  :data:`FRAMES_PER_CALL` frames; the rest waits in the input buffer and
+  :attr:`H2Core.input_pending` says so (the caller lets other connections
+  run, then calls ``receive_data(b"")``).
 * CONTINUATION flood (CVE-2024-27316): the encoded header block collected
   across HEADERS/CONTINUATION frames may not exceed ``max_header_list_size``
   plus one frame, nor span more than 64 frames (GOAWAY ENHANCE_YOUR_CALM).
@@ -101,8 +115,10 @@ __all__ = [
 
 #: The client connection preface (RFC 9113 3.4).
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#: Seconds over which resets are counted for ``max_resets``.
+#: Seconds over which resets, refusals and empty frames are counted.
 RESET_WINDOW = 10.0
+#: Frames handled per :meth:`H2Core.receive_data` call (see the module docstring).
+FRAMES_PER_CALL = 1000
 
 
 class ErrorCodes(enum.IntEnum):
@@ -153,6 +169,10 @@ _MAX_FRAME = 16384
 _MAX_BLOCK_FRAMES = 64
 #: streams we reset, remembered to tell "reset" from "completed" (RFC 9113 5.1)
 _RESET_MEMORY = 1024
+#: per-connection caches (a repeated request's header block, a repeated response
+#: head) keep only entries up to these sizes: at most ~100 KiB per connection
+_MAX_CACHED_REQUEST = 512
+_MAX_CACHED_HEAD = 1024
 
 _FRAME = struct.Struct(">BHBBL")  # length as 8 + 16 bits, type, flags, stream id
 _PACK_FRAME = _FRAME.pack
@@ -190,6 +210,7 @@ class H2Limits:
         "initial_window_size",
         "connection_window_size",
         "max_resets",
+        "max_empty_frames",
         "max_control_frames",
         "enable_connect_protocol",
     )
@@ -202,6 +223,7 @@ class H2Limits:
         connection_window_size: int | None = None,
         max_resets: int = 200,
         max_control_frames: int = 10000,
+        max_empty_frames: int = 1000,
         enable_connect_protocol: bool = True,
     ) -> None:
         self.max_concurrent_streams = max_concurrent_streams
@@ -212,6 +234,7 @@ class H2Limits:
             connection_window_size if connection_window_size is not None else max(65535, 4 * initial_window_size)
         )
         self.max_resets = max_resets
+        self.max_empty_frames = max_empty_frames
         self.max_control_frames = max_control_frames
         self.enable_connect_protocol = enable_connect_protocol
 
@@ -235,7 +258,10 @@ class RequestReceived(_Event):
     when ``:authority`` was given), ``path`` and ``query`` come from ``:path``
     (``b"*"`` for ``OPTIONS *``; both empty for a plain CONNECT)."""
 
-    __slots__ = ("stream_id", "method", "scheme", "authority", "path", "query", "protocol", "headers", "end_stream")
+    __slots__ = (
+        "stream_id", "method", "scheme", "authority", "path", "query", "protocol", "headers", "end_stream",
+        "content_length",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -248,6 +274,7 @@ class RequestReceived(_Event):
         protocol: bytes | None,
         headers: list[tuple[bytes, bytes]],
         end_stream: bool,
+        content_length: int | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.method = method
@@ -258,6 +285,8 @@ class RequestReceived(_Event):
         self.protocol = protocol
         self.headers = headers
         self.end_stream = end_stream
+        #: the declared ``content-length`` (None: not declared)
+        self.content_length = content_length
 
 
 class DataReceived(_Event):
@@ -449,6 +478,28 @@ class _Encoder:
 # --- the core ------------------------------------------------------------------
 
 
+class _WindowCount:
+    """How often something happened within the last ``RESET_WINDOW`` seconds
+    (a fixed window that restarts once it is over); ``limit`` 0: never too often."""
+
+    __slots__ = ("limit", "count", "start")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.start = 0.0
+
+    def hit(self, now: float) -> bool:
+        """Count one; True when that makes more than ``limit``."""
+        if not self.limit:
+            return False
+        if now - self.start > RESET_WINDOW:
+            self.start = now
+            self.count = 0
+        self.count += 1
+        return self.count > self.limit
+
+
 class _Stream:
     """One stream's state: both directions, windows, queued output."""
 
@@ -528,6 +579,10 @@ class H2Core:
         self._pushed_open = 0
         # input
         self._buf = b""
+        self._buf_pos = 0  # where the unparsed part of _buf starts
+        #: complete frames are left in the input buffer (FRAMES_PER_CALL was reached):
+        #: call receive_data(b"") again, once other connections have had their turn
+        self.input_pending = False
         self._preface = True  # still waiting for the client preface
         self._hdr: list[Any] | None = None  # [sid, flags, depends_on, fragments, size, frames] of a header block
         self._max_block = limits.max_header_list_size + _MAX_FRAME
@@ -561,12 +616,15 @@ class H2Core:
         self._reset: dict[int, bool] = {}  # stream id -> True: we reset it, False: the peer did
         self._active = 0  # streams counted against max_concurrent_streams
         self._receiving = False
-        self._resets = 0
-        self._reset_window_start = 0.0
+        self._resets = _WindowCount(limits.max_resets)
+        self._refusals = _WindowCount(10 * limits.max_resets)
+        self._empty_frames = _WindowCount(limits.max_empty_frames)
         self._control_queued = 0
-        self._reset_flood = False
+        #: why the peer is flooding us (GOAWAY ENHANCE_YOUR_CALM once the read is processed), or None
+        self._flood: str | None = None
         self._going_away = False
         self._window_opened = False  # a WINDOW_UPDATE or SETTINGS in this read may let queued data go
+        self._settings_unacked = 0  # our SETTINGS frames the peer has not acknowledged
 
     # --- setup ---------------------------------------------------------------
 
@@ -587,6 +645,7 @@ class H2Core:
         settings.append((6, limits.max_header_list_size))
         payload = b"".join(_SETTING.pack(k, v) for k, v in settings)
         self._out.append(_frame_head(_SETTINGS, 0, 0, len(payload)) + payload)
+        self._settings_unacked += 1
         if upgrade_settings is not None:
             try:
                 raw = base64.urlsafe_b64decode(upgrade_settings)
@@ -659,6 +718,7 @@ class H2Core:
             data = bytes(data)  # payloads are slices of it: bytes for the app, and hashable
         self._events = []
         self._receiving = True
+        self.input_pending = False
         try:
             self._receive(data)
         except _ConnError as exc:
@@ -683,17 +743,23 @@ class H2Core:
                 ]
                 cancelled.clear()
         if not self.closed:
-            if self._reset_flood:
-                self._fail(_ENHANCE_YOUR_CALM, "too many stream resets (rapid reset)")
+            if self._flood is not None:
+                self._fail(_ENHANCE_YOUR_CALM, self._flood)
             elif self._control_queued > self.limits.max_control_frames:
                 self._fail(_ENHANCE_YOUR_CALM, "too many control frames queued (SETTINGS/PING flood)")
         return self._events
 
     def _receive(self, data: bytes) -> None:
-        if self._buf:
-            data = self._buf + data
-            self._buf = b""
         pos = 0
+        buf = self._buf
+        if buf:
+            if data:
+                data = buf[self._buf_pos :] + data
+            else:  # the rest of an earlier read (input_pending): no copy
+                data = buf
+                pos = self._buf_pos
+            self._buf = b""
+            self._buf_pos = 0
         end = len(data)
         if self._preface:
             if end < 24:
@@ -706,7 +772,12 @@ class H2Core:
             self._preface = False
             pos = 24
         unpack = _FRAME.unpack_from
+        frames = FRAMES_PER_CALL
         while end - pos >= 9:
+            if not frames:
+                self.input_pending = True
+                break
+            frames -= 1
             high, low, kind, flags, sid = unpack(data, pos)
             length = (high << 16) | low
             if length > _MAX_FRAME:
@@ -740,11 +811,16 @@ class H2Core:
                 self._on_goaway(sid, payload)
             elif kind == _PUSH_PROMISE:
                 raise _ConnError(_PROTOCOL_ERROR, "PUSH_PROMISE from a client")
-            # other frame types are extensions we don't know: ignored (RFC 9113 5.5)
+            else:  # an extension frame we don't know: ignored (RFC 9113 5.5), but it carries nothing
+                self._empty_frame()
             if self.closed:
                 return
         if pos < end:
-            self._buf = data[pos:]
+            if self.input_pending:
+                self._buf = data  # kept whole: the next call starts at _buf_pos, no copy
+                self._buf_pos = pos
+            else:
+                self._buf = data[pos:]
 
     def _idle(self, sid: int) -> bool:
         """No frame has opened ``sid`` yet."""
@@ -791,6 +867,8 @@ class H2Core:
         hdr[3].append(payload)
         hdr[4] += len(payload)
         hdr[5] += 1
+        if not payload and not flags & _END_HEADERS:
+            self._empty_frame()
         if hdr[4] > self._max_block:
             raise _ConnError(_ENHANCE_YOUR_CALM, "header block too large (CONTINUATION flood)")
         if hdr[5] > _MAX_BLOCK_FRAMES:
@@ -862,7 +940,12 @@ class H2Core:
             return  # after ours: ignored
         self._highest = sid
         if (self._going_away and sid > self.last_stream_id) or self._active >= self.limits.max_concurrent_streams:
-            self._reset_new(sid, _REFUSED_STREAM)
+            # refused: no work started, so not a reset the peer provoked (see the module docstring)
+            self._remember_reset(sid, True)
+            self._out.append(_frame_head(_RST_STREAM, 0, sid, 4) + _U32.pack(_REFUSED_STREAM))
+            self._control_queued += 1
+            if self._refusals.hit(self.clock()):
+                self._flood = "too many streams opened beyond SETTINGS_MAX_CONCURRENT_STREAMS"
             return
         if depends_on == sid:
             self._reset_new(sid, _PROTOCOL_ERROR)
@@ -873,7 +956,7 @@ class H2Core:
             except _Malformed:
                 self._reset_new(sid, _PROTOCOL_ERROR)
                 return
-            if self._cacheable:
+            if self._cacheable and len(block) <= _MAX_CACHED_REQUEST:
                 requests = self._requests
                 if len(requests) >= 32:
                     requests.clear()
@@ -892,7 +975,7 @@ class H2Core:
         self.streams[sid] = st
         self._fresh.add(sid)
         self._events.append(
-            RequestReceived(sid, method, scheme, authority, target, query, protocol, list(regular), end_stream)
+            RequestReceived(sid, method, scheme, authority, target, query, protocol, list(regular), end_stream, expected)
         )
         if end_stream:
             self._events.append(StreamEnded(sid))
@@ -957,6 +1040,8 @@ class H2Core:
             self._credit(st, flow)
         if flags & _END_STREAM:
             self._end_of_request(st)
+        elif not size:
+            self._empty_frame()
 
     def _connection_credit(self, size: int) -> None:
         """``size`` bytes counted on the connection window were consumed."""
@@ -1034,6 +1119,10 @@ class H2Core:
         if flags & _ACK:
             if payload:
                 raise _ConnError(_FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
+            if self._settings_unacked:
+                self._settings_unacked -= 1
+            else:
+                self._empty_frame()  # an ACK of nothing we sent
             return
         if len(payload) % 6:
             raise _ConnError(_FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
@@ -1080,6 +1169,8 @@ class H2Core:
         if not flags & _ACK:
             self._out.append(_PING_ACK + payload)
             self._control_queued += 1
+        else:
+            self._empty_frame()  # we send no PING: nothing to acknowledge
 
     def _on_priority(self, sid: int, payload: bytes) -> None:
         if not sid:
@@ -1089,7 +1180,8 @@ class H2Core:
         elif _U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid:
             code, reason = _PROTOCOL_ERROR, "stream depends on itself"
         else:
-            return  # priorities are advisory (RFC 9113 5.3.2): ignored
+            self._empty_frame()  # priorities are advisory (RFC 9113 5.3.2): ignored, but counted
+            return
         if sid in self.streams:
             self._stream_error(sid, reason, code)
         elif self._idle(sid):
@@ -1261,16 +1353,13 @@ class H2Core:
             self._events.append(StreamReset(sid, code, False))
 
     def _count_reset(self) -> None:
-        limit = self.limits.max_resets
-        if not limit:
-            return
-        now = self.clock()
-        if now - self._reset_window_start > RESET_WINDOW:
-            self._reset_window_start = now
-            self._resets = 0
-        self._resets += 1
-        if self._resets > limit:
-            self._reset_flood = True
+        if self._resets.hit(self.clock()):
+            self._flood = "too many stream resets (rapid reset)"
+
+    def _empty_frame(self) -> None:
+        """A frame that carries nothing arrived (see the module docstring)."""
+        if self._empty_frames.hit(self.clock()):
+            self._flood = "too many frames that carry nothing (empty DATA, PRIORITY, unknown types...)"
 
     def _goaway(self, last_stream_id: int, code: int) -> None:
         self._out.append(_frame_head(_GOAWAY, 0, 0, 8) + _U32X2.pack(last_stream_id, code))
@@ -1390,7 +1479,7 @@ class H2Core:
         if entry is None:
             fields, remaining = self._response_fields(status, headers, default_headers)
             entry = [fields, remaining, None, -1]
-            if key is not None:
+            if key is not None and sum(len(n) + len(v) for n, v in fields) <= _MAX_CACHED_HEAD:
                 if len(heads) >= 64:
                     heads.clear()
                 heads[key] = entry

@@ -256,6 +256,23 @@ class Inflater:
             raise WebSocketProtocolError("message too big", 1009)
         return out
 
+    def decompress_up_to(self, data: bytes, max_out: int) -> tuple[bytes, bytes, bool]:
+        """Inflate at most ``max_out`` (>= 1) bytes of a piece of a message:
+        ``(out, rest, more)``. ``rest`` is the input zlib did not take; ``more``
+        is true when inflation stopped for lack of room (some of ``rest``, or
+        output zlib still holds, is to come: call again with ``rest``)."""
+        obj = self._obj
+        if obj is None:
+            obj = self._obj = zlib.decompressobj(self._wbits)
+        if obj.eof:
+            return b"", b"", False
+        try:
+            out = obj.decompress(data, max_out)
+        except zlib.error:
+            raise WebSocketProtocolError("invalid compressed data", 1002) from None
+        rest = obj.unconsumed_tail
+        return out, rest, bool(rest) or len(out) >= max_out
+
     def finish(self, limit: int) -> bytes:
         """End the current message: inflate the implied tail, reset if needed."""
         obj = self._obj

@@ -53,6 +53,19 @@ Deliberate choices:
 * The input buffer is the last ``bytes`` received, parsed in place from an
   offset; only a frame head or a text/control payload that spans reads is
   copied into a ``bytearray``.
+* Memory follows the caller's room, and work is bounded per call. The caller
+  sets :attr:`~WebSocketConnection.room` (the bytes of message payload it can
+  still take, the message in progress included): a compressed message is
+  inflated only that far, and :meth:`~WebSocketConnection.next_event` then
+  returns :data:`NO_ROOM` with the rest of the compressed input kept, to go on
+  once the caller has made room (so what a small frame inflates to never
+  exceeds what the app has room for). Small pieces of a fragmented binary
+  message are copied into one buffer, not kept as thousands of objects. One
+  call handles at most :data:`FRAMES_PER_CALL` frames, then returns
+  :data:`YIELD` (call again, after letting others run).
+* Frames that carry nothing (data frames without payload that don't end their
+  message, unsolicited Pongs): more than ``max_empty_frames`` within
+  :data:`EMPTY_WINDOW` seconds fail the connection with 1008.
 * Nothing is answered automatically: a :class:`Ping` is returned and the
   caller writes ``conn.pong_reply(event)``; a :class:`CloseReceived` is
   answered with ``conn.close_reply(event)``.
@@ -69,7 +82,8 @@ import codecs
 import hashlib
 import re
 import struct
-from typing import Iterable, NamedTuple, Sequence, Union
+import time
+from typing import Callable, Iterable, NamedTuple, Sequence, Union
 
 from ._mask import apply_mask as _unmask
 from ._mask import apply_mask_join as _unmask_join
@@ -88,6 +102,8 @@ __all__ = [
     "Pong",
     "CloseReceived",
     "NEED_DATA",
+    "NO_ROOM",
+    "YIELD",
     "Event",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "validate_handshake",
@@ -456,6 +472,19 @@ class _Sentinel:
 #: More bytes are needed before another event can be produced. Also returned
 #: for ever after a :class:`CloseReceived`: later bytes are discarded.
 NEED_DATA = _Sentinel("NEED_DATA")
+#: The message in progress can't be inflated further within
+#: :attr:`WebSocketConnection.room`: call again once the caller has room.
+NO_ROOM = _Sentinel("NO_ROOM")
+#: :data:`FRAMES_PER_CALL` frames were handled: call again (input is waiting).
+YIELD = _Sentinel("YIELD")
+
+#: Frames one :meth:`WebSocketConnection.next_event` call handles at most.
+FRAMES_PER_CALL = 1000
+#: Seconds over which frames that carry nothing are counted.
+EMPTY_WINDOW = 10.0
+#: A binary fragment smaller than this is copied into the message's buffer
+#: rather than kept as an object of its own (see heron.asgi.budget).
+_COALESCE_BELOW = 4096
 
 Event = Union[TextMessage, BytesMessage, Ping, Pong, CloseReceived, _Sentinel]
 
@@ -527,6 +556,13 @@ class WebSocketConnection:
         "_decoder",
         "_deflater",
         "_inflater",
+        "room",
+        "_pending_inflate",
+        "_end_pending",
+        "max_empty_frames",
+        "_clock",
+        "_empty",
+        "_empty_start",
     )
 
     def __init__(
@@ -535,6 +571,8 @@ class WebSocketConnection:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_frame_size: int | None = None,
         deflate: DeflateParams | None = None,
+        max_empty_frames: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_message_size < 1 or (max_frame_size is not None and max_frame_size < 1):
             raise ValueError("size limits must be positive")
@@ -568,6 +606,17 @@ class WebSocketConnection:
         self._decoder: codecs.IncrementalDecoder | None = None
         self._deflater = Deflater(deflate) if deflate is not None else None
         self._inflater = Inflater(deflate) if deflate is not None else None
+        #: message payload bytes the caller can still take (the message in
+        #: progress included); a compressed message is inflated only this far
+        self.room = 1 << 62
+        # compressed input of the current frame not inflated yet for lack of room, or None
+        self._pending_inflate: bytes | None = None
+        self._end_pending = False  # ... and the message ends with it
+        #: frames that carry nothing allowed within EMPTY_WINDOW seconds (0: any number)
+        self.max_empty_frames = max_empty_frames
+        self._clock = clock
+        self._empty = 0
+        self._empty_start = 0.0
 
     @property
     def closed(self) -> bool:
@@ -653,12 +702,24 @@ class WebSocketConnection:
             self._raw = None
             self._parts = []
             self._utf8 = bytearray()
+            self._pending_inflate = None
             if error is exc:
                 raise
             raise error from None
 
     def _next_event(self) -> Event:
+        if self._pending_inflate is not None:
+            pending, self._pending_inflate = self._pending_inflate, None
+            if not self._inflate(pending):
+                return NO_ROOM
+            if self._end_pending:
+                self._end_pending = False
+                return self._end_message()
+        frames = FRAMES_PER_CALL
         while True:
+            if not frames:
+                return YIELD
+            frames -= 1
             state = self._state
             if state == _HEADER:
                 if len(self._buf) - self._pos < 2 or not self._read_header():
@@ -732,14 +793,52 @@ class WebSocketConnection:
                 remaining -= n
                 self._remaining = remaining
                 if self._msg_compressed:
-                    assert self._inflater is not None
-                    chunk = self._inflater.decompress(chunk, self.max_message_size - self._msg_size)
-                self._append(chunk)
+                    if not remaining:
+                        self._state = _HEADER
+                    if not self._inflate(chunk):
+                        self._end_pending = not remaining and self._fin
+                        return NO_ROOM
+                else:
+                    self._append(chunk)
                 if remaining:
                     return self._need_data()
+            elif not self._fin:
+                self._empty_frame()  # a fragment without payload that doesn't end its message
             self._state = _HEADER
             if self._fin:
                 return self._end_message()
+
+    def _inflate(self, chunk: bytes) -> bool:
+        """Inflate ``chunk`` into the message, as far as :attr:`room` allows;
+        False when the rest had to wait (kept in ``_pending_inflate``)."""
+        inflater = self._inflater
+        assert inflater is not None
+        limit = self.max_message_size - self._msg_size
+        room = self.room - self._msg_size
+        if room >= limit:  # the message limit binds first (1009 beyond it)
+            self._append(inflater.decompress(chunk, limit))
+            return True
+        if room <= 0:
+            self._pending_inflate = chunk
+            return False
+        out, rest, more = inflater.decompress_up_to(chunk, room)
+        self._append(out)
+        if more:
+            self._pending_inflate = rest
+            return False
+        return True
+
+    def _empty_frame(self) -> None:
+        limit = self.max_empty_frames
+        if not limit:
+            return
+        now = self._clock()
+        if now - self._empty_start > EMPTY_WINDOW:
+            self._empty_start = now
+            self._empty = 0
+        self._empty += 1
+        if self._empty > limit:
+            raise WebSocketProtocolError("too many frames that carry nothing", 1008)
 
     def _collect(self, buf: bytes | bytearray, pos: int, avail: int) -> None:
         """Start collecting an incomplete binary frame's payload as it comes:
@@ -854,7 +953,14 @@ class WebSocketConnection:
             # one per frame.
             self._utf8 += data
         else:
-            self._parts.append(data)  # type: ignore[arg-type]
+            parts: list[bytes | bytearray] = self._parts  # type: ignore[assignment]  # (binary: bytes)
+            tail = parts[-1] if parts else None
+            if len(data) >= _COALESCE_BELOW:
+                parts.append(data)
+            elif isinstance(tail, bytearray):
+                tail += data
+            else:
+                parts.append(bytearray(data))
 
     def _flush_text(self) -> None:
         """Decode the text payload gathered so far; 1007 if it can't be UTF-8."""
@@ -893,14 +999,15 @@ class WebSocketConnection:
             except UnicodeDecodeError:
                 raise WebSocketProtocolError("incomplete UTF-8 sequence at the end of a text message", 1007) from None
             return TextMessage("".join(parts))  # type: ignore[arg-type]
-        if len(parts) == 1:
-            return BytesMessage(parts[0])  # type: ignore[arg-type]
-        return BytesMessage(b"".join(parts))  # type: ignore[arg-type]
+        if len(parts) == 1 and type(parts[0]) is bytes:
+            return BytesMessage(parts[0])
+        return BytesMessage(b"".join(parts))  # type: ignore[arg-type]  # (binary: bytes-like parts)
 
     def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode == _PING:
             return Ping(payload)
         if opcode == _PONG:
+            self._empty_frame()  # (we send few pings; a flood of pongs is noise)
             return Pong(payload)
         if not payload:
             code, reason = 1005, ""

@@ -56,6 +56,8 @@ class ServerContext:
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.limit_concurrency = config.limit_concurrency
+        #: --limit-request-body (0: no limit)
+        self.limit_request_body = config.limit_request_body or 0
         self.timeout_keep_alive = config.timeout_keep_alive
         #: --limit-max-requests: requests still to start before ``on_request_limit``
         #: is called (negative: no limit; counting down costs less than a check)
@@ -123,9 +125,26 @@ class ServerContext:
 
     # --- helpers for protocols --------------------------------------------
 
-    def over_capacity(self) -> bool:
+    def over_capacity(self, current: Any) -> bool:
+        """--limit-concurrency: True when a new request (on connection ``current``)
+        must be answered 503. Idle keep-alive connections don't hold capacity that
+        a request needs: the longest idle ones are closed first to make room."""
         limit = self.limit_concurrency
-        return limit is not None and (len(self.connections) > limit or len(self.tasks) >= limit)
+        if limit is None:
+            return False
+        if len(self.tasks) >= limit:
+            return True
+        excess = len(self.connections) - limit
+        if excess <= 0:
+            return False
+        idle = sorted(
+            (c for c in self.connections if c is not current and c.idle_keep_alive),
+            key=lambda c: c.deadline,
+        )
+        for connection in idle[:excess]:
+            connection.close_idle()
+            self.connections.discard(connection)  # (connection_lost comes later)
+        return len(self.connections) > limit
 
     def start_cycle(self, cycle: Any) -> None:
         """Run the app for ``cycle`` in a task; the cycle removes it from ``tasks`` when done.

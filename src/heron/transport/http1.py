@@ -4,9 +4,14 @@ sans-IO :class:`~heron.protocol.http1.H1Connection` and one
 
 Flow control, both ways:
 
-* reading pauses while the app has more than ``BODY_HIGH_WATER`` bytes of
-  unread body, or while pipelined input beyond ``MAX_PIPELINE_BUFFER`` waits
-  behind a request in flight;
+* reading pauses while the app's unread request body costs more than the
+  connection's :class:`~heron.asgi.budget.ReadBudget` (``BODY_HIGH_WATER``),
+  or while pipelined input beyond ``MAX_PIPELINE_BUFFER`` waits behind a
+  request in flight;
+* fairness: one read is parsed :data:`EVENTS_PER_TURN` events at a time (an
+  event covers at most the parser's batch of chunks); beyond that reading
+  pauses and parsing goes on at the next turn of the event loop, so a client
+  that sends a flood of tiny chunks can't hold the loop for long;
 * ``send()`` waits (``drain``) while the transport's write buffer is above
   its high-water mark; a client that reads nothing for ``timeout_write``
   seconds is disconnected.
@@ -17,7 +22,9 @@ the transport's write buffer is empty; see :meth:`H1Protocol._send_file`.
 
 Deadlines (see :mod:`heron.transport.context`): a complete request head
 within ``timeout_request_header`` of the connection opening or of the first
-byte after a keep-alive pause; ``timeout_keep_alive`` between requests.
+byte after a keep-alive pause; ``timeout_keep_alive`` between requests;
+``timeout_request_body`` while the app (or an ``Upgrade: h2c`` switch)
+waits for request body bytes that don't come (408).
 """
 
 from __future__ import annotations
@@ -27,7 +34,8 @@ import errno
 import os
 from typing import Any, Iterable
 
-from ..asgi.http import HTTPCycle, http_scope
+from ..asgi.budget import ReadBudget
+from ..asgi.http import BODY_HIGH_WATER, HTTPCycle, http_scope
 from ..tls import tls_extension
 from ..protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..protocol.http1 import (
@@ -46,6 +54,10 @@ from .context import ServerContext, connection_addresses, error_logger, format_p
 MAX_PIPELINE_BUFFER = 64 * 1024
 #: Unread request body the server will read and discard to keep a connection.
 MAX_DRAIN = 64 * 1024
+#: Parser events handled per turn of the event loop before the rest of a read
+#: waits for the next turn (with the parser's chunk batches, about 8,000 tiny
+#: chunks: a few milliseconds).
+EVENTS_PER_TURN = 8
 
 _HAVE_SENDFILE = hasattr(os, "sendfile")
 #: sendfile errors that mean the client went away (any other is a file error)
@@ -75,6 +87,12 @@ _NO_DEADLINE = 0
 _HEADER_DEADLINE = 1
 _KEEP_ALIVE_DEADLINE = 2
 _WRITE_DEADLINE = 3
+_BODY_DEADLINE = 4
+
+# why reading is paused (bits of _reading_paused_by)
+_PAUSED_BY_BODY = 1  # the unread body's budget is spent
+_PAUSED_BY_PIPELINE = 2  # pipelined input waits behind the request in flight
+_PAUSED_BY_TURN = 4  # the rest of a read is parsed at the next turn
 
 
 class H1Protocol(asyncio.Protocol):
@@ -106,6 +124,8 @@ class H1Protocol(asyncio.Protocol):
         "send_file",
         "proxy",
         "_log_peer",
+        "_budget",
+        "_turn_pending",
     )
 
     def __init__(self, ctx: ServerContext) -> None:
@@ -138,6 +158,17 @@ class H1Protocol(asyncio.Protocol):
         self.send_file: Any = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
         self._log_peer = ""  # the forwarded client as the access log shows it (proxied requests)
+        self._budget: ReadBudget | None = None  # made with the first request body (see budget)
+        self._turn_pending = False  # parsing goes on at the next turn (see _next_turn)
+
+    @property
+    def budget(self) -> ReadBudget:
+        """What the request bodies buffered for the app are charged to (one per
+        connection, made when the first body arrives: idle connections stay small)."""
+        budget = self._budget
+        if budget is None:
+            budget = self._budget = ReadBudget(BODY_HIGH_WATER, self.pause_reading, self.resume_reading)
+        return budget
 
     # --- asyncio callbacks ---------------------------------------------------
 
@@ -214,7 +245,7 @@ class H1Protocol(asyncio.Protocol):
         elif not conn.request_complete or self._draining:
             self._process()
         elif conn.buffered > MAX_PIPELINE_BUFFER:
-            self._pause_reading(2)
+            self._pause_reading(_PAUSED_BY_PIPELINE)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -237,6 +268,7 @@ class H1Protocol(asyncio.Protocol):
 
     def _process(self) -> None:
         conn = self.conn
+        turn = EVENTS_PER_TURN
         while not self._closed:
             try:
                 event = conn.next_event()
@@ -249,7 +281,7 @@ class H1Protocol(asyncio.Protocol):
                 if not event.has_body:  # type: ignore[union-attr]
                     # complete already: the parser would only say PAUSED
                     if conn.buffered > MAX_PIPELINE_BUFFER:
-                        self._pause_reading(2)
+                        self._pause_reading(_PAUSED_BY_PIPELINE)
                     return
             elif kind is Data:
                 if self._draining:
@@ -259,6 +291,10 @@ class H1Protocol(asyncio.Protocol):
                         return
                 elif self.cycle is not None:
                     self.cycle.feed_body(event.data)  # type: ignore[union-attr]
+                turn -= 1
+                if not turn and conn.buffered:
+                    self._yield_turn()
+                    return
             elif kind is EndOfMessage:
                 if self._draining:
                     self._draining = False
@@ -270,11 +306,26 @@ class H1Protocol(asyncio.Protocol):
                 return
             elif event is PAUSED:
                 if conn.buffered > MAX_PIPELINE_BUFFER:
-                    self._pause_reading(2)
+                    self._pause_reading(_PAUSED_BY_PIPELINE)
                 return
             else:  # ConnectionClosed: the client is done with this connection
                 self._close()
                 return
+
+    def _yield_turn(self) -> None:
+        """Parse the rest of this read at the next turn of the loop (others go first)."""
+        self._pause_reading(_PAUSED_BY_TURN)
+        if not self._turn_pending:
+            self._turn_pending = True
+            self.ctx.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if self._closed:
+            return
+        self._process()
+        if not self._turn_pending:
+            self._resume_reading(_PAUSED_BY_TURN)
 
     def _on_request(self, request: Request) -> None:
         ctx = self.ctx
@@ -292,11 +343,21 @@ class H1Protocol(asyncio.Protocol):
             if ctx.config.ws != "none" and b"websocket" in request.upgrade:
                 self._upgrade_websocket(request)
                 return
-        if ctx.limit_concurrency is not None and ctx.over_capacity():
+        if ctx.limit_concurrency is not None and ctx.over_capacity(self):
             self.cycle = HTTPCycle({}, self, body_complete=not request.has_body)
             self.cycle.status = 503
             self._write_simple(503, b"Service Unavailable\n")
             return
+        body_limit = ctx.limit_request_body
+        if body_limit and request.has_body:
+            declared = self.conn.body_remaining
+            if declared is not None and declared > body_limit:
+                # refused before the app runs (a small body is still drained, keeping the connection)
+                ctx.log_bad_request(self.peer, f"request body of {declared} bytes over --limit-request-body", 413)
+                self.cycle = HTTPCycle({}, self, body_complete=False)
+                self.cycle.status = 413
+                self._write_simple(413, b"Content Too Large\n")
+                return
         client, scheme = self.client, self.scheme
         if request.forwarded and self.proxy is not None:
             client, scheme = self._forwarded(request)
@@ -318,7 +379,7 @@ class H1Protocol(asyncio.Protocol):
         else:
             extensions = _EXTENSIONS_HTTP10  # HTTP/1.0: no interim responses, no chunked trailers
         # (all positional: keyword arguments make this call measurably dearer)
-        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions)
+        cycle = HTTPCycle(scope, self, not request.has_body, request.expect_continue, extensions, body_limit)
         self.cycle = cycle
         ctx.start_cycle(cycle)
 
@@ -401,19 +462,22 @@ class H1Protocol(asyncio.Protocol):
             if request.expect_continue:
                 self.transport.write(self.conn.send_informational(100))
             self.cycle = H2CUpgradeBody(self, request, settings)  # type: ignore[assignment]
+            self.wait_for_body(True)  # the switch waits for the body (timeout_request_body)
         return True
 
-    def _h2c_switch(self, request: Request, settings: bytes, body: list[bytes]) -> None:
+    def _h2c_switch(self, request: Request, settings: bytes, body: bytes) -> None:
         self.cycle = None
+        self.wait_for_body(False)
         self._hand_to_h2(self.conn.take_buffer(), (settings, request, body))
 
-    def _h2c_fallback(self, request: Request, body: list[bytes]) -> None:
+    def _h2c_fallback(self, request: Request, body: bytes) -> None:
         """The upgrade request's body is too big to hold: serve it over HTTP/1.1."""
         request.upgrade = None
+        self.cycle = None
+        self.wait_for_body(False)
         self._on_request(request)
         if self.cycle is not None:
-            for chunk in body:
-                self.cycle.feed_body(chunk)
+            self.cycle.feed_body(body)
 
     def _hand_to_h2(self, data: bytes, upgrade: object) -> None:
         from .http2 import H2Protocol
@@ -534,6 +598,31 @@ class H1Protocol(asyncio.Protocol):
             self._awaiting_continue = False
             self.transport.write(self.conn.send_informational(100))
 
+    def refuse(self, status: int) -> None:
+        """Answer ``status`` outside the framer (nothing of the response was
+        written) and close: the rest of the request body is never read."""
+        if self._closed:
+            return
+        cycle = self.cycle
+        if cycle is not None and self._request is not None:
+            self._log_access(cycle)
+        self.conn.send_failed()
+        self.transport.write(simple_response(status, self.ctx.date_line + self.ctx.server_line))
+        self._close()
+
+    def wait_for_body(self, waiting: bool) -> None:
+        """Arm (True) or clear the ``timeout_request_body`` deadline (a write
+        deadline, armed while the client reads slowly, is left alone)."""
+        kind = self.deadline_kind
+        if waiting:
+            timeout = self.ctx.config.timeout_request_body
+            if timeout and (kind == _NO_DEADLINE or kind == _BODY_DEADLINE) and not self._closed:
+                self.deadline = self.ctx.clock + timeout
+                self.deadline_kind = _BODY_DEADLINE
+        elif kind == _BODY_DEADLINE:
+            self.deadline = 0.0
+            self.deadline_kind = _NO_DEADLINE
+
     def send_early_hint(self, links: list[bytes]) -> None:
         """103 Early Hints (RFC 8297), one Link field per link."""
         if not self._closed and not self.conn.response_started:
@@ -551,10 +640,10 @@ class H1Protocol(asyncio.Protocol):
         self._response_complete()
 
     def pause_reading(self) -> None:
-        self._pause_reading(1)
+        self._pause_reading(_PAUSED_BY_BODY)
 
     def resume_reading(self) -> None:
-        self._resume_reading(1)
+        self._resume_reading(_PAUSED_BY_BODY)
 
     async def drain(self) -> None:
         if not self.writing_paused or self._closed:
@@ -686,7 +775,7 @@ class H1Protocol(asyncio.Protocol):
             self._draining = True
             self._drained = 0
             self._set_deadline(_HEADER_DEADLINE, self.ctx.config.timeout_request_header)
-            self._resume_reading(1)
+            self._resume_reading(_PAUSED_BY_BODY)
             self.ctx.loop.call_soon(self._process)
 
     def _next_cycle(self) -> None:
@@ -703,7 +792,7 @@ class H1Protocol(asyncio.Protocol):
             self.deadline = 0.0
             self.deadline_kind = _NO_DEADLINE
         if self._reading_paused_by:
-            self._resume_reading(3)
+            self._resume_reading(_PAUSED_BY_BODY | _PAUSED_BY_PIPELINE)
         if pipelined or self._eof:
             # pipelined requests: parse them on the next loop turn, not inside
             # the send() of the previous app
@@ -725,8 +814,23 @@ class H1Protocol(asyncio.Protocol):
             error_logger.info("Closing connection from %s: client stopped reading the response", self.peer)
             self.abort()
             self.transport.abort()
+        elif kind == _BODY_DEADLINE and self.cycle is not None:
+            self.ctx.log_bad_request(self.peer, "request body not received in time", 408)
+            self.cycle.refuse_body(408)
         else:
             self._close()
+
+    @property
+    def idle_keep_alive(self) -> bool:
+        """Between two requests, nothing of the next one received yet."""
+        return (
+            self.deadline_kind == _KEEP_ALIVE_DEADLINE and self.cycle is None and not self._closed
+            and not self.conn.buffered
+        )  # fmt: skip
+
+    def close_idle(self) -> None:
+        """Close an idle keep-alive connection to make room (--limit-concurrency)."""
+        self._close()
 
     def shutdown(self) -> None:
         """Graceful shutdown: close now if idle, else after the current response."""

@@ -30,7 +30,8 @@ import asyncio
 import base64
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ..asgi.http import HTTPCycle, http_scope
+from ..asgi.budget import BodyBuffer, ReadBudget
+from ..asgi.http import BODY_HIGH_WATER, HTTPCycle, http_scope
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import HandshakeError, LocalProtocolError
 from ..protocol.http2 import (
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+_REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
 _EXTENSIONS = ("http.response.trailers", "http.response.early_hint", "http.response.pathsend")
 # Push is announced on every client-initiated stream (a pushed stream can't push);
 # a push message is ignored when the client disabled push (SETTINGS_ENABLE_PUSH = 0).
@@ -65,6 +67,11 @@ _IDLE_DEADLINE = 1
 _WRITE_DEADLINE = 2
 _WINDOW_DEADLINE = 3
 
+# why reading is paused (bits of H2Protocol._reading_paused_by)
+_PAUSED_BY_WRITING = 1  # the socket's write buffer is full
+_PAUSED_BY_BUDGET = 2  # the streams' unread bodies cost too much (see H2Protocol.budget)
+_PAUSED_BY_TURN = 4  # frames of the last read wait for the next turn (H2Core.input_pending)
+
 
 def limits_from_config(config: Any) -> H2Limits:
     return H2Limits(
@@ -73,6 +80,7 @@ def limits_from_config(config: Any) -> H2Limits:
         initial_window_size=config.http2_initial_window_size,
         max_resets=config.http2_max_resets,
         max_control_frames=config.http2_max_control_frames,
+        max_empty_frames=config.http2_max_empty_frames,
         enable_connect_protocol=config.ws != "none",
     )
 
@@ -141,7 +149,7 @@ class _Stream:
 class H2Stream(_Stream):
     """One request/response stream: the :class:`~heron.asgi.http.HTTPStream` of its cycle."""
 
-    __slots__ = ("cycle", "_head_sent", "_request_complete")
+    __slots__ = ("cycle", "_head_sent", "_request_complete", "budget", "deadline")
 
     def __init__(self, proto: "H2Protocol", sid: int, request_complete: bool) -> None:
         # _Stream.__init__, inlined (one of these per request)
@@ -155,6 +163,10 @@ class H2Stream(_Stream):
         self.cycle: HTTPCycle = None  # type: ignore[assignment]
         self._head_sent = False
         self._request_complete = request_complete
+        #: the connection's: every stream's unread body is charged to it
+        self.budget = proto.budget
+        #: timeout_request_body while the app waits for body (the stream is in ctx.timers then)
+        self.deadline = 0.0
 
     # --- from the connection ---------------------------------------------------
 
@@ -177,8 +189,15 @@ class H2Stream(_Stream):
             self.proto.streams.pop(self.sid, None)
             self.proto.core.stream_done(self.sid)
             self.proto.log_access(self, self.cycle.status, self.cycle.bytes_sent)
+        if self.deadline:
+            self.wait_for_body(False)
         self.cycle.disconnect()
         self.wake()
+
+    def finish(self) -> None:
+        if self.deadline:
+            self.wait_for_body(False)
+        super().finish()
 
     def body_consumed(self, size: int) -> None:
         if not self._finished and size:
@@ -261,11 +280,33 @@ class H2Stream(_Stream):
     def send_continue(self) -> None:
         pass  # HTTP/2 clients don't wait for 100-continue before sending (RFC 9113 8.1)
 
-    def pause_reading(self) -> None:
-        pass  # credit is withheld until the app consumes the body: the client stops by itself
+    def refuse(self, status: int) -> None:
+        """Answer ``status``; finishing the stream then resets its request side
+        (RST_STREAM NO_ERROR: stop sending, RFC 9113 8.1)."""
+        if self._finished or self.proto.closed or self._head_sent:
+            return
+        body = b"%d %s\n" % (status, _REASONS.get(status, b""))
+        self.start_response(status, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
 
-    def resume_reading(self) -> None:
-        pass
+    def wait_for_body(self, waiting: bool) -> None:
+        proto = self.proto
+        timers = proto.ctx.timers
+        if waiting:
+            timeout = proto.ctx.config.timeout_request_body
+            if timeout and not self._finished:
+                self.deadline = proto.ctx.clock + timeout
+                timers.add(self)
+        elif self.deadline:
+            self.deadline = 0.0
+            timers.discard(self)
+
+    def on_deadline(self) -> None:
+        """timeout_request_body passed with the app waiting for body bytes."""
+        self.deadline = 0.0
+        self.proto.ctx.timers.discard(self)
+        if not self._finished:
+            self.proto.ctx.log_bad_request(self.proto.peer, "HTTP/2 request body not received in time", 408)
+            self.cycle.refuse_body(408)
 
     # --- completion -------------------------------------------------------------
 
@@ -349,6 +390,11 @@ class H2WebSocket(_Stream):
 
     def writable(self) -> None:
         self.wake()
+
+    def wake(self) -> None:
+        super().wake()
+        if not self._finished and not self.writing_paused:
+            self.session.writable()  # a Ping held back while the stream couldn't write
 
     def _log(self) -> None:
         proto = self.proto
@@ -462,10 +508,19 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False
         self._flush_handle: asyncio.Handle | None = None
         self._deadline_stale = False
-        self._reading_paused = False
+        self._reading_paused_by = 0  # bits: _PAUSED_BY_WRITING, _PAUSED_BY_BUDGET, _PAUSED_BY_TURN
+        self._turn_pending = False
+        #: what the request bodies of all streams cost while they wait for their apps.
+        #: The windows bound the payload (credit returns only as apps read), so this
+        #: pauses the socket only if per-piece overhead ever made that bound too loose.
+        self.budget = ReadBudget(
+            2 * self.core.limits.connection_window_size,
+            lambda: self._pause_reading(_PAUSED_BY_BUDGET),
+            lambda: self._resume_reading(_PAUSED_BY_BUDGET),
+        )
         self._date_line = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
-        self._upgrade: tuple[bytes, "Request", list[bytes]] | None = None
+        self._upgrade: tuple[bytes, "Request", bytes] | None = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
 
     # --- entry points -----------------------------------------------------------
@@ -481,7 +536,7 @@ class H2Protocol(asyncio.Protocol):
         server: tuple[str, int | None] | None,
         peer: str,
         data: bytes = b"",
-        upgrade: tuple[bytes, "Request", list[bytes]] | None = None,
+        upgrade: tuple[bytes, "Request", bytes] | None = None,
     ) -> "H2Protocol":
         """Adopt a connection from the HTTP/1.1 protocol: ``data`` is what was read
         already (starting with the preface); ``upgrade`` is (HTTP2-Settings value,
@@ -590,7 +645,32 @@ class H2Protocol(asyncio.Protocol):
         if core.has_output:
             # replies (ACKs, WINDOW_UPDATEs...) go out with the responses of this read: one write
             self.schedule_flush()
+        if core.input_pending:
+            # the rest of this read after other connections have had their turn
+            self._pause_reading(_PAUSED_BY_TURN)
+            if not self._turn_pending:
+                self._turn_pending = True
+                ctx.loop.call_soon(self._next_turn)
         self._refresh_deadline()
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if self.closed:
+            return
+        self.data_received(b"")
+        if not self._turn_pending:
+            self._resume_reading(_PAUSED_BY_TURN)
+
+    def _pause_reading(self, reason: int) -> None:
+        if not self._reading_paused_by and not self.closed:
+            self.transport.pause_reading()
+        self._reading_paused_by |= reason
+
+    def _resume_reading(self, reason: int) -> None:
+        was_paused = self._reading_paused_by
+        self._reading_paused_by &= ~reason
+        if was_paused and not self._reading_paused_by and not self.closed:
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         self._terminate()
@@ -611,16 +691,12 @@ class H2Protocol(asyncio.Protocol):
         self.writing_paused = True
         # A peer that doesn't read gets nothing more from us: stop reading too
         # (a PING or SETTINGS flood then stalls the flooder, not our memory).
-        if not self._reading_paused and not self.closed:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        self._pause_reading(_PAUSED_BY_WRITING)
         self._refresh_deadline()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self._reading_paused and not self.closed:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self._resume_reading(_PAUSED_BY_WRITING)
         for stream in list(self.streams.values()):
             stream.wake()
         self._refresh_deadline()
@@ -645,9 +721,17 @@ class H2Protocol(asyncio.Protocol):
             stream._start = ctx.loop.time()
             target = request.path + (b"?" + request.query if request.query else b"")
             stream._request = _RequestView(request.method, target, request.headers)
-        if ctx.limit_concurrency is not None and ctx.over_capacity():
+        if ctx.limit_concurrency is not None and ctx.over_capacity(self):
             stream.cycle = HTTPCycle({}, stream, request.end_stream)
             self._simple(stream, 503, b"Service Unavailable\n")
+            return None
+        body_limit = ctx.limit_request_body
+        if body_limit and request.content_length is not None and request.content_length > body_limit:
+            ctx.log_bad_request(
+                self.peer, f"request body of {request.content_length} bytes over --limit-request-body", 413
+            )
+            stream.cycle = HTTPCycle({}, stream, request.end_stream)
+            self._simple(stream, 413, b"Content Too Large\n")
             return None
         client, scheme = self._client_and_scheme(request.headers)
         scope = http_scope(
@@ -668,6 +752,7 @@ class H2Protocol(asyncio.Protocol):
             stream,
             request.end_stream,
             extensions=_EXTENSIONS_PUSH,
+            body_limit=body_limit,
             on_body_consumed=None if request.end_stream else stream.body_consumed,
         )
         stream.cycle = cycle
@@ -729,7 +814,7 @@ class H2Protocol(asyncio.Protocol):
             session.receive_eof()
         return session.cycle
 
-    def _serve_upgraded(self, request: "Request", body: list[bytes]) -> None:
+    def _serve_upgraded(self, request: "Request", body: bytes) -> None:
         """Stream 1 is the HTTP/1.1 request that asked for ``Upgrade: h2c`` (complete)."""
         ctx = self.ctx
         method = _METHODS.get(request.method) or request.method.decode("ascii")
@@ -760,8 +845,8 @@ class H2Protocol(asyncio.Protocol):
             extensions=_EXTENSIONS_PUSH,
         )
         stream.cycle = cycle
-        for chunk in body:
-            cycle.feed_body(chunk)
+        if body:
+            cycle.feed_body(body)
         ctx.start_cycle(cycle)
 
     def start_pushed(self, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]) -> None:
@@ -912,6 +997,17 @@ class H2Protocol(asyncio.Protocol):
             return
         self._refresh_deadline()
 
+    @property
+    def idle_keep_alive(self) -> bool:
+        """No streams, waiting for the next request."""
+        return not self.streams and self.deadline_kind == _IDLE_DEADLINE and not self.closed
+
+    def close_idle(self) -> None:
+        """Close an idle connection to make room (--limit-concurrency): GOAWAY NO_ERROR."""
+        self.core.close(ErrorCodes.NO_ERROR)
+        self.flush()
+        self._close()
+
     def shutdown(self) -> None:
         """Graceful shutdown: GOAWAY with the last stream id; finish the streams in flight, then close."""
         if self.closed:
@@ -972,9 +1068,9 @@ class _RequestView:
 
 # --- Upgrade: h2c (from HTTP/1.1) ---------------------------------------------------------
 
-#: Request body an ``Upgrade: h2c`` request may carry (read before the 101);
-#: a bigger one is served over HTTP/1.1 instead.
-MAX_UPGRADE_BODY = 1024 * 1024
+#: Request body an ``Upgrade: h2c`` request may carry (read before the 101,
+#: charged to the connection's budget); a bigger one is served over HTTP/1.1.
+MAX_UPGRADE_BODY = BODY_HIGH_WATER
 
 
 def h2c_settings(request: "Request") -> bytes | None:
@@ -1008,24 +1104,30 @@ class H2CUpgradeBody:
         self.h1 = h1
         self.request = request
         self.settings = settings
-        self.chunks: list[bytes] = []
-        self.size = 0
+        self.body = BodyBuffer(h1.budget)
         self.task = None
         self.status = 0
         self.bytes_sent = 0
         self.response_complete = False
 
     def feed_body(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size > MAX_UPGRADE_BODY:
-            self.h1._h2c_fallback(self.request, self.chunks)
+        body = self.body
+        body.append(data)
+        if body.size > MAX_UPGRADE_BODY:
+            self.h1._h2c_fallback(self.request, body.take())
+        else:
+            self.h1.wait_for_body(True)  # restarts the idle clock
 
     def end_body(self) -> None:
-        self.h1._h2c_switch(self.request, self.settings, self.chunks)
+        self.h1._h2c_switch(self.request, self.settings, self.body.take())
+
+    def refuse_body(self, status: int) -> None:
+        """The body stopped coming (408): answer and close, as for a request."""
+        self.body.clear()
+        self.h1.refuse(status)
 
     def disconnect(self) -> None:
-        pass
+        self.body.clear()
 
     def client_eof(self) -> None:
         pass

@@ -151,6 +151,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._drain_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+        self.session.writable()
 
     # --- WebSocketLink (called by the session) --------------------------------
 
@@ -250,6 +251,12 @@ class WebSocketProtocol(asyncio.Protocol):
             self._closed = True
             self.session.lost()
             self.transport.abort()
+
+    #: an open WebSocket is never idle capacity (--limit-concurrency closes none)
+    idle_keep_alive = False
+
+    def close_idle(self) -> None:  # pragma: no cover - never called (idle_keep_alive is False)
+        pass
 
     def shutdown(self) -> None:
         """Graceful shutdown: close 1001 (Going Away); the app gets its disconnect."""

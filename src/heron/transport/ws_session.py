@@ -12,10 +12,26 @@ lives here, so both carriers behave the same:
   frames between the link, the sans-IO
   :class:`~heron.protocol.websocket.WebSocketConnection` and the cycle, and
   negotiates permessage-deflate at accept.
-* Limits: ``ws_max_size`` goes to the connection (1009 beyond);
-  ``ws_max_queue`` bounds the messages waiting for the app (the cycle pauses
-  the link's reading). Bytes that arrive before the app accepts are kept, up
-  to :data:`EARLY_LIMIT` before reading pauses.
+* Limits: ``ws_max_size`` goes to the connection (1009 beyond). What waits
+  for the app is bounded twice: ``ws_max_queue`` messages, and a
+  :class:`~heron.asgi.budget.ReadBudget` of ``ws_max_size`` bytes (what the
+  queued messages really cost, inflated). When either is reached the frames
+  already received stay unparsed and the link stops reading; the app taking
+  messages resumes both. The budget's room also bounds inflation
+  (``WebSocketConnection.room``): a compressed message is not inflated past
+  what the app has room for, so a session holds about ``2 * ws_max_size`` at
+  most (the queue, plus a message being joined) whatever ``ws_max_queue`` is.
+  Bytes that arrive before the app accepts are kept, up to
+  :data:`EARLY_LIMIT` before reading pauses.
+* Fairness: the frame parser stops after a bounded number of frames
+  (``YIELD``); the rest of the read is parsed at the next turn of the event
+  loop, with the link paused meanwhile. Frames that carry nothing (empty
+  fragments, unsolicited Pongs) are counted by the parser: more than 1000
+  within 10 seconds close the session with 1008.
+* Pings: answered with a Pong, except while the link can't write (its
+  buffer is full): then only the most recent Ping is answered, once writing
+  resumes (RFC 6455 5.5.3 allows that), so a client that pings without
+  reading costs one pending payload, not a growing buffer.
 * Backpressure: ``send()`` waits on the link's ``drain()`` while its
   ``writing_paused`` is true (a full socket buffer; over HTTP/2 also a stream
   window at 0). Write timeouts belong to the carrier (the HTTP/1.1 protocol, or
@@ -44,11 +60,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable, Protocol
 
+from ..asgi.budget import ReadBudget
 from ..asgi.websocket import WebSocketCycle
 from ..protocol.errors import WebSocketProtocolError
 from ..protocol.permessage_deflate import DeflateSettings, negotiate
 from ..protocol.websocket import (
     NEED_DATA,
+    NO_ROOM,
+    YIELD,
     BytesMessage,
     CloseReceived,
     HandshakeRequest,
@@ -70,9 +89,21 @@ DRAIN_TIMEOUT = 1.0
 #: Bytes kept from a client that sends frames before the handshake is answered;
 #: beyond this, reading pauses until the app accepts.
 EARLY_LIMIT = 65536
+#: The session's budget is ``ws_max_size``, but at least this much (small
+#: messages then still queue up to ``ws_max_queue`` with a small ``ws_max_size``).
+MIN_BUDGET = 1024 * 1024
 #: A message payload at least this big is written as its own buffer next to the
 #: frame header (``writelines``), not joined to it: no copy of the payload.
 LARGE_PAYLOAD = 16384
+
+# why reading is paused (bits of WebSocketSession._paused_by)
+_BY_QUEUE = 1  # ws_max_queue messages wait for the app
+_BY_BUDGET = 2  # the queued messages cost the budget (or a message has no room to inflate)
+_BY_TURN = 4  # the rest of a read is parsed at the next turn
+_BY_EARLY = 8  # frames sent before the handshake was answered
+_BY_END = 16  # input ended (Close, EOF, protocol error): for good
+#: reasons that also stop parsing what was already received
+_HOLD = _BY_QUEUE | _BY_BUDGET | _BY_END
 
 _NO_DEADLINE = 0
 _PING_DUE = 1
@@ -149,9 +180,12 @@ class WebSocketSession:
         "deadline_kind",
         "_ping_interval",
         "_pending",
-        "_early_paused",
         "_early_eof",
         "_input_end",
+        "budget",
+        "_paused_by",
+        "_turn_pending",
+        "_pong_due",
     )
 
     def __init__(self, ctx: "ServerContext", link: WebSocketLink, handshake: HandshakeRequest, scope: "Scope") -> None:
@@ -159,6 +193,13 @@ class WebSocketSession:
         self.link = link
         self.handshake = handshake
         self.peer = link.peer
+        #: what the messages waiting for the app cost (charged by the cycle)
+        self.budget = ReadBudget(
+            max(ctx.config.ws_max_size, MIN_BUDGET), lambda: self._pause(_BY_BUDGET), lambda: self._resume(_BY_BUDGET)
+        )
+        self._paused_by = 0
+        self._turn_pending = False
+        self._pong_due: bytes | None = None  # the last Ping's payload, while the link can't write
         self.cycle = WebSocketCycle(scope, self, max_queue=ctx.config.ws_max_queue)
         self.conn: WebSocketConnection | None = None
         #: the link is closed or gone: nothing more is read, written or timed
@@ -167,7 +208,6 @@ class WebSocketSession:
         self.deadline_kind = _NO_DEADLINE
         self._ping_interval = ctx.config.ws_ping_interval or 0.0
         self._pending = bytearray()  # bytes that arrived before the handshake was answered
-        self._early_paused = False
         self._early_eof = False
         # (close code, reason, the peer's Close or None for a protocol error):
         # set when input ended while messages still waited for the app
@@ -190,9 +230,8 @@ class WebSocketSession:
         if conn is None:
             # The client should wait for our answer; keep (a bounded amount of) what it sent early.
             self._pending += data
-            if len(self._pending) > EARLY_LIMIT and not self._early_paused:
-                self._early_paused = True
-                self.link.pause_reading()
+            if len(self._pending) > EARLY_LIMIT:
+                self._pause(_BY_EARLY)
             return
         conn.receive_data(data)
         kind = self.deadline_kind
@@ -232,7 +271,9 @@ class WebSocketSession:
         conn = self.conn
         assert conn is not None
         cycle = self.cycle
-        while True:
+        budget = self.budget
+        while not self._paused_by & _HOLD and not self.ended:
+            conn.room = budget.limit - budget.held
             try:
                 event = conn.next_event()
             except WebSocketProtocolError as exc:
@@ -246,20 +287,75 @@ class WebSocketSession:
                 cycle.feed_message(event.text)  # type: ignore[union-attr]
             elif event is NEED_DATA:
                 return
+            elif event is NO_ROOM:
+                budget.stall()  # reading resumes once the app has taken half of what waits
+                return
+            elif event is YIELD:
+                self._yield_turn()
+                return
             elif kind is Ping:
-                if not self.ended:
+                if self.link.writing_paused:
+                    self._pong_due = event.payload  # type: ignore[union-attr]  # answered once writable
+                else:
                     self.link.send(conn.pong_reply(event))  # type: ignore[arg-type]
             elif kind is CloseReceived:
                 self._end_input(event.code, event.reason, event)  # type: ignore[union-attr, arg-type]
                 return
             # Pong: liveness is already recorded by receive()
 
+    def _yield_turn(self) -> None:
+        self._pause(_BY_TURN)
+        if not self._turn_pending:
+            self._turn_pending = True
+            self.ctx.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_pending = False
+        if self.ended or self.conn is None:
+            return
+        self._process()
+        if not self._turn_pending:
+            self._resume(_BY_TURN)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused_by and not self.ended:
+            self.link.pause_reading()
+        self._paused_by |= reason
+
+    def _resume(self, reason: int) -> None:
+        """One reason to pause is gone: parse what waits (it may pause again),
+        then read again if nothing else holds the link."""
+        was = self._paused_by
+        if not was & reason:
+            return
+        self._paused_by = was & ~reason
+        if self.ended:
+            return
+        if reason & _HOLD and self.conn is not None:
+            # Parse what waited at the next turn, not inside the app's receive()
+            # that made the room: the app handles its message first.
+            self._pause(_BY_TURN)
+            if not self._turn_pending:
+                self._turn_pending = True
+                self.ctx.loop.call_soon(self._next_turn)
+            return
+        if was and not self._paused_by:
+            self.link.resume_reading()
+
+    def writable(self) -> None:
+        """The link can write again: answer the last Ping held back meanwhile."""
+        payload = self._pong_due
+        conn = self.conn
+        if payload is not None and conn is not None and not self.ended and not self.link.writing_paused:
+            self._pong_due = None
+            self.link.send(conn.pong_reply(Ping(payload)))
+
     def _end_input(self, code: int, reason: str, close: CloseReceived | None) -> None:
         """The peer's Close arrived, or its input ended or failed: finish once the app has its messages."""
         if self.ended:
             return
         # The connection object ignores anything after this point anyway.
-        self.link.pause_reading()
+        self._pause(_BY_END)
         self._input_end = (code, reason, close)
         cycle = self.cycle
         task = cycle.task
@@ -310,7 +406,9 @@ class WebSocketSession:
             if agreed is not None:
                 extension_header, params = agreed
         self.link.send_handshake(self.handshake, subprotocol, extension_header, headers)
-        self.conn = conn = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params)
+        self.conn = conn = WebSocketConnection(
+            max_message_size=config.ws_max_size, deflate=params, clock=ctx.loop.time
+        )
         ctx.timers.add(self)
         self._schedule_ping()
         if ctx.shutting_down:
@@ -322,13 +420,11 @@ class WebSocketSession:
         if pending:
             self._pending = bytearray()
             conn.receive_data(bytes(pending))
-        if self._early_paused:
-            self._early_paused = False
-            self.link.resume_reading()
         if self._early_eof:
             conn.receive_data(b"")
         if pending or self._early_eof:
             self._process()
+        self._resume(_BY_EARLY)
 
     def deny(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
         if not self.ended:
@@ -366,12 +462,11 @@ class WebSocketSession:
             self.link.abort_link()
 
     def pause_reading(self) -> None:
-        if not self.ended:
-            self.link.pause_reading()
+        """The app's queue is full (ws_max_queue messages)."""
+        self._pause(_BY_QUEUE)
 
     def resume_reading(self) -> None:
-        if not self.ended and self._input_end is None:
-            self.link.resume_reading()
+        self._resume(_BY_QUEUE)
 
     async def drain(self) -> None:
         if not self.ended:
@@ -401,6 +496,7 @@ class WebSocketSession:
             return
         if kind == _PING_DUE:
             if not conn.close_sent:
+                self.writable()
                 self.link.send(conn.send_ping(b"heron"))
                 timeout = self.ctx.config.ws_ping_timeout
                 if timeout:
