@@ -235,8 +235,10 @@ _CHUNK_EXT = (
 )
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(" + _CHUNK_EXT + rb")")
 _MAX_CHUNK_SIZE_DIGITS = 16
+#: byte -> its value as a hex digit, -1 for other bytes
+_HEX_VALUE = [int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else -1 for b in range(256)]
 #: Chunks one :class:`Data` event may gather (bounds the work of one ``next_event`` call).
-CHUNKS_PER_EVENT = 1024
+CHUNKS_PER_EVENT = 256
 _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 _FRAMING_HEADERS = frozenset(
@@ -716,7 +718,7 @@ class H1Connection:
         buf = self._buf
         limits = self.limits
         pos = 0  # bytes of buf consumed by this call (deleted once, at the end)
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []  # (bytes.join takes both)
         chunks = 0
         try:
             while True:
@@ -737,22 +739,31 @@ class H1Connection:
                                 break
                             raise self._fail("bare LF in a chunk size line")
                         break
-                    match = _CHUNK_LINE.fullmatch(buf, pos, end)
-                    if match is None:
-                        if parts:
-                            break
-                        raise self._fail("invalid chunk size line")
-                    extensions = match.group(2)
-                    if extensions:
-                        ext_bytes = self._chunk_ext_bytes + len(extensions)
-                        if ext_bytes > limits.max_chunk_extensions:
+                    if end == pos + 1 and _HEX_VALUE[buf[pos]] >= 0:
+                        size = _HEX_VALUE[buf[pos]]  # one digit, no extensions: small chunks go fast
+                    else:
+                        match = _CHUNK_LINE.fullmatch(buf, pos, end)
+                        if match is None:
                             if parts:
                                 break
-                            raise self._fail("chunk extensions too large")
-                        self._chunk_ext_bytes = ext_bytes
+                            raise self._fail("invalid chunk size line")
+                        extensions = match.group(2)
+                        if extensions:
+                            ext_bytes = self._chunk_ext_bytes + len(extensions)
+                            if ext_bytes > limits.max_chunk_extensions:
+                                if parts:
+                                    break
+                                raise self._fail("chunk extensions too large")
+                            self._chunk_ext_bytes = ext_bytes
+                        size = int(match.group(1), 16)
                     pos = end + 2
                     chunks += 1
-                    size = int(match.group(1), 16)
+                    data_end = pos + size
+                    if size and buf[data_end : data_end + 2] == b"\r\n":
+                        # the whole chunk and its CRLF are here: no state changes
+                        parts.append(buf[pos:data_end])
+                        pos = data_end + 2
+                        continue
                     if size == 0:
                         self._their_state = _TRAILERS
                     else:
@@ -796,7 +807,7 @@ class H1Connection:
             if pos:
                 del buf[:pos]
         if parts:
-            return Data(parts[0] if len(parts) == 1 else b"".join(parts))
+            return Data(b"".join(parts))  # (one bytes part is returned as it is, not copied)
         return self._body_need_data()
 
     def _parse_trailers(self) -> Event:
