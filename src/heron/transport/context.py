@@ -5,7 +5,8 @@ housekeeping tick: every half second it refreshes the cached clock and
 ``Date`` header and fires connection deadlines (header, keep-alive and write
 timeouts) and those of WebSocket sessions (``timers``: ping, closing
 handshake). One timer for the whole server is far cheaper than a timer handle
-per request; the price is a timeout precision of about half a second.
+per request; the price is a timeout precision of half a second (never early,
+up to half a second late).
 """
 
 from __future__ import annotations
@@ -113,9 +114,13 @@ class ServerContext:
     def _tick(self) -> None:
         self.clock = now = self.loop.time()
         self._refresh_date()
-        expired = [c for c in self.connections if 0 < c.deadline <= now]
+        # Deadlines are set from the cached clock, which lags real time by up to
+        # one TICK: a deadline is due a TICK after it reads, so that a timeout
+        # never fires early (it fires up to half a second late instead).
+        due = now - TICK
+        expired = [c for c in self.connections if 0 < c.deadline <= due]
         if self.timers:
-            expired += [t for t in self.timers if 0 < t.deadline <= now]
+            expired += [t for t in self.timers if 0 < t.deadline <= due]
         for connection in expired:
             try:
                 connection.on_deadline()
