@@ -54,6 +54,8 @@ from .context import ServerContext, connection_addresses, error_logger, format_p
 MAX_PIPELINE_BUFFER = 64 * 1024
 #: Unread request body the server will read and discard to keep a connection.
 MAX_DRAIN = 64 * 1024
+#: encrypted input a TLS transport buffers before it stops reading the socket
+TLS_READ_HIGH_WATER = 64 * 1024
 #: Parser events handled per turn of the event loop before the rest of a read
 #: waits for the next turn (with the parser's chunk batches, about 8,000 tiny
 #: chunks: a few milliseconds).
@@ -177,6 +179,9 @@ class H1Protocol(asyncio.Protocol):
         ctx = self.ctx
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
+            # Encrypted bytes the TLS layer holds while we don't read: 256 KiB by
+            # default, on top of what the connection's budget counts.
+            transport.set_read_buffer_limits(TLS_READ_HIGH_WATER)  # type: ignore[attr-defined]  # TLS transports have it
             if ssl_object.selected_alpn_protocol() == "h2":
                 self._switch_to_h2(transport)
                 return
@@ -352,11 +357,12 @@ class H1Protocol(asyncio.Protocol):
         if body_limit and request.has_body:
             declared = self.conn.body_remaining
             if declared is not None and declared > body_limit:
-                # refused before the app runs (a small body is still drained, keeping the connection)
+                # refused before the app runs; a body small enough to drain keeps the
+                # connection, a bigger one closes it (and the response says so)
                 ctx.log_bad_request(self.peer, f"request body of {declared} bytes over --limit-request-body", 413)
                 self.cycle = HTTPCycle({}, self, body_complete=False)
                 self.cycle.status = 413
-                self._write_simple(413, b"Content Too Large\n")
+                self._write_simple(413, b"Content Too Large\n", close=declared > MAX_DRAIN)
                 return
         client, scheme = self.client, self.scheme
         if request.forwarded and self.proxy is not None:
@@ -754,8 +760,10 @@ class H1Protocol(asyncio.Protocol):
         remaining = self.conn.body_remaining
         return remaining is not None and remaining > MAX_DRAIN
 
-    def _write_simple(self, status: int, body: bytes) -> None:
+    def _write_simple(self, status: int, body: bytes, close: bool = False) -> None:
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        if close:
+            headers.append((b"connection", b"close"))
         self.start_response(status, headers, body, False)
 
     def _response_complete(self) -> None:
