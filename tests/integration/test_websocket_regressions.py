@@ -299,3 +299,47 @@ def test_invalid_utf8_fails_fast_without_waiting_for_the_rest_of_the_message() -
         before, code = ws.frames_until_close(timeout=2)
         assert before == [] and code == 1007
         ws.close()
+
+
+# --- the ASGI bridge's hand-over to a waiting receive() ---------------------------------------------
+
+
+class _Stream:
+    """The least a WebSocketCycle needs from its transport, for driving it directly."""
+
+    def __init__(self) -> None:
+        from heron.asgi.budget import ReadBudget
+
+        self.budget = ReadBudget(1 << 20)
+        self.writing_paused = False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def test_message_handed_to_a_cancelled_receive_is_not_lost() -> None:
+    """A message given straight to a waiting receive() whose task is cancelled
+    before it runs (asyncio.wait_for timing out at that moment) stays first in line."""
+    from heron.asgi.websocket import WebSocketCycle
+
+    async def main() -> None:
+        stream = _Stream()
+        cycle = WebSocketCycle({"type": "websocket"}, stream)  # type: ignore[arg-type]  # (a fake stream)
+        assert (await cycle.receive())["type"] == "websocket.connect"
+        waiting = asyncio.ensure_future(cycle.receive())
+        await asyncio.sleep(0)  # it now waits for a message
+        cycle.feed_message(b"one")  # handed over: nothing queued, nothing charged
+        assert stream.budget.held == 0
+        waiting.cancel()  # before the task resumed
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert stream.budget.held > 0  # back in the queue, charged
+        cycle.feed_message(b"two")
+        assert (await cycle.receive())["bytes"] == b"one"
+        assert (await cycle.receive())["bytes"] == b"two"
+        assert stream.budget.held == 0
+
+    asyncio.run(main())

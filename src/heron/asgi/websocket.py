@@ -47,6 +47,14 @@ _OPEN = 2
 _CLOSED = 3  # we or the peer closed, or the transport is gone
 
 
+def _cost(message: Message) -> int:
+    """What a queued ``websocket.receive`` message costs the budget."""
+    payload = message.get("text")
+    if payload is None:
+        payload = message["bytes"]
+    return sys.getsizeof(payload) + MESSAGE_OVERHEAD
+
+
 class WebSocketStream(Protocol):
     """What a transport provides to a :class:`WebSocketCycle`."""
 
@@ -131,7 +139,7 @@ class WebSocketCycle:
         self._connect_delivered = False
         self._queue: deque[Message] = deque()
         self._disconnect: Message | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Message | None] | None = None
         self._reading_paused = False
         #: the close code of the session, for the access log (None while open)
         self.close_code: int | None = None
@@ -151,11 +159,22 @@ class WebSocketCycle:
         if self._disconnect is not None:
             return
         if type(data) is str:
-            self._queue.append({"type": "websocket.receive", "text": data})
+            message: Message = {"type": "websocket.receive", "text": data}
         else:
-            self._queue.append({"type": "websocket.receive", "bytes": data})
-        self.stream.budget.charge(sys.getsizeof(data) + MESSAGE_OVERHEAD)
-        if len(self._queue) >= self.max_queue and not self._reading_paused:
+            message = {"type": "websocket.receive", "bytes": data}
+        queue = self._queue
+        waiter = self._waiter
+        if waiter is not None and not queue and not waiter.done():
+            # The app waits in receive(): hand the message over. Nothing waits
+            # for the app, so nothing is charged (the common case, and the
+            # cheap one).
+            self._waiter = None
+            self._handling = True
+            waiter.set_result(message)
+            return
+        queue.append(message)
+        self.stream.budget.charge(_cost(message))
+        if len(queue) >= self.max_queue and not self._reading_paused:
             self._reading_paused = True
             self.stream.pause_reading()
         self._wake()
@@ -197,11 +216,8 @@ class WebSocketCycle:
             if self._queue:
                 message = self._queue.popleft()
                 self._handling = True
-                payload = message.get("text")
-                if payload is None:
-                    payload = message["bytes"]
                 # (may resume reading, and parse what waited, queuing more)
-                self.stream.budget.release(sys.getsizeof(payload) + MESSAGE_OVERHEAD)
+                self.stream.budget.release(_cost(message))
                 if self._reading_paused and len(self._queue) < self.max_queue // 2 + 1:
                     self._reading_paused = False
                     self.stream.resume_reading()
@@ -214,13 +230,22 @@ class WebSocketCycle:
                 self.on_idle = None
                 on_idle()
                 continue
-            waiter = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
             self._waiter = waiter
             try:
-                await waiter
+                handed = await waiter
+            except BaseException:
+                # Cancelled after a message was handed over: it stays first in line.
+                if waiter.done() and not waiter.cancelled() and (handed := waiter.result()) is not None:
+                    self._queue.appendleft(handed)
+                    self._handling = False
+                    self.stream.budget.charge(_cost(handed))
+                raise
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
+            if handed is not None:
+                return handed
 
     async def send(self, message: Message) -> None:
         try:

@@ -619,6 +619,11 @@ class WebSocketConnection:
         self._empty_start = 0.0
 
     @property
+    def compressed(self) -> bool:
+        """permessage-deflate is in use (then :attr:`room` bounds inflation)."""
+        return self._inflater is not None
+
+    @property
     def closed(self) -> bool:
         """Both Close frames went through (either order), or the transport ended."""
         return (self.close_sent and self.close_received) or self._eof

@@ -272,8 +272,10 @@ class WebSocketSession:
         assert conn is not None
         cycle = self.cycle
         budget = self.budget
+        inflating = conn.compressed  # (room only bounds inflation)
         while not self._paused_by & _HOLD and not self.ended:
-            conn.room = budget.limit - budget.held
+            if inflating:
+                conn.room = budget.limit - budget.held
             try:
                 event = conn.next_event()
             except WebSocketProtocolError as exc:
