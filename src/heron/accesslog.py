@@ -49,14 +49,27 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
 
 if TYPE_CHECKING:
     from .config import Config
     from .metrics import Metrics
-    from .protocol.http1 import Request
 
 access_logger = logging.getLogger("heron.access")
+
+
+class RequestLine(Protocol):
+    """What the access log and metrics read of a request: HTTP/1.1's
+    :class:`~heron.protocol.http1.Request` and HTTP/2's view of a stream both have it."""
+
+    @property
+    def method(self) -> bytes: ...
+    @property
+    def target(self) -> bytes: ...
+    @property
+    def http_version(self) -> str: ...
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
 
 PRESETS = {
     "common": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s',
@@ -343,7 +356,7 @@ class AccessLog:
     def http(
         self,
         peer: str,
-        request: "Request",
+        request: RequestLine,
         status: int,
         nbytes: int,
         duration: float,
@@ -370,7 +383,7 @@ class AccessLog:
     def websocket(
         self,
         peer: str,
-        request: "Request | None",
+        request: RequestLine | None,
         target: str,
         code: int,
         bytes_in: int,
@@ -436,7 +449,7 @@ class RequestObserver:
     def http(
         self,
         peer: str,
-        request: "Request",
+        request: RequestLine,
         status: int,
         nbytes: int,
         started: float,
@@ -451,7 +464,7 @@ class RequestObserver:
     def websocket(
         self,
         peer: str,
-        request: "Request | None",
+        request: RequestLine | None,
         target: str,
         code: int,
         bytes_in: int,

@@ -328,7 +328,7 @@ def _dict_config(data: Any) -> None:
         raise ValueError("the file must hold a dictConfig mapping")
     data.setdefault("disable_existing_loggers", False)
     try:
-        import uvicorn.logging  # noqa: F401  # type: ignore[import-not-found,unused-ignore]
+        import uvicorn.logging  # type: ignore[import-not-found,unused-ignore]  # noqa: F401  # (optional: a config written for uvicorn)
     except ImportError:
         # a config written for uvicorn names its formatters: use heron's twins
         for formatter in (data.get("formatters") or {}).values():

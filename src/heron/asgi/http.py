@@ -314,7 +314,7 @@ class HTTPCycle:
             if not self._request_delivered:
                 if self._body_complete:
                     self._request_delivered = True
-                    return _EMPTY_REQUEST.copy()
+                    return dict(_EMPTY_REQUEST)
                 if self._disconnected or self._state == _DONE:
                     return {"type": "http.disconnect"}
                 if self._expect_continue:

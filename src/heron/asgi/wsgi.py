@@ -176,7 +176,7 @@ class _RequestBody(io.RawIOBase):
         return data
 
     def readlines(self, hint: int | None = -1) -> list[bytes]:
-        lines = []
+        lines: list[bytes] = []
         total = 0
         while True:
             line = self.readline()

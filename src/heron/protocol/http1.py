@@ -1062,7 +1062,8 @@ def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
     the framer handles itself, its lowercased name (else b"")."""
     if type(name) is not bytes or type(value) is not bytes:
         _check_bytes_header(name, value)
-        name, value = bytes(name), bytes(value)  # type: ignore[call-overload]
+        name, value = bytes(name), bytes(value)  # type: ignore[call-overload]  # (bytes-like: checked above)
+    assert isinstance(name, bytes) and isinstance(value, bytes)  # (what the check above made sure of)
     if _TOKEN.fullmatch(name) is None:
         raise LocalProtocolError(f"invalid header name {name!r}")
     if _BAD_VALUE_CHAR.search(value) is not None:

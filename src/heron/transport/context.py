@@ -168,7 +168,7 @@ class ServerContext:
         # on 3.11 it also skips loop.create_task's keyword call, ~1% of a
         # request): a loop's task factory is not used for app tasks.
         if _EAGER:
-            task = asyncio.Task(coro, loop=self.loop, eager_start=True)
+            task = asyncio.Task(coro, loop=self.loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]  # (3.12+; typeshed for 3.11 lacks it)
             cycle.task = task
             if task.done():  # it finished already
                 return
@@ -209,7 +209,8 @@ def connection_addresses(
     (``[path, None]`` for a UNIX socket) and the peer as logs show it."""
     peername = transport.get_extra_info("peername")
     sockname = transport.get_extra_info("sockname")
-    client = server = None
+    client: tuple[str, int] | None = None
+    server: tuple[str, int | None] | None = None
     if isinstance(peername, tuple) and len(peername) >= 2:
         client = (str(peername[0]), int(peername[1]))
     if isinstance(sockname, tuple) and len(sockname) >= 2:

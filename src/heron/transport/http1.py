@@ -80,9 +80,9 @@ _INTERNAL_ERROR_BODY = b"Internal Server Error\n"
 
 # ASGI extensions announced on HTTP/1.1 requests; trailers only to clients
 # that said ``TE: trailers`` (and they are sent only on chunked responses)
-_EXTENSIONS = ("http.response.early_hint", "http.response.pathsend")
-_EXTENSIONS_TRAILERS = ("http.response.early_hint", "http.response.trailers", "http.response.pathsend")
-_EXTENSIONS_HTTP10 = ("http.response.pathsend",)
+_EXTENSIONS: tuple[str, ...] = ("http.response.early_hint", "http.response.pathsend")
+_EXTENSIONS_TRAILERS: tuple[str, ...] = ("http.response.early_hint", "http.response.trailers", "http.response.pathsend")
+_EXTENSIONS_HTTP10: tuple[str, ...] = ("http.response.pathsend",)
 
 # what the deadline means
 _NO_DEADLINE = 0

@@ -1038,16 +1038,16 @@ class H2Protocol(asyncio.Protocol):
             self.deadline = 0.0
             self.transport.close()
 
-    def log_access(self, stream: _Stream, status: int, size: int) -> None:
+    def log_access(self, stream: H2Stream | H2WebSocket, status: int, size: int) -> None:
         """Report a finished request to the access log and metrics (once)."""
         observer = self.ctx.observer
-        request = getattr(stream, "_request", None)
+        request = stream._request
         if observer is None or request is None:
             return
-        stream._request = None  # type: ignore[union-attr]
+        stream._request = None
         peer = self.peer
         if self.proxy is not None:  # the forwarded client, as on HTTP/1.1
-            client = getattr(stream.cycle, "scope", {}).get("client")
+            client = stream.cycle.scope.get("client")
             if client is not None and client != self.client:
                 peer = format_peer(client)
         observer.http(peer, request, status, size, stream._start, None)
