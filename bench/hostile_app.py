@@ -13,7 +13,8 @@ Plain ASGI, identical for every server:
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bench.apps import _lifespan
 

@@ -168,7 +168,7 @@ async def run(n: int, c: int, m: int, app, body_size: int, check: bool = False, 
         profiler.enable()
     start = time.process_time()  # CPU time: the machine may be shared
     for i in range(batches_per_conn):
-        for j, (proto, transport, _) in enumerate(conns):
+        for j, (proto, _transport, _) in enumerate(conns):
             proto.data_received(inputs[j][i])
         # let the app tasks run and the scheduled flushes go out
         await asyncio.sleep(0)
@@ -179,7 +179,7 @@ async def run(n: int, c: int, m: int, app, body_size: int, check: bool = False, 
     writes = sum(t.writes for _, t, _ in conns) - writes0
     if check:
         ended = 0
-        for proto, transport, client in conns:
+        for _proto, transport, client in conns:
             client.expect(total)
             for ev in client.h2.receive_data(b"".join(transport.out)):
                 if isinstance(ev, h2.events.StreamEnded):

@@ -37,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -452,7 +453,7 @@ class Server:
             env["PYTHONPATH"] = self.spec["pythonpath"] + os.pathsep + env["PYTHONPATH"]
         env["PATH"] = str(VENV_BIN) + os.pathsep + env.get("PATH", "")
         env.pop("PYTHONDONTWRITEBYTECODE", None)
-        logf = open(self.log_path, "wb")
+        logf = open(self.log_path, "wb")  # noqa: SIM115  # (the server writes to it for its whole life)
         try:
             self.proc = subprocess.Popen(self.cmd, cwd=REPO_DIR, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
@@ -521,7 +522,7 @@ def parse_wrk(out: str) -> dict[str, Any]:
     if m:
         r["rps"] = float(m.group(1))
     for q, key in (("50", "p50_ms"), ("99", "p99_ms")):
-        m = re.search(rf"^\s+{q}(?:\.0+)?%\s+(\S+)", out, re.M)
+        m = re.search(rf"^\s+{q}(?:\.0+)?%\s+(\S+)", out, re.MULTILINE)
         if m:
             r[key] = _ms(m.group(1))
     m = re.search(r"(\d+) requests in", out)
@@ -1145,7 +1146,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
             err = str(s["errors"]) if not s["errors"] else f"**{s['errors']}**"
             if sc.kind == "memory":
                 counts = [int(x) for x in args.mem_conns.split(",")]
-                mib = lambda k: fmt(s[k] / 1024, 1) if s.get(k) is not None else "-"  # noqa: E731
+                mib = lambda k, s=s: fmt(s[k] / 1024, 1) if s.get(k) is not None else "-"  # noqa: E731
                 row = [name, mib("baseline_kib")] + [mib(f"rss_{c}") for c in counts] + \
                       [fmt(s.get(f"kib_per_conn_{c}"), 1) for c in counts] + [err, f"{s['clean']}/{s['rounds']}"]
                 if s.get("rps") is None:

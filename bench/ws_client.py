@@ -42,7 +42,7 @@ def build_frame(payload: bytes, binary: bool) -> bytes:
 
 
 class EchoProtocol(asyncio.Protocol):
-    def __init__(self, host: str, port: int, frame: bytes, size: int, state: "State") -> None:
+    def __init__(self, host: str, port: int, frame: bytes, size: int, state: State) -> None:
         self.host, self.port = host, port
         self.frame = frame
         self.size = size
@@ -159,7 +159,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 lambda: EchoProtocol(args.host, args.port, frame, args.size, state), args.host, args.port
             )
             await asyncio.wait_for(proto.ready, 10)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             return {"error": f"connect/handshake failed: {exc!r}", "messages": 0, "errors": state.errors + 1}
         protos.append(proto)
     for p in protos:

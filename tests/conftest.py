@@ -7,7 +7,8 @@ import contextlib
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -96,7 +97,7 @@ def recv_until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     while time.monotonic() < deadline:
         try:
             data = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             break
         if not data:
             break

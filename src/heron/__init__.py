@@ -22,8 +22,8 @@ def run(app: Any = None, **settings: Any) -> int:
 
     from .config import Config
     from .logs import setup_logging
-    from .supervisor import run as run_config
     from .sources import load_dotenv
+    from .supervisor import run as run_config
 
     config = Config(app=app, **settings).validate()
     if config.env_file:

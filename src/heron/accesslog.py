@@ -49,7 +49,8 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .config import Config
@@ -129,7 +130,7 @@ _ATOMS = {
 }
 
 
-def compile_format(fmt: str) -> Callable[["AccessEntry"], str]:
+def compile_format(fmt: str) -> Callable[[AccessEntry], str]:
     """Compile a gunicorn-style format, once, into a function of an entry.
     ValueError names the first unknown atom."""
     parts: list[str] = []
@@ -159,17 +160,17 @@ def compile_format(fmt: str) -> Callable[["AccessEntry"], str]:
     return eval(source, {"PID": f"<{os.getpid()}>", "int": int, "str": str})  # type: ignore[no-any-return]
 
 
-def _default_http(e: "AccessEntry") -> str:
+def _default_http(e: AccessEntry) -> str:
     return f'{e.peer} - "{e.request_line}" {e.status} {e.nbytes} {e.duration * 1000:.1f}ms'
 
 
-def _default_websocket(e: "AccessEntry") -> str:
+def _default_websocket(e: AccessEntry) -> str:
     return (
         f'{e.peer} - "WEBSOCKET {e.target}" {e.status} {e.duration * 1000:.1f}ms in={e.bytes_in} out={e.nbytes}'
     )
 
 
-def _json_line(e: "AccessEntry") -> str:
+def _json_line(e: AccessEntry) -> str:
     return json.dumps(e.fields(), separators=(",", ":"))
 
 
@@ -207,7 +208,7 @@ class AccessEntry:
 
     def __init__(
         self,
-        render: Callable[["AccessEntry"], str],
+        render: Callable[[AccessEntry], str],
         peer: str,
         method: str,
         target: str,
@@ -277,7 +278,7 @@ class AccessEntry:
     @property
     def user(self) -> str:
         auth = self.request_header(b"authorization", None)
-        if auth is None or not auth[:6].lower() == "basic ":
+        if auth is None or auth[:6].lower() != "basic ":
             return "-"
         import base64
         import binascii
@@ -440,7 +441,7 @@ class RequestObserver:
 
     __slots__ = ("access", "metrics", "loop_time", "wants_response_headers")
 
-    def __init__(self, access: AccessLog | None, metrics: "Metrics | None", loop_time: Callable[[], float]) -> None:
+    def __init__(self, access: AccessLog | None, metrics: Metrics | None, loop_time: Callable[[], float]) -> None:
         self.access = access
         self.metrics = metrics
         self.loop_time = loop_time
@@ -479,7 +480,7 @@ class RequestObserver:
 
 
 def build_observer(
-    config: "Config", loop_time: Callable[[], float], metrics: "Metrics | None" = None
+    config: Config, loop_time: Callable[[], float], metrics: Metrics | None = None
 ) -> RequestObserver | None:
     access = AccessLog(config.access_log_format, config.log_format == "json") if config.access_log else None
     if access is None and metrics is None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from . import __version__
-from .config import SettingError, cli_flags, env_names, field_kind, settings
+from .config import SECTIONS, SettingError, cli_flags, env_names, field_kind, settings
 from .config import _show_default as show_default
-from .config import SECTIONS
 from .sources import Resolved, resolve, setting_error
 
 EXIT_INVALID = 2

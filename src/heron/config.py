@@ -17,9 +17,11 @@ import dataclasses
 import functools
 import os
 import ssl
+import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Union
 
 __all__ = ["Config", "SettingError", "settings", "Listener", "parse_bind"]
 
@@ -121,7 +123,7 @@ class Config:
     """All settings. Build it with keyword arguments; call :meth:`validate`."""
 
     # --- application -------------------------------------------------------
-    app: Union[str, Any, None] = _s(
+    app: str | Any | None = _s(  # noqa: RUF009  # (_s declares the field: default, help, bounds)
         None,
         "The ASGI app as 'module:attribute' (default: heron's built-in demo page).",
         section="application",
@@ -174,10 +176,10 @@ class Config:
         "127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding", uvicorn=True
     )
     port: int = _s(8000, "Bind to this port; 0 picks a free one.", section="binding", uvicorn=True)
-    uds: Optional[str] = _s(
+    uds: str | None = _s(
         None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH", uvicorn=True
     )
-    fd: Optional[int] = _s(
+    fd: int | None = _s(
         None,
         "Serve an already-bound listening socket from this file descriptor.",
         section="binding",
@@ -193,7 +195,7 @@ class Config:
     backlog: int = _s(2048, "Maximum number of pending connections.", section="binding", uvicorn=True)
 
     # --- server process -----------------------------------------------------
-    workers: Optional[int] = _s(
+    workers: int | None = _s(
         None,
         "Number of worker processes under one supervisor (default: $WEB_CONCURRENCY or 1); "
         "more than 1 needs APP as an import string.",
@@ -221,7 +223,7 @@ class Config:
         "Run each request and WebSocket session in an empty contextvars.Context, not a copy of the server's.",
         uvicorn=True,
     )
-    limit_max_requests: Optional[int] = _s(
+    limit_max_requests: int | None = _s(
         None,
         "Shut down gracefully after this many requests (a worker is then replaced by its supervisor).",
         uvicorn=True,
@@ -239,13 +241,13 @@ class Config:
     )
 
     # --- limits ---------------------------------------------------------------
-    limit_concurrency: Optional[int] = _s(
+    limit_concurrency: int | None = _s(
         None,
         "Answer 503 to new requests while this many connections or tasks are active.",
         section="limits",
         uvicorn=True,
     )
-    limit_request_body: Optional[int] = _s(
+    limit_request_body: int | None = _s(
         None,
         "Maximum request body size in bytes (HTTP/1.1 and HTTP/2): a larger Content-Length gets 413 before the app "
         "runs; a body that grows past it gets 413 (or a reset, once the response started); none: no limit.",
@@ -257,7 +259,7 @@ class Config:
     limit_request_head_size: int = _s(
         65536, "Maximum size of the request line and header fields together, in bytes (431 beyond).", section="limits"
     )
-    h11_max_incomplete_event_size: Optional[int] = _s(
+    h11_max_incomplete_event_size: int | None = _s(
         None,
         "h11's buffer limit; has no effect (heron's parser is bounded by --limit-request-head-size).",
         section="limits",
@@ -285,7 +287,7 @@ class Config:
         "Close a connection whose client reads nothing of a pending response for this many seconds; 0 disables.",
         section="timeouts",
     )
-    timeout_graceful_shutdown: Optional[float] = _s(
+    timeout_graceful_shutdown: float | None = _s(
         30.0,
         "On shutdown, wait this many seconds for in-flight requests before cancelling them (none: wait forever).",
         section="timeouts",
@@ -313,7 +315,7 @@ class Config:
         negatable=True,
         uvicorn=True,
     )
-    forwarded_allow_ips: Optional[str] = _s(
+    forwarded_allow_ips: str | None = _s(
         None,
         "Comma-separated IPs, networks (CIDR) or literals trusted to send proxy headers; '*' trusts all "
         "(default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1).",
@@ -385,13 +387,13 @@ class Config:
         section="websocket",
         uvicorn=True,
     )
-    ws_ping_interval: Optional[float] = _s(
+    ws_ping_interval: float | None = _s(
         20.0,
         "Send a WebSocket ping after this many idle seconds; 0 or none disables.",
         section="websocket",
         uvicorn=True,
     )
-    ws_ping_timeout: Optional[float] = _s(
+    ws_ping_timeout: float | None = _s(
         20.0,
         "Close with 1011 if no frame arrives this many seconds after a ping; 0 or none disables.",
         section="websocket",
@@ -406,21 +408,21 @@ class Config:
     )
 
     # --- TLS (uvicorn's names; checked by heron.tls.check_settings) ----------
-    ssl_keyfile: Optional[str] = _s(
+    ssl_keyfile: str | None = _s(
         None,
         "TLS private key file (PEM); with --ssl-certfile it turns on HTTPS.",
         section="tls",
         metavar="PATH",
         uvicorn=True,
     )
-    ssl_certfile: Optional[str] = _s(
+    ssl_certfile: str | None = _s(
         None,
         "TLS certificate file (PEM): the server certificate, then any intermediates.",
         section="tls",
         metavar="PATH",
         uvicorn=True,
     )
-    ssl_keyfile_password: Optional[str] = _s(
+    ssl_keyfile_password: str | None = _s(
         None, "Password of an encrypted --ssl-keyfile.", section="tls", metavar="PASSWORD", uvicorn=True
     )
     ssl_version: int = _s(
@@ -435,19 +437,19 @@ class Config:
         section="tls",
         uvicorn=True,
     )
-    ssl_ca_certs: Optional[str] = _s(
+    ssl_ca_certs: str | None = _s(
         None,
         "CA certificates (PEM) that client certificates are verified against.",
         section="tls",
         metavar="PATH",
         uvicorn=True,
     )
-    ssl_ciphers: Optional[str] = _s(
+    ssl_ciphers: str | None = _s(
         None, "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's).", section="tls", metavar="CIPHERS", uvicorn=True
     )
 
     # --- logging -----------------------------------------------------------
-    log_level: Union[str, int, None] = _s(
+    log_level: str | int | None = _s(
         None,
         "Log level (default info; with --log-config, only applied when given); trace also logs every ASGI message.",
         section="logging",
@@ -470,7 +472,7 @@ class Config:
         section="logging",
         choices=("text", "json"),
     )
-    log_config: Union[str, dict[str, Any], Any, None] = _s(
+    log_config: str | dict[str, Any] | Any | None = _s(  # noqa: RUF009  # (as above)
         None,
         "Configure logging from this file instead: dictConfig .json or .yaml/.yml, or fileConfig .ini "
         "(existing loggers are never disabled).",
@@ -478,7 +480,7 @@ class Config:
         metavar="PATH",
         uvicorn=True,
     )
-    use_colors: Optional[bool] = _s(
+    use_colors: bool | None = _s(
         None,
         "Colour the log level (default: only when the output is a terminal).",
         section="logging",
@@ -493,7 +495,7 @@ class Config:
     )
 
     # --- metrics -------------------------------------------------------------
-    metrics_bind: Optional[str] = _s(
+    metrics_bind: str | None = _s(
         None,
         "Serve Prometheus metrics at http://ADDRESS/metrics (HOST:PORT, [IPv6]:PORT or unix:PATH); off by default.",
         section="metrics",
@@ -501,7 +503,7 @@ class Config:
     )
 
     # --- settings sources ----------------------------------------------------
-    config: Optional[str] = _s(
+    config: str | None = _s(
         None,
         "Read settings from this TOML file (default: [tool.heron] of ./pyproject.toml, if any).",
         section="settings",
@@ -509,7 +511,7 @@ class Config:
         metavar="PATH",
         file=False,
     )
-    env_file: Optional[str] = _s(
+    env_file: str | None = _s(
         None,
         "Load environment variables from this dotenv file before reading settings (existing variables win).",
         section="settings",
@@ -557,10 +559,10 @@ class Config:
 
     # -----------------------------------------------------------------------
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Check every value; raise :class:`SettingError` naming the first bad one."""
         hints = _hints()
         for f in dataclasses.fields(self):
@@ -679,7 +681,7 @@ class Config:
         return self
 
     @property
-    def listeners(self) -> list["Listener"]:
+    def listeners(self) -> list[Listener]:
         """Where to listen: the ``bind`` list, or ``host``/``port``/``uds``/``fd``."""
         if self.bind:
             return [parse_bind(text) for text in self.bind]
@@ -763,7 +765,7 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
         _fail(name, value, allowed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints() -> dict[str, Any]:
     return typing.get_type_hints(Config)
 
@@ -777,11 +779,12 @@ class Kind(NamedTuple):
     multiple: bool
 
 
-def field_kind(f: "dataclasses.Field[Any]") -> Kind:
+def field_kind(f: dataclasses.Field[Any]) -> Kind:
     hint = _hints()[f.name]
     args = typing.get_args(hint)
-    optional = typing.get_origin(hint) is Union and type(None) in args
-    rest = [a for a in args if a is not type(None)] if typing.get_origin(hint) is Union else [hint]
+    union = typing.get_origin(hint) in (Union, types.UnionType)  # Optional[X] or X | None
+    optional = union and type(None) in args
+    rest = [a for a in args if a is not type(None)] if union else [hint]
     if len(rest) == 1:
         hint = rest[0]
     if typing.get_origin(hint) is tuple:
@@ -796,7 +799,7 @@ def field_kind(f: "dataclasses.Field[Any]") -> Kind:
 _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def describe(f: "dataclasses.Field[Any]") -> str:
+def describe(f: dataclasses.Field[Any]) -> str:
     """What a setting accepts, for error messages."""
     kind = field_kind(f)
     choices = f.metadata.get("choices")
@@ -842,12 +845,12 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         _fail(name, value, describe(f))
 
 
-@functools.lru_cache(maxsize=None)
-def _fields() -> dict[str, "dataclasses.Field[Any]"]:
+@functools.cache
+def _fields() -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(Config)}
 
 
-def _default(f: "dataclasses.Field[Any]") -> Any:
+def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
     if f.default_factory is not dataclasses.MISSING:
@@ -855,7 +858,7 @@ def _default(f: "dataclasses.Field[Any]") -> Any:
     return None
 
 
-def settings() -> list["dataclasses.Field[Any]"]:
+def settings() -> list[dataclasses.Field[Any]]:
     """The settings registry: every Config field, in declaration order."""
     return list(dataclasses.fields(Config))
 
@@ -864,7 +867,7 @@ def env_name(field_name: str) -> str:
     return "HERON_" + field_name.upper()
 
 
-def env_names(f: "dataclasses.Field[Any]") -> list[str]:
+def env_names(f: dataclasses.Field[Any]) -> list[str]:
     """The environment variables that set ``f``, first one wins."""
     names = [env_name(f.name)]
     if f.metadata.get("uvicorn"):
@@ -873,7 +876,7 @@ def env_names(f: "dataclasses.Field[Any]") -> list[str]:
     return names
 
 
-def cli_flags(f: "dataclasses.Field[Any]") -> tuple[str, ...]:
+def cli_flags(f: dataclasses.Field[Any]) -> tuple[str, ...]:
     return tuple(f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))
 
 
@@ -886,7 +889,7 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def from_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, Any]:
+def from_environ(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
     """Settings given as ``HERON_*`` environment variables (raw strings)."""
     return {f.name: environ[env_name(f.name)] for f in settings() if env_name(f.name) in environ}
 
@@ -894,7 +897,7 @@ def from_environ(environ: "os._Environ[str] | dict[str, str]") -> dict[str, Any]
 # --- reference docs ------------------------------------------------------------
 
 
-def _show_default(f: "dataclasses.Field[Any]") -> str:
+def _show_default(f: dataclasses.Field[Any]) -> str:
     value = _default(f)
     if f.name == "app":
         return "the demo page"
@@ -970,7 +973,7 @@ def markdown() -> str:
     return "\n".join(out)
 
 
-def _metavar(f: "dataclasses.Field[Any]") -> str:
+def _metavar(f: dataclasses.Field[Any]) -> str:
     meta = f.metadata
     if meta["metavar"]:
         return str(meta["metavar"])

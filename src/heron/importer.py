@@ -72,7 +72,7 @@ def _is_asgi3(app: Any) -> bool:
         return hasattr(app, "__await__")
     if asyncio.iscoroutinefunction(app):
         return True
-    call = getattr(app, "__call__", None)
+    call = getattr(app, "__call__", None)  # noqa: B004  # (the method itself, to inspect)
     return asyncio.iscoroutinefunction(call)
 
 

@@ -148,9 +148,8 @@ class JSONFormatter(logging.Formatter):
             for name in _STRUCTURED:
                 if name in attrs:
                     data[name] = attrs[name]
-        if record.exc_info:
-            if not record.exc_text:
-                record.exc_text = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             data["exc_info"] = record.exc_text
         if record.stack_info:
@@ -214,7 +213,7 @@ def install_aliases() -> None:
             logger.addFilter(_Alias(logger, alias))
 
 
-def default_config(config: "Config") -> dict[str, Any]:
+def default_config(config: Config) -> dict[str, Any]:
     """heron's dictConfig: level-prefixed text (or JSON) on stderr, access on stdout."""
     level = level_number(config.log_level)
     json_records = config.log_format == "json"
@@ -248,7 +247,7 @@ def default_config(config: "Config") -> dict[str, Any]:
     }
 
 
-def setup_logging(config: "Config") -> None:
+def setup_logging(config: Config) -> None:
     """Configure logging for ``config`` (the CLI and :func:`heron.run` call this;
     an embedded :class:`heron.Server` leaves logging to its host).
 
@@ -311,7 +310,7 @@ def load_log_config(log_config: Any) -> None:
             logging.config.fileConfig(path, disable_existing_loggers=False)
     except SettingError:
         raise
-    except Exception as exc:  # json/yaml syntax, dictConfig's ValueError, fileConfig's KeyError...
+    except Exception as exc:  # noqa: BLE001  # json/yaml syntax, dictConfig's ValueError, fileConfig's KeyError...
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _bad(path, f"a valid logging config ({detail})") from None
 

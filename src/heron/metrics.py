@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import http
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .transport.http1 import H1Protocol
@@ -238,7 +239,7 @@ class MeteredH1Protocol(H1Protocol):
 
     __slots__ = ("_metrics",)
 
-    def __init__(self, ctx: "ServerContext", metrics: Metrics) -> None:
+    def __init__(self, ctx: ServerContext, metrics: Metrics) -> None:
         super().__init__(ctx)
         self._metrics = metrics
 
@@ -251,7 +252,7 @@ class MeteredH1Protocol(H1Protocol):
         super().data_received(data)
 
 
-def protocol_factory(ctx: "ServerContext", metrics: Metrics | None) -> Callable[[], asyncio.Protocol]:
+def protocol_factory(ctx: ServerContext, metrics: Metrics | None) -> Callable[[], asyncio.Protocol]:
     if metrics is None:
         return lambda: H1Protocol(ctx)
     return lambda: MeteredH1Protocol(ctx, metrics)
@@ -260,7 +261,7 @@ def protocol_factory(ctx: "ServerContext", metrics: Metrics | None) -> Callable[
 # --- the endpoint ------------------------------------------------------------------
 
 
-def metrics_app(source: "Metrics | Callable[[], Awaitable[str]]") -> Any:
+def metrics_app(source: Metrics | Callable[[], Awaitable[str]]) -> Any:
     """A tiny ASGI app: ``GET /metrics`` (and ``/``) answer the exposition of
     ``source``: this process's :class:`Metrics`, or a coroutine function that
     renders it (the supervisor's, which asks its workers)."""

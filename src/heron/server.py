@@ -17,7 +17,8 @@ import random
 import signal
 import socket
 import threading
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from . import __version__
 from .asgi.lifespan import Lifespan, LifespanFailure

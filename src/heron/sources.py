@@ -18,8 +18,9 @@ import dataclasses
 import difflib
 import os
 import sys
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Mapping, MutableMapping
+from typing import Any
 
 from .config import Config, SettingError, cli_flags, describe, env_names, field_kind, parse_header, settings
 
@@ -57,7 +58,7 @@ def split_list(text: str) -> list[str]:
     return text.split()
 
 
-def convert_text(f: "dataclasses.Field[Any]", raw: Any, source: str) -> Any:
+def convert_text(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
     """Convert text from argv or the environment (a list for repeatable flags)."""
     kind = field_kind(f)
     name = f.name
@@ -96,7 +97,7 @@ def convert_text(f: "dataclasses.Field[Any]", raw: Any, source: str) -> Any:
     return text
 
 
-def convert_file(f: "dataclasses.Field[Any]", raw: Any, source: str) -> Any:
+def convert_file(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
     """Convert a TOML value; text is read as on the command line."""
     kind = field_kind(f)
     name = f.name
@@ -146,7 +147,7 @@ def read_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
         index += 1
         if not line or line.startswith("#"):
             continue
-        if line.startswith("export ") or line.startswith("export\t"):
+        if line.startswith(("export ", "export\t")):
             line = line[7:].lstrip()
         key, sep, value = line.partition("=")
         key = key.strip()

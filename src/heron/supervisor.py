@@ -96,7 +96,7 @@ def run(config: Config) -> int:
 class _Worker:
     """The supervisor's handle on one worker process."""
 
-    def __init__(self, process: Any, conn: Connection, ready: "asyncio.Future[bool]") -> None:
+    def __init__(self, process: Any, conn: Connection, ready: asyncio.Future[bool]) -> None:
         self.process = process
         self.conn = conn
         self.ready = ready  # True once serving; False if it died first
@@ -373,7 +373,7 @@ class Supervisor:
 
     # --- reload ----------------------------------------------------------------
 
-    async def _watch_files(self, watcher: "FileWatcher") -> None:
+    async def _watch_files(self, watcher: FileWatcher) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.config.reload_delay)
@@ -519,7 +519,7 @@ def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, 
 
     try:
         setup_logging(config)
-    except Exception as exc:  # already checked by the supervisor's own set-up
+    except Exception as exc:  # noqa: BLE001  # already checked by the supervisor's own set-up
         sys.stderr.write(f"heron worker: logging set-up failed: {exc}\n")
     server = Server(config, metrics=Metrics() if collect_metrics else None)
     server.stop_signals = (signal.SIGTERM,)

@@ -72,7 +72,7 @@ class _ServerContext(ssl.SSLContext):
     cipher_ids: dict[str, int]
 
 
-def enabled(config: "Config") -> bool:
+def enabled(config: Config) -> bool:
     """TLS is on when a certificate or key file is configured."""
     return bool(config.ssl_certfile or config.ssl_keyfile)
 
@@ -88,7 +88,7 @@ def http2_available() -> bool:
     return True
 
 
-def alpn_protocols(config: "Config") -> list[str]:
+def alpn_protocols(config: Config) -> list[str]:
     if getattr(config, "http2", False) and http2_available():
         return ["h2", "http/1.1"]
     return ["http/1.1"]
@@ -97,7 +97,7 @@ def alpn_protocols(config: "Config") -> list[str]:
 # --- settings -----------------------------------------------------------------------------
 
 
-def check_settings(config: "Config") -> None:
+def check_settings(config: Config) -> None:
     """Validate the ``ssl_*`` settings without loading keys; raise SettingError naming one."""
     if config.ssl_version not in (_PROTOCOL_TLS, _PROTOCOL_TLS_SERVER, _PROTOCOL_TLSv1_2):
         raise SettingError(
@@ -164,7 +164,7 @@ def _holds_private_key(path: str) -> bool:
 # --- the SSLContext -----------------------------------------------------------------------
 
 
-def create_ssl_context(config: "Config") -> ssl.SSLContext:
+def create_ssl_context(config: Config) -> ssl.SSLContext:
     """The server's SSLContext; raise TLSSetupError with one clear line if a file won't load."""
     context = _ServerContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

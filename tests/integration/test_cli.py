@@ -11,8 +11,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -451,6 +451,6 @@ def test_control_characters_cannot_reach_the_access_log(app_dir: Path) -> None:
     assert match and match["line"] == "GET /a%0d%0aINFO:%20forged HTTP/1.1", out
     for stream in (srv.stdout, srv.stderr):
         assert "\x1b" not in stream and "\x00" not in stream
-        assert not any(line.startswith("INFO: forged") or line.startswith("INFO:forged") for line in stream.splitlines())
+        assert not any(line.startswith(("INFO: forged", "INFO:forged")) for line in stream.splitlines())
         assert "\r" not in stream
     assert srv.stderr.count("Bad request from 127.0.0.1:") == 3

@@ -16,8 +16,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -350,7 +351,7 @@ def test_http_client_chunked_upload() -> None:
     with serve(inspect_app) as srv:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT)
         try:
-            for attempt in range(2):  # twice: the connection survives a chunked body
+            for _attempt in range(2):  # twice: the connection survives a chunked body
                 conn.request("PUT", "/chunks", body=iter(pieces), encode_chunked=True,
                              headers={"Transfer-Encoding": "chunked"})
                 resp = conn.getresponse()
@@ -425,7 +426,7 @@ def _status_kib(field: str) -> int:
 class PeakRSS:
     """Peak RSS growth of this process (server thread included) over a block, via VmHWM."""
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0).
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -433,7 +434,7 @@ class PeakRSS:
         assert _status_kib("VmHWM") * 1024 <= self.baseline + MiB, "VmHWM reset did not work"
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.growth = _status_kib("VmHWM") * 1024 - self.baseline
 
 

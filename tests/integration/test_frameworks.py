@@ -13,7 +13,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -332,7 +333,7 @@ def make_fastapi() -> FastAPI:
         return user  # the password is filtered out by response_model
 
     @app.post("/upload")
-    async def upload(file: UploadFile = File(...), note: str = Form("")) -> dict[str, Any]:
+    async def upload(file: UploadFile = File(...), note: str = Form("")) -> dict[str, Any]:  # noqa: B008  # (FastAPI's idiom)
         digest = hashlib.sha256()
         size = 0
         while chunk := await file.read(65536):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import os
 import shutil
 import socket
 import struct
 import subprocess
 import threading
-import logging
 import time
 from typing import Any
 
@@ -95,7 +95,7 @@ class H2Client:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(65536)
-            except (ConnectionResetError, socket.timeout) as exc:
+            except (TimeoutError, ConnectionResetError) as exc:
                 if isinstance(exc, socket.timeout):
                     raise TimeoutError("condition not reached") from None
                 data = b""
@@ -156,7 +156,7 @@ class RawConn:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 break
             except ConnectionResetError:
                 break
@@ -365,7 +365,7 @@ def test_big_download_with_a_slow_reader_and_small_windows() -> None:
         deadline = time.monotonic() + 30
         while not client.ended(sid) and time.monotonic() < deadline:
             before = len(client.events)
-            client.pump(lambda: len(client.events) > before)
+            client.pump(lambda before=before: len(client.events) > before)
             for e in client.events[before:]:
                 if isinstance(e, h2.events.DataReceived):
                     assert len(e.data) <= 16384
@@ -553,7 +553,7 @@ def test_control_frame_flood_from_a_peer_that_does_not_read(kind: str) -> None:
         try:
             while time.monotonic() - started < 10:
                 raw.sock.sendall(burst)
-        except socket.timeout:
+        except TimeoutError:
             blocked = True  # the server stopped reading
         except OSError:
             pass  # the server closed the connection
@@ -565,7 +565,7 @@ def test_control_frame_flood_from_a_peer_that_does_not_read(kind: str) -> None:
         while time.monotonic() < deadline and not closed:
             try:
                 closed = raw.sock.recv(1 << 20) == b""
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError:
                 closed = True

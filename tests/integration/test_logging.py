@@ -223,12 +223,12 @@ UVICORN_STYLE = {
 
 
 def _check_uvicorn_style(srv: Any) -> None:
-    assert re.search(r"^INFO: +U Started heron", srv.stderr, re.M), srv.stderr
+    assert re.search(r"^INFO: +U Started heron", srv.stderr, re.MULTILINE), srv.stderr
     out = lines(srv.stdout)
     assert len(out) == 2, out
     # (uvicorn's own AccessFormatter, when uvicorn is installed, adds the reason phrase)
     assert re.fullmatch(r'INFO: +ACCESS 127\.0\.0\.1:\d+ - "GET /items\?page=2 HTTP/1\.1" 200( OK)?', out[0]), out
-    assert re.search(r"^INFO: +U app logs to uvicorn\.error$", srv.stderr, re.M), srv.stderr
+    assert re.search(r"^INFO: +U app logs to uvicorn\.error$", srv.stderr, re.MULTILINE), srv.stderr
 
 
 def test_log_config_json_written_for_uvicorn(app_dir: Path) -> None:
@@ -297,7 +297,7 @@ def test_app_filters_on_uvicorn_access_apply(app_dir: Path) -> None:
         assert srv.stop() == 0
     out = lines(srv.stdout)
     assert len(out) == 2 and "/other" in out[0] and "/log" in out[1], out
-    assert re.search(r"^INFO: +app logs to uvicorn\.error$", srv.stderr, re.M)
+    assert re.search(r"^INFO: +app logs to uvicorn\.error$", srv.stderr, re.MULTILINE)
 
 
 def test_app_handlers_on_uvicorn_access_receive_heron_records(app_dir: Path) -> None:

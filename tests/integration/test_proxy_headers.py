@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest

@@ -17,7 +17,8 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -77,7 +78,7 @@ def read_to_eof(sock: socket.socket, timeout: float = 5.0) -> tuple[bytes, bool]
             data = sock.recv(65536)
         except ConnectionResetError:
             return b"".join(chunks), True
-        except socket.timeout:
+        except TimeoutError:
             return b"".join(chunks), False
         if not data:
             return b"".join(chunks), True

@@ -45,7 +45,7 @@ def app_dir(tmp_path: Path) -> Path:
 # --- example values: one non-default value per setting, derived from the registry ------------
 
 
-def example(f: "dataclasses.Field[Any]", tmp: Path) -> Any:
+def example(f: dataclasses.Field[Any], tmp: Path) -> Any:
     """A valid, non-default value for ``f``, as it should appear in Config."""
     pem = tmp / "server.pem"
     pem.write_text(PEM_WITH_KEY)
@@ -114,7 +114,7 @@ def companions(name: str, tmp: Path) -> list[str]:
     return []
 
 
-def as_text(f: "dataclasses.Field[Any]", value: Any) -> str:
+def as_text(f: dataclasses.Field[Any], value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if f.name == "headers":
@@ -124,7 +124,7 @@ def as_text(f: "dataclasses.Field[Any]", value: Any) -> str:
     return str(value)
 
 
-def cli_args(f: "dataclasses.Field[Any]", value: Any) -> list[str]:
+def cli_args(f: dataclasses.Field[Any], value: Any) -> list[str]:
     if f.name == "app":
         return [value]
     flag = cli_flags(f)[-1]
@@ -138,7 +138,7 @@ def cli_args(f: "dataclasses.Field[Any]", value: Any) -> list[str]:
     return [flag, as_text(f, value)]
 
 
-def toml_value(f: "dataclasses.Field[Any]", value: Any) -> str:
+def toml_value(f: dataclasses.Field[Any], value: Any) -> str:
     if f.name == "headers":
         return json.dumps([f"{n}: {v}" for n, v in value])
     if isinstance(value, bool):

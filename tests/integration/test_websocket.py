@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 import zlib
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -160,7 +161,7 @@ class RawWS:
         path: str = "/",
         extra: bytes = b"",
         sock: socket.socket | None = None,
-    ) -> tuple["RawWS", dict[bytes, bytes]]:
+    ) -> tuple[RawWS, dict[bytes, bytes]]:
         if sock is None:
             sock = srv.connect()
         sock.settimeout(WAIT)
@@ -211,7 +212,7 @@ class RawWS:
         while len(self.buf) < n:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("frame not complete in time")
+                raise TimeoutError("frame not complete in time")
             self.sock.settimeout(left)
             data = self.sock.recv(65536)
             if not data:
@@ -258,7 +259,7 @@ class RawWS:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 return True
@@ -883,7 +884,7 @@ def test_keepalive_keeps_an_answering_client() -> None:
         while time.monotonic() < deadline:
             try:
                 _, _, opcode, payload = raw.read_frame(timeout=deadline - time.monotonic())
-            except socket.timeout:
+            except TimeoutError:
                 break
             assert opcode == OP_PING, (opcode, payload)
             pings += 1
@@ -1289,7 +1290,7 @@ def test_websocket_accepted_during_shutdown_is_closed_1001() -> None:
             raw = RawWS(sock)
             try:
                 code, _, _ = raw.read_close(timeout=1.5)
-            except socket.timeout:
+            except TimeoutError:
                 pytest.fail("accepted during shutdown, but no close 1001 within 1.5 s")
             assert code == 1001
             raw.send_frame(OP_CLOSE, close_payload(1001))
@@ -1314,7 +1315,7 @@ class AccessRecords:
         self.logger = logging.getLogger("heron.access")
         self.handler = _Collect(logging.INFO)
 
-    def __enter__(self) -> "AccessRecords":
+    def __enter__(self) -> AccessRecords:
         import logging
 
         self.old = (self.logger.level, self.logger.disabled)
@@ -1323,7 +1324,7 @@ class AccessRecords:
         self.logger.addHandler(self.handler)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.logger.removeHandler(self.handler)
         self.logger.setLevel(self.old[0])
         self.logger.disabled = self.old[1]

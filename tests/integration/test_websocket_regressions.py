@@ -12,7 +12,6 @@ import base64
 import hashlib
 import os
 import queue
-import socket
 import struct
 import time
 from typing import Any
@@ -118,7 +117,7 @@ class Client:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             try:
                 data = self.sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 return True

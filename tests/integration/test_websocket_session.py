@@ -100,7 +100,7 @@ class H2WebSocketClient:
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(1 << 20)
-            except socket.timeout:
+            except TimeoutError:
                 return False
             except ConnectionResetError:
                 data = b""

@@ -16,8 +16,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -135,7 +135,7 @@ def test_sigterm_lets_a_workers_in_flight_request_finish(app_dir: Path) -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         try:
             sock.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
-            wait_until(lambda: (app_dir / "slow-started").exists(), what="the slow request")
+            wait_until((app_dir / "slow-started").exists, what="the slow request")
             srv.proc.send_signal(signal.SIGTERM)
             status, _, body, _ = read_response(sock, timeout=10)
             assert status == 200 and body.endswith(b"v1")
@@ -283,10 +283,10 @@ def test_metrics_are_added_up_across_workers(app_dir: Path) -> None:
         status, _, text = raw_request(metrics_port, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
         assert status == 200
         body = text.decode()
-        assert re.search(r'^heron_http_requests_total\{method="GET",status="200"\} 40$', body, re.M), body
-        assert re.search(r"^heron_workers 2$", body, re.M), body
+        assert re.search(r'^heron_http_requests_total\{method="GET",status="200"\} 40$', body, re.MULTILINE), body
+        assert re.search(r"^heron_workers 2$", body, re.MULTILINE), body
         # 40 requests plus heron_server's readiness probe, each on its own connection
-        assert re.search(r"^heron_connections_total 41$", body, re.M), body
+        assert re.search(r"^heron_connections_total 41$", body, re.MULTILINE), body
         assert srv.stop(signal.SIGTERM, timeout=20) == 0
 
 

@@ -8,7 +8,8 @@ import json
 import os
 import socket
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -121,7 +122,7 @@ class Closing:
     def __init__(self) -> None:
         self.items = iter([b"a", b"b"])
 
-    def __iter__(self) -> "Closing":
+    def __iter__(self) -> Closing:
         return self
 
     def __next__(self) -> bytes:

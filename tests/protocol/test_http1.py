@@ -8,13 +8,15 @@ sequence. Nothing is mocked: real bytes in, real events and bytes out.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heron.protocol.errors import LocalProtocolError, RemoteProtocolError
+from heron.protocol.http1 import _DONE as _PARSER_DONE
 from heron.protocol.http1 import (
     NEED_DATA,
     PAUSED,
@@ -27,7 +29,6 @@ from heron.protocol.http1 import (
     simple_response,
     status_line,
 )
-from heron.protocol.http1 import _DONE as _PARSER_DONE
 
 # --- the feeding helper --------------------------------------------------------
 

@@ -34,15 +34,15 @@ from heron.protocol.http2 import (
 )
 from heron.protocol.permessage_deflate import DeflateParams
 from heron.protocol.websocket import (
+    NEED_DATA as WS_NEED_DATA,
+)
+from heron.protocol.websocket import (
     NO_ROOM,
     YIELD,
     BytesMessage,
     Pong,
     TextMessage,
     WebSocketConnection,
-)
-from heron.protocol.websocket import (
-    NEED_DATA as WS_NEED_DATA,
 )
 
 # --- the read budget -----------------------------------------------------------

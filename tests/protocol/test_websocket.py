@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -792,8 +793,8 @@ def test_nothing_is_sent_after_close() -> None:
     sends: list[Callable[[], bytes]] = [
         lambda: conn.send_text("x"),
         lambda: conn.send_bytes(b"x"),
-        lambda: conn.send_ping(),
-        lambda: conn.send_close(),
+        conn.send_ping,
+        conn.send_close,
     ]
     for send in sends:
         with pytest.raises(LocalProtocolError):
@@ -1079,7 +1080,7 @@ def test_interop_messages_both_ways(deflate: bool) -> None:
     big = os.urandom(70_000)
     client.send_text("héllo".encode())
     client.send_binary(big)
-    client.send_text("frag ".encode() * 50, fin=False)
+    client.send_text(b"frag " * 50, fin=False)
     client.send_ping(b"are you there")
     client.send_continuation("mént ".encode() * 50, fin=False)
     client.send_continuation(b"", fin=True)

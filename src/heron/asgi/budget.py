@@ -27,7 +27,7 @@ inflated beyond what the app has room for.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["ReadBudget", "BodyBuffer", "PIECE_OVERHEAD", "COALESCE_BELOW", "MESSAGE_OVERHEAD"]
 

@@ -25,9 +25,10 @@ Rules enforced here (asgiref ``www`` spec 2.5):
 from __future__ import annotations
 
 import asyncio
-import os
 import logging
-from typing import Any, Awaitable, Callable, Iterable, MutableMapping, Protocol
+import os
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from ..protocol.errors import LocalProtocolError

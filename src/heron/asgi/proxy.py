@@ -23,9 +23,9 @@ are and change nothing. ``*`` trusts every peer, UNIX-socket peers included
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Union
+from collections.abc import Iterable
 
-_Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _HTTP_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
 _FORWARDED = frozenset((b"x-forwarded-for", b"x-forwarded-proto"))

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .http import ASGIApp, Message, Scope
 

@@ -30,7 +30,8 @@ import asyncio
 import logging
 import sys
 from collections import deque
-from typing import Any, Callable, Iterable, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 from ..protocol.errors import LocalProtocolError
 from .budget import MESSAGE_OVERHEAD, ReadBudget

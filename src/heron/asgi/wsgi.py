@@ -34,8 +34,9 @@ import concurrent.futures
 import inspect
 import io
 import sys
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .http import Message, Scope
 
@@ -124,7 +125,7 @@ def build_environ(scope: Scope, body: Any, multiprocess: bool) -> dict[str, Any]
 class _RequestBody(io.RawIOBase):
     """``wsgi.input``: the request body, pulled from ``receive()`` on demand."""
 
-    def __init__(self, call: "_WSGICall") -> None:
+    def __init__(self, call: _WSGICall) -> None:
         self._call = call
         self._buffer = bytearray()
         self._done = False
@@ -268,7 +269,7 @@ class _WSGICall:
 
 def looks_like_wsgi(app: Any) -> bool:
     """A plain (not async) callable taking exactly ``(environ, start_response)``."""
-    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)
+    target = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", None)  # noqa: B004  # (the method itself, to inspect)
     if target is None or inspect.iscoroutinefunction(target) or inspect.isclass(app):
         return False
     try:

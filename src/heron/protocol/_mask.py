@@ -14,7 +14,7 @@ compare them on random input.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 # XOR tables for bytes.translate(): _TABLES[k][b] == b ^ k
 _TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
@@ -51,10 +51,10 @@ apply_mask_join = _join_then_apply_mask
 ACCELERATED = False
 if not os.environ.get("HERON_NO_EXTENSIONS"):
     try:
-        from .._speedups import apply_mask  # type: ignore[no-redef, import-not-found]  # noqa: F811
+        from .._speedups import apply_mask  # type: ignore[no-redef, import-not-found]
 
         ACCELERATED = True
-        from .._speedups import apply_mask_join  # type: ignore[no-redef]  # noqa: F811
+        from .._speedups import apply_mask_join  # type: ignore[no-redef]
     except ImportError:  # pragma: no cover - depends on the build (an older build lacks the join)
         pass
 

@@ -28,9 +28,9 @@ too many or too large header fields 431.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Iterable, Union
 
 from ._cache import BoundedCache
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -170,7 +170,7 @@ PAUSED = _Sentinel("PAUSED")
 _END_OF_MESSAGE = EndOfMessage()
 _CONNECTION_CLOSED = ConnectionClosed()
 
-Event = Union[Request, Data, EndOfMessage, ConnectionClosed, _Sentinel]
+Event = Request | Data | EndOfMessage | ConnectionClosed | _Sentinel
 
 # --- grammar -----------------------------------------------------------------
 
@@ -199,8 +199,8 @@ _FIELD_LINES: BoundedCache[bytes, tuple[bytes, bytes]] = BoundedCache(256 * 1024
 # Connection: close, Connection: keep-alive, Expect: 100-continue, Upgrade
 # (only with Connection: upgrade), TE: trailers, X-Forwarded-For/-Proto present.
 _Fields = tuple[
-    int, tuple[tuple[bytes, bytes], ...], int, Union[bytes, None], Union[tuple[bytes, ...], None],
-    bool, bool, bool, Union[bytes, None], bool, bool,
+    int, tuple[tuple[bytes, bytes], ...], int, bytes | None, tuple[bytes, ...] | None,
+    bool, bool, bool, bytes | None, bool, bool,
 ]  # fmt: skip
 _FIELD_BLOCKS: BoundedCache[bytes, _Fields] = BoundedCache(384 * 1024, 8192)
 # What an app's response header list says (_describe_response_fields), by the list.
@@ -774,7 +774,7 @@ class H1Connection:
                     if not avail:
                         break
                     remaining = self._remaining
-                    n = remaining if avail >= remaining else avail
+                    n = min(remaining, avail)
                     if pos == 0 and n == len(buf):
                         parts.append(bytes(buf))  # the whole buffer: one copy
                     else:

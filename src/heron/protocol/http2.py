@@ -92,7 +92,8 @@ import re
 import struct
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from hpack import Decoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
@@ -242,7 +243,7 @@ class H2Limits:
 # --- events --------------------------------------------------------------------
 
 
-class _Event:
+class _Event:  # noqa: PLW1641  # (events compare by value; none is hashed)
     __slots__: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
@@ -723,7 +724,7 @@ class H2Core:
             self._receive(data)
         except _ConnError as exc:
             self._fail(exc.code, exc.reason)
-        except Exception as exc:  # pragma: no cover - a bug here: never crash the server
+        except Exception as exc:  # noqa: BLE001  # pragma: no cover - a bug here: never crash the server
             self._fail(_INTERNAL_ERROR, f"internal error: {exc!r}")
         finally:
             self._receiving = False
@@ -1152,9 +1153,8 @@ class H2Core:
                 if not 16384 <= value <= 16777215:
                     raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range")
                 self._send_frame = value
-            elif ident == 8:  # ENABLE_CONNECT_PROTOCOL
-                if value > 1:
-                    raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
+            elif ident == 8 and value > 1:  # ENABLE_CONNECT_PROTOCOL
+                raise _ConnError(_PROTOCOL_ERROR, "SETTINGS_ENABLE_CONNECT_PROTOCOL other than 0 or 1")
             # MAX_HEADER_LIST_SIZE (advisory) and unknown settings: ignored
         self._out.append(_SETTINGS_ACK)
         self._control_queued += 1
@@ -1612,7 +1612,7 @@ class H2Core:
                 chunk = chunks[0]
                 n = len(chunk)
                 if n > window or n > max_frame:
-                    n = window if window < max_frame else max_frame
+                    n = min(max_frame, window)
                     if type(chunk) is not memoryview:
                         chunk = memoryview(chunk)
                     piece = chunk[:n]

@@ -47,8 +47,8 @@ connection. So a message never inflates more than one byte past the limit.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from .errors import WebSocketProtocolError
 

@@ -83,7 +83,8 @@ import hashlib
 import re
 import struct
 import time
-from typing import Callable, Iterable, NamedTuple, Sequence, Union
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple
 
 from ._mask import apply_mask as _unmask
 from ._mask import apply_mask_join as _unmask_join
@@ -486,7 +487,7 @@ EMPTY_WINDOW = 10.0
 #: rather than kept as an object of its own (see heron.asgi.budget).
 _COALESCE_BELOW = 4096
 
-Event = Union[TextMessage, BytesMessage, Ping, Pong, CloseReceived, _Sentinel]
+Event = TextMessage | BytesMessage | Ping | Pong | CloseReceived | _Sentinel
 
 # --- framing -----------------------------------------------------------------
 
@@ -787,7 +788,7 @@ class WebSocketConnection:
                 if avail < remaining and self._msg_type == _BINARY and not self._msg_compressed:
                     self._collect(buf, pos, avail)
                     return self._need_data()
-                n = remaining if avail >= remaining else avail
+                n = min(remaining, avail)
                 with memoryview(buf) as view:  # a partial payload is processed now: fail fast
                     chunk = _unmask(view[pos : pos + n], self._mask)
                 self._pos = pos + n

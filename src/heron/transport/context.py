@@ -16,16 +16,17 @@ import contextvars
 import logging
 import sys
 import time
+from collections.abc import Callable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ..accesslog import build_observer
 from ..asgi.proxy import ProxyTrust
 from ..protocol.http1 import H1Limits
 
 if TYPE_CHECKING:
-    from ..asgi.http import ASGIApp
     from ..accesslog import RequestObserver
+    from ..asgi.http import ASGIApp
     from ..config import Config
     from ..metrics import Metrics
 
@@ -38,7 +39,7 @@ access_logger = logging.getLogger("heron.access")
 
 class ServerContext:
     def __init__(
-        self, config: "Config", app: "ASGIApp", loop: asyncio.AbstractEventLoop, metrics: "Metrics | None" = None
+        self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop, metrics: Metrics | None = None
     ) -> None:
         self.config = config
         self.app = app
@@ -90,7 +91,7 @@ class ServerContext:
         self.metrics = metrics
         #: what a finished request or WebSocket session is reported to (access log,
         #: metrics); None when neither is on, so protocols do no per-request work
-        self.observer: "RequestObserver | None" = build_observer(config, loop.time, metrics)
+        self.observer: RequestObserver | None = build_observer(config, loop.time, metrics)
         self._bad_request_logs = 0
         self._bad_request_window = 0.0
 
@@ -176,7 +177,7 @@ class ServerContext:
             cycle.task = task = asyncio.Task(coro, loop=self.loop)
         self.tasks.add(task)
 
-    def start_session(self, coro: Any) -> "asyncio.Task[None]":
+    def start_session(self, coro: Any) -> asyncio.Task[None]:
         """The task of a WebSocket session's app (``--reset-contextvars``: in an
         empty context, as requests)."""
         if self.config.reset_contextvars:

@@ -32,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..asgi.budget import ReadBudget
 from ..asgi.http import BODY_HIGH_WATER, HTTPCycle, http_scope
-from ..tls import tls_extension
+from ..asgi.proxy import ProxyTrust
 from ..protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..protocol.http1 import (
     NEED_DATA,
@@ -47,7 +48,7 @@ from ..protocol.http1 import (
     Request,
     simple_response,
 )
-from ..asgi.proxy import ProxyTrust
+from ..tls import tls_extension
 from .context import ServerContext, connection_addresses, error_logger, format_peer
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import BodyBuffer, ReadBudget
 from ..asgi.http import BODY_HIGH_WATER, HTTPCycle, http_scope
+from ..asgi.proxy import ProxyTrust
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import HandshakeError, LocalProtocolError
 from ..protocol.http2 import (
@@ -47,7 +49,6 @@ from ..protocol.http2 import (
 )
 from ..protocol.websocket import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
 from ..tls import tls_extension
-from ..asgi.proxy import ProxyTrust
 from .context import ServerContext, connection_addresses, error_logger, format_peer, write_pieces
 from .ws_session import WebSocketSession
 
@@ -90,7 +91,7 @@ class _Stream:
 
     __slots__ = ("proto", "sid", "_drain_waiter", "_finished", "_unacked", "_request", "_start")
 
-    def __init__(self, proto: "H2Protocol", sid: int) -> None:
+    def __init__(self, proto: H2Protocol, sid: int) -> None:
         self.proto = proto
         self.sid = sid
         self._drain_waiter: asyncio.Future[None] | None = None
@@ -151,7 +152,7 @@ class H2Stream(_Stream):
 
     __slots__ = ("cycle", "_head_sent", "_request_complete", "budget", "deadline")
 
-    def __init__(self, proto: "H2Protocol", sid: int, request_complete: bool) -> None:
+    def __init__(self, proto: H2Protocol, sid: int, request_complete: bool) -> None:
         # _Stream.__init__, inlined (one of these per request)
         self.proto = proto
         self.sid = sid
@@ -342,7 +343,7 @@ class H2WebSocket(_Stream):
 
     __slots__ = ("session", "_paused", "_withheld", "_end_sent")
 
-    def __init__(self, proto: "H2Protocol", sid: int) -> None:
+    def __init__(self, proto: H2Protocol, sid: int) -> None:
         super().__init__(proto, sid)
         self.session: WebSocketSession = None  # type: ignore[assignment]
         self._paused = False
@@ -520,7 +521,7 @@ class H2Protocol(asyncio.Protocol):
         )
         self._date_line = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
-        self._upgrade: tuple[bytes, "Request", bytes] | None = None
+        self._upgrade: tuple[bytes, Request, bytes] | None = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
 
     # --- entry points -----------------------------------------------------------
@@ -536,8 +537,8 @@ class H2Protocol(asyncio.Protocol):
         server: tuple[str, int | None] | None,
         peer: str,
         data: bytes = b"",
-        upgrade: tuple[bytes, "Request", bytes] | None = None,
-    ) -> "H2Protocol":
+        upgrade: tuple[bytes, Request, bytes] | None = None,
+    ) -> H2Protocol:
         """Adopt a connection from the HTTP/1.1 protocol: ``data`` is what was read
         already (starting with the preface); ``upgrade`` is (HTTP2-Settings value,
         request, body chunks) for ``Upgrade: h2c``, answered with 101 first."""
@@ -814,7 +815,7 @@ class H2Protocol(asyncio.Protocol):
             session.receive_eof()
         return session.cycle
 
-    def _serve_upgraded(self, request: "Request", body: bytes) -> None:
+    def _serve_upgraded(self, request: Request, body: bytes) -> None:
         """Stream 1 is the HTTP/1.1 request that asked for ``Upgrade: h2c`` (complete)."""
         ctx = self.ctx
         method = _METHODS.get(request.method) or request.method.decode("ascii")
@@ -1073,7 +1074,7 @@ class _RequestView:
 MAX_UPGRADE_BODY = BODY_HIGH_WATER
 
 
-def h2c_settings(request: "Request") -> bytes | None:
+def h2c_settings(request: Request) -> bytes | None:
     """The HTTP2-Settings value when ``request`` validly asks for ``Upgrade: h2c``
     (RFC 7540 3.2: exactly one HTTP2-Settings field, named in Connection)."""
     if request.upgrade is None or b"h2c" not in [t.strip() for t in request.upgrade.split(b",")]:
@@ -1100,7 +1101,7 @@ class H2CUpgradeBody:
     HTTP/1.1 one (the Upgrade is optional for the server, RFC 9110 7.8).
     """
 
-    def __init__(self, h1: Any, request: "Request", settings: bytes) -> None:
+    def __init__(self, h1: Any, request: Request, settings: bytes) -> None:
         self.h1 = h1
         self.request = request
         self.settings = settings

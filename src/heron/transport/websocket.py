@@ -21,7 +21,8 @@ record.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..asgi.websocket import websocket_scope
 from ..protocol.errors import LocalProtocolError
@@ -76,7 +77,7 @@ class WebSocketProtocol(asyncio.Protocol):
         ctx: ServerContext,
         transport: asyncio.Transport,
         http: H1Connection,
-        request: "Request",
+        request: Request,
         handshake: HandshakeRequest,
         *,
         scheme: str,
@@ -85,7 +86,7 @@ class WebSocketProtocol(asyncio.Protocol):
         peer: str,
         leftover: bytes,
         tls: dict[str, Any] | None = None,
-    ) -> "WebSocketProtocol":
+    ) -> WebSocketProtocol:
         self = cls(ctx, http)
         self.transport = transport
         self.peer = peer

@@ -58,7 +58,8 @@ a ``deadline`` and ``on_deadline()``, like a connection does in
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
 
 from ..asgi.budget import ReadBudget
 from ..asgi.websocket import WebSocketCycle
@@ -188,7 +189,7 @@ class WebSocketSession:
         "_pong_due",
     )
 
-    def __init__(self, ctx: "ServerContext", link: WebSocketLink, handshake: HandshakeRequest, scope: "Scope") -> None:
+    def __init__(self, ctx: ServerContext, link: WebSocketLink, handshake: HandshakeRequest, scope: Scope) -> None:
         self.ctx = ctx
         self.link = link
         self.handshake = handshake
