@@ -79,14 +79,16 @@ async def upload(scope: Scope, receive: Receive, send: Send) -> None:
         return await _lifespan(receive, send)
     assert scope["type"] == "http"
     body = str(await _drain(receive)).encode()
-    await send({
-        "type": "http.response.start",
-        "status": 200,
-        "headers": [
-            (b"content-type", b"text/plain"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

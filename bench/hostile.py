@@ -53,20 +53,62 @@ MB = 1024 * 1024
 
 SERVERS: dict[str, dict[str, Any]] = {
     "heron": {
-        "cmd": [PY, "-m", "heron", APP, "--host", "127.0.0.1", "--port", "{port}", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", "600"],
+        "cmd": [
+            PY,
+            "-m",
+            "heron",
+            APP,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-keep-alive",
+            "600",
+        ],
         "tls": ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}"],
         "h2": True,
     },
     "uvicorn": {
-        "cmd": [PY, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port", "{port}", "--no-access-log",
-                "--log-level", "warning", "--timeout-keep-alive", "600", "--loop", "uvloop", "--http", "httptools"],
+        "cmd": [
+            PY,
+            "-m",
+            "uvicorn",
+            APP,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--timeout-keep-alive",
+            "600",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+        ],
         "tls": ["--ssl-certfile", "{cert}", "--ssl-keyfile", "{key}"],
         "h2": False,
     },
     "hypercorn": {
-        "cmd": [PY, "-m", "hypercorn", APP, "--bind", "127.0.0.1:{port}", "-k", "uvloop", "--log-level",
-                "warning", "--keep-alive", "600"],
+        "cmd": [
+            PY,
+            "-m",
+            "hypercorn",
+            APP,
+            "--bind",
+            "127.0.0.1:{port}",
+            "-k",
+            "uvloop",
+            "--log-level",
+            "warning",
+            "--keep-alive",
+            "600",
+        ],
         "tls": ["--certfile", "{cert}", "--keyfile", "{key}"],
         "h2": True,
     },
@@ -82,9 +124,28 @@ def free_port() -> int:
 
 def make_cert(directory: str) -> tuple[str, str]:
     cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-keyout", key, "-out", cert, "-subj", "/CN=localhost", "-days", "2"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-subj",
+            "/CN=localhost",
+            "-days",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return cert, key
 
 
@@ -284,8 +345,9 @@ class H2Client:
         with self._lock:
             self.sock.sendall(data)
 
-    def headers(self, stream_id: int, method: str, path: str, *, end_stream: bool,
-                extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    def headers(
+        self, stream_id: int, method: str, path: str, *, end_stream: bool, extra: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
         block = self.encoder.encode(
             [(":method", method), (":scheme", "https"), (":path", path), (":authority", "localhost"), *extra]
         )
@@ -321,8 +383,12 @@ class WSClient:
     def __init__(self, port: int, path: str, *, deflate: bool = False) -> None:
         self.sock = connect(port)
         key = base64.b64encode(os.urandom(16)).decode()
-        headers = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": key,
-                   "Sec-WebSocket-Version": "13"}
+        headers = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": key,
+            "Sec-WebSocket-Version": "13",
+        }
         if deflate:
             headers["Sec-WebSocket-Extensions"] = "permessage-deflate"
         self.sock.sendall(h1_request("GET", path, headers))
@@ -447,9 +513,11 @@ class Result:
         return (self.peak - self.base) / max(1, self.conns)
 
     def row(self) -> str:
-        return (f"| {self.attack} | {self.server} | {self.conns} | {self.per_conn / MB:.2f} MB | "
-                f"{(self.after - self.base) / MB:+.1f} MB | {self.p50 * 1000:.0f} ms | {self.max * 1000:.0f} ms"
-                f"{' (' + str(self.failures) + ' failed)' if self.failures else ''} | {self.outcome} |")
+        return (
+            f"| {self.attack} | {self.server} | {self.conns} | {self.per_conn / MB:.2f} MB | "
+            f"{(self.after - self.base) / MB:+.1f} MB | {self.p50 * 1000:.0f} ms | {self.max * 1000:.0f} ms"
+            f"{' (' + str(self.failures) + ' failed)' if self.failures else ''} | {self.outcome} |"
+        )
 
 
 def warm_up(server: ServerProcess, *, h2: bool) -> None:
@@ -461,8 +529,10 @@ def warm_up(server: ServerProcess, *, h2: bool) -> None:
     if not server.tls:
         ws = WSClient(server.port, "/echo", deflate=True)
         packed = zlib.compressobj(9, zlib.DEFLATED, -15)
-        ws.sock.sendall(WSClient.frame(2, (packed.compress(b"hello") + packed.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv1=True)
-                        + WSClient.frame(8, struct.pack(">H", 1000)))
+        ws.sock.sendall(
+            WSClient.frame(2, (packed.compress(b"hello") + packed.flush(zlib.Z_SYNC_FLUSH))[:-4], rsv1=True)
+            + WSClient.frame(8, struct.pack(">H", 1000))
+        )
         ws.closed.wait(2.0)
         ws.close()
     if h2:
@@ -522,8 +592,9 @@ def h2c_upgrade_tiny_chunks(server: ServerProcess, result: Result, scale: float)
     """An Upgrade: h2c POST whose chunked body is 1,000,000 one-byte chunks, never finished."""
     conns = max(1, round(4 * scale))
     settings = base64.urlsafe_b64encode(b"").decode()
-    data = _chunked_post("/hold", 1_000_000, {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c",
-                                             "HTTP2-Settings": settings})
+    data = _chunked_post(
+        "/hold", 1_000_000, {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": settings}
+    )
     socks = [connect(server.port) for _ in range(conns)]
     sent = _parallel([lambda s=s: send_for(s, data, 8.0) for s in socks])
     time.sleep(0.5)
@@ -656,8 +727,7 @@ def h2_body_never_sent(server: ServerProcess, result: Result, scale: float) -> N
     result.conns = 1
     result.extra["status"] = c.statuses().get(1)
     result.extra["reset"] = c.resets().get(1)
-    result.outcome = (f"status {c.statuses().get(1)} reset {c.resets().get(1)} "
-                      f"after {time.monotonic() - t0:.1f} s")
+    result.outcome = f"status {c.statuses().get(1)} reset {c.resets().get(1)} after {time.monotonic() - t0:.1f} s"
     c.close()
 
 
@@ -690,8 +760,7 @@ def h2_refused_streams(server: ServerProcess, result: Result, scale: float) -> N
         time.sleep(0.1)
     result.conns = 1
     answered, resets = c.statuses(), c.resets()
-    result.extra.update(answered=len(answered), refused=sum(1 for v in resets.values() if v == 7),
-                        goaway=c.goaway())
+    result.extra.update(answered=len(answered), refused=sum(1 for v in resets.values() if v == 7), goaway=c.goaway())
     result.outcome = f"{len(answered)} answered, {result.extra['refused']} refused, GOAWAY {c.goaway()}"
     c.close()
 
@@ -721,8 +790,9 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-def run_attack(name: str, server_name: str, *, scale: float = 1.0, cpu: str | None = None,
-               client_cpu: str | None = None) -> Result:
+def run_attack(
+    name: str, server_name: str, *, scale: float = 1.0, cpu: str | None = None, client_cpu: str | None = None
+) -> Result:
     attack = ATTACKS[name]
     extra = attack.extra if server_name == "heron" else []
     result = Result(name, server_name, 0)
@@ -771,8 +841,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply connections and frame counts")
     parser.add_argument("--out", help="also write the markdown table here")
     args = parser.parse_args()
-    lines = ["| attack | server | conns | peak RSS per conn | RSS after | p50 | max | outcome |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| attack | server | conns | peak RSS per conn | RSS after | p50 | max | outcome |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     print("\n".join(lines), flush=True)
     for name in args.attacks.split(","):
         for server in args.servers.split(","):

@@ -104,8 +104,12 @@ class Client:
         config = h2.config.H2Configuration(client_side=True, header_encoding=None)
         self.h2 = h2.connection.H2Connection(config)
         self.h2.local_settings = h2.settings.Settings(
-            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1,
-                                         h2.settings.SettingCodes.ENABLE_PUSH: 0})
+            client=True,
+            initial_values={
+                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1,
+                h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            },
+        )
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(2**31 - 1 - 65535)
         self.encoder = self.h2.encoder
@@ -114,8 +118,13 @@ class Client:
         self.block = b""
         self.credit = window_update(0, m * body_size) if body_size else b""
         self.batches = 0
-        self.fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"),
-                       (b":authority", b"127.0.0.1:8000"), (b"user-agent", b"h2load nghttp2/1.52.0")]
+        self.fields = [
+            (b":method", b"GET"),
+            (b":scheme", b"http"),
+            (b":path", b"/"),
+            (b":authority", b"127.0.0.1:8000"),
+            (b"user-agent", b"h2load nghttp2/1.52.0"),
+        ]
 
     def preface(self) -> bytes:
         return self.h2.data_to_send()
@@ -145,8 +154,15 @@ class Client:
             stream.state_machine.client = True
 
 
-async def run(n: int, c: int, m: int, app, body_size: int, check: bool = False,  # type: ignore[no-untyped-def]
-              profiler: cProfile.Profile | None = None) -> tuple[float, int, int]:
+async def run(
+    n: int,
+    c: int,
+    m: int,
+    app,
+    body_size: int,
+    check: bool = False,  # type: ignore[no-untyped-def]
+    profiler: cProfile.Profile | None = None,
+) -> tuple[float, int, int]:
     loop = asyncio.get_running_loop()
     ctx = ServerContext(Config(app=app, access_log=False), app, loop)
     conns = []
@@ -229,8 +245,10 @@ def main() -> None:
     loop.run_until_complete(run(2000, args.c, args.m, app, size))  # warm-up
     results = [loop.run_until_complete(run(args.n, args.c, args.m, app, size)) for _ in range(3)]
     best, total, writes = min(results)
-    print(f"{best / total * 1e6:.2f} us (CPU) per request ({total} requests, -c{args.c} -m{args.m}, "
-          f"{'64 KiB' if args.big else 'hello'}, {writes / total:.2f} writes per request, best of 3)")
+    print(
+        f"{best / total * 1e6:.2f} us (CPU) per request ({total} requests, -c{args.c} -m{args.m}, "
+        f"{'64 KiB' if args.big else 'hello'}, {writes / total:.2f} writes per request, best of 3)"
+    )
 
 
 if __name__ == "__main__":

@@ -70,17 +70,44 @@ def vbin(name: str) -> str:
 # --------------------------------------------------------------------------
 SERVERS: dict[str, dict[str, Any]] = {
     "heron": {
-        "cmd": [PY, "-m", "heron", "{app}", "--host", "127.0.0.1", "--port", "{port}",
-                "--no-access-log", "--log-level", "warning"],
+        "cmd": [
+            PY,
+            "-m",
+            "heron",
+            "{app}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         "h2c": None,
         "mem_extra": ["--timeout-keep-alive", "600"],
         "ws": None,  # probed at run time
         "package": "heron",
     },
     "uvicorn-httptools": {
-        "cmd": [PY, "-m", "uvicorn", "{app}", "--host", "127.0.0.1", "--port", "{port}",
-                "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-                "--no-access-log", "--log-level", "warning"],
+        "cmd": [
+            PY,
+            "-m",
+            "uvicorn",
+            "{app}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         "mem_extra": ["--timeout-keep-alive", "600"],
         "h2c": False,
         "h2_note": "uvicorn has no HTTP/2",
@@ -88,9 +115,25 @@ SERVERS: dict[str, dict[str, Any]] = {
         "package": "uvicorn",
     },
     "uvicorn-h11": {
-        "cmd": [PY, "-m", "uvicorn", "{app}", "--host", "127.0.0.1", "--port", "{port}",
-                "--loop", "uvloop", "--http", "h11", "--workers", "1",
-                "--no-access-log", "--log-level", "warning"],
+        "cmd": [
+            PY,
+            "-m",
+            "uvicorn",
+            "{app}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--loop",
+            "uvloop",
+            "--http",
+            "h11",
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         "mem_extra": ["--timeout-keep-alive", "600"],
         "h2c": False,
         "h2_note": "uvicorn has no HTTP/2",
@@ -99,8 +142,20 @@ SERVERS: dict[str, dict[str, Any]] = {
     },
     "hypercorn": {
         # No access log unless --access-logfile is given.
-        "cmd": [PY, "-m", "hypercorn", "{app}", "--bind", "127.0.0.1:{port}", "-k", "uvloop",
-                "--workers", "1", "--log-level", "warning"],
+        "cmd": [
+            PY,
+            "-m",
+            "hypercorn",
+            "{app}",
+            "--bind",
+            "127.0.0.1:{port}",
+            "-k",
+            "uvloop",
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ],
         "mem_extra": ["--keep-alive", "600"],
         "h2c": True,
         # keep_alive_max_requests (default 1000, no CLI flag) ends an HTTP/2 connection after
@@ -111,12 +166,27 @@ SERVERS: dict[str, dict[str, Any]] = {
         "package": "hypercorn",
     },
     "granian": {
-        "cmd": [vbin("granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", "{port}",
-                "--workers", "1", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
-                # backpressure defaults to backlog/workers = 1024 and stalls new
-                # connections beyond it; raised for the 10,000-connection memory scenario.
-                "--backpressure", "20000",
-                "{app}"],
+        "cmd": [
+            vbin("granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            # backpressure defaults to backlog/workers = 1024 and stalls new
+            # connections beyond it; raised for the 10,000-connection memory scenario.
+            "--backpressure",
+            "20000",
+            "{app}",
+        ],
         "h2c": True,
         "ws": True,
         "package": "granian",
@@ -134,9 +204,22 @@ SERVERS: dict[str, dict[str, Any]] = {
         # (gunicorn.workers.gasgi.ASGIWorker). No access log unless
         # --access-logfile is given. worker_connections defaults to 1000,
         # raised so the 10,000-connection memory scenario can run.
-        "cmd": [vbin("gunicorn"), "-k", "asgi", "--workers", "1", "--asgi-loop", "uvloop",
-                "--bind", "127.0.0.1:{port}", "--log-level", "warning",
-                "--worker-connections", "20000", "{app}"],
+        "cmd": [
+            vbin("gunicorn"),
+            "-k",
+            "asgi",
+            "--workers",
+            "1",
+            "--asgi-loop",
+            "uvloop",
+            "--bind",
+            "127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--worker-connections",
+            "20000",
+            "{app}",
+        ],
         "mem_extra": ["--keep-alive", "600"],  # default keep-alive is 2 s
         "h2c": True,
         # h2c is off by default; "both" = prior knowledge and Upgrade, HTTP/1 still served.
@@ -217,50 +300,116 @@ def _ok_len(n: int) -> Callable[[int, bytes], bool]:
     return lambda status, body: status == 200 and len(body) == n
 
 
-SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
-    Scenario("hello", "wrk", "bench.apps:hello",
-             "GET, 13-byte text/plain body with content-length (wrk -c64)",
-             check=lambda st, b: st == 200 and b == b"Hello, world!"),
-    Scenario("big", "wrk", "bench.apps:big", "GET, 64 KiB body with content-length (wrk -c64)",
-             check=_ok_len(65536)),
-    Scenario("upload", "wrk", "bench.apps:upload",
-             "POST 1 MiB body, app reads it all and answers its length (wrk -c64, lua script)",
-             method="POST", check_body=b"x" * 1048576,
-             check=lambda st, b: st == 200 and b.strip() == b"1048576", wrk_script=UPLOAD_LUA),
-    Scenario("stream", "wrk", "bench.apps:stream",
-             "GET, 100 x 1 KiB body chunks sent with more_body=True (chunked) (wrk -c64)",
-             check=_ok_len(102400)),
-    Scenario("starlette", "wrk", "bench.app_starlette:starlette_app",
-             "Starlette JSON endpoint, the 'real app' case (wrk -c64)",
-             check=lambda st, b: st == 200 and b.startswith(b"{")),
-    Scenario("fastapi", "wrk", "bench.app_starlette:fastapi_app",
-             "FastAPI JSON endpoint with a pydantic response model (wrk -c64)",
-             check=lambda st, b: st == 200 and b.startswith(b"{")),
-    Scenario("ws-32", "ws", "bench.apps:ws_echo",
-             "WebSocket echo, 32-byte messages, 64 connections, one message in flight each",
-             ws_size=32, unit="msg/s"),
-    Scenario("ws-64k", "ws", "bench.apps:ws_echo",
-             "WebSocket echo, 64 KiB messages, 64 connections, one message in flight each",
-             ws_size=65536, unit="msg/s"),
-    Scenario("ws-1m", "ws", "bench.apps:ws_echo",
-             "WebSocket echo, 1 MiB messages, 64 connections, one message in flight each",
-             ws_size=1 << 20, unit="msg/s"),
-    Scenario("h2-hello-c8m8", "h2", "bench.apps:hello",
-             "HTTP/2 h2c hello, h2load -c8 -m8", h2_args=["-c8", "-m8"],
-             check=lambda st, b: st == 200 and b == b"Hello, world!"),
-    Scenario("h2-hello-c64m1", "h2", "bench.apps:hello",
-             "HTTP/2 h2c hello, h2load -c64 -m1", h2_args=["-c64", "-m1"],
-             check=lambda st, b: st == 200 and b == b"Hello, world!"),
-    Scenario("h2-big-c8m8", "h2", "bench.apps:big",
-             "HTTP/2 h2c 64 KiB body, h2load -c8 -m8", h2_args=["-c8", "-m8"],
-             check=_ok_len(65536)),
-    Scenario("h2-big-c64m1", "h2", "bench.apps:big",
-             "HTTP/2 h2c 64 KiB body, h2load -c64 -m1", h2_args=["-c64", "-m1"],
-             check=_ok_len(65536)),
-    Scenario("memory", "memory", "bench.apps:hello",
-             "RSS after holding 1,000 then 10,000 idle keep-alive connections (one request each)",
-             check=lambda st, b: st == 200 and b == b"Hello, world!", unit="KiB/conn"),
-]}
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario(
+            "hello",
+            "wrk",
+            "bench.apps:hello",
+            "GET, 13-byte text/plain body with content-length (wrk -c64)",
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+        ),
+        Scenario(
+            "big", "wrk", "bench.apps:big", "GET, 64 KiB body with content-length (wrk -c64)", check=_ok_len(65536)
+        ),
+        Scenario(
+            "upload",
+            "wrk",
+            "bench.apps:upload",
+            "POST 1 MiB body, app reads it all and answers its length (wrk -c64, lua script)",
+            method="POST",
+            check_body=b"x" * 1048576,
+            check=lambda st, b: st == 200 and b.strip() == b"1048576",
+            wrk_script=UPLOAD_LUA,
+        ),
+        Scenario(
+            "stream",
+            "wrk",
+            "bench.apps:stream",
+            "GET, 100 x 1 KiB body chunks sent with more_body=True (chunked) (wrk -c64)",
+            check=_ok_len(102400),
+        ),
+        Scenario(
+            "starlette",
+            "wrk",
+            "bench.app_starlette:starlette_app",
+            "Starlette JSON endpoint, the 'real app' case (wrk -c64)",
+            check=lambda st, b: st == 200 and b.startswith(b"{"),
+        ),
+        Scenario(
+            "fastapi",
+            "wrk",
+            "bench.app_starlette:fastapi_app",
+            "FastAPI JSON endpoint with a pydantic response model (wrk -c64)",
+            check=lambda st, b: st == 200 and b.startswith(b"{"),
+        ),
+        Scenario(
+            "ws-32",
+            "ws",
+            "bench.apps:ws_echo",
+            "WebSocket echo, 32-byte messages, 64 connections, one message in flight each",
+            ws_size=32,
+            unit="msg/s",
+        ),
+        Scenario(
+            "ws-64k",
+            "ws",
+            "bench.apps:ws_echo",
+            "WebSocket echo, 64 KiB messages, 64 connections, one message in flight each",
+            ws_size=65536,
+            unit="msg/s",
+        ),
+        Scenario(
+            "ws-1m",
+            "ws",
+            "bench.apps:ws_echo",
+            "WebSocket echo, 1 MiB messages, 64 connections, one message in flight each",
+            ws_size=1 << 20,
+            unit="msg/s",
+        ),
+        Scenario(
+            "h2-hello-c8m8",
+            "h2",
+            "bench.apps:hello",
+            "HTTP/2 h2c hello, h2load -c8 -m8",
+            h2_args=["-c8", "-m8"],
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+        ),
+        Scenario(
+            "h2-hello-c64m1",
+            "h2",
+            "bench.apps:hello",
+            "HTTP/2 h2c hello, h2load -c64 -m1",
+            h2_args=["-c64", "-m1"],
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+        ),
+        Scenario(
+            "h2-big-c8m8",
+            "h2",
+            "bench.apps:big",
+            "HTTP/2 h2c 64 KiB body, h2load -c8 -m8",
+            h2_args=["-c8", "-m8"],
+            check=_ok_len(65536),
+        ),
+        Scenario(
+            "h2-big-c64m1",
+            "h2",
+            "bench.apps:big",
+            "HTTP/2 h2c 64 KiB body, h2load -c64 -m1",
+            h2_args=["-c64", "-m1"],
+            check=_ok_len(65536),
+        ),
+        Scenario(
+            "memory",
+            "memory",
+            "bench.apps:hello",
+            "RSS after holding 1,000 then 10,000 idle keep-alive connections (one request each)",
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            unit="KiB/conn",
+        ),
+    ]
+}
 
 
 # --------------------------------------------------------------------------
@@ -382,12 +531,12 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def http_get(port: int, path: str = "/", method: str = "GET", body: bytes | None = None,
-             timeout: float = 5.0) -> tuple[int, bytes]:
+def http_get(
+    port: int, path: str = "/", method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request(method, path, body=body,
-                     headers={"Content-Type": "application/octet-stream"} if body else {})
+        conn.request(method, path, body=body, headers={"Content-Type": "application/octet-stream"} if body else {})
         r = conn.getresponse()
         return r.status, r.read()
     finally:
@@ -455,8 +604,15 @@ class Server:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         logf = open(self.log_path, "wb")  # noqa: SIM115  # (the server writes to it for its whole life)
         try:
-            self.proc = subprocess.Popen(self.cmd, cwd=REPO_DIR, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                cwd=REPO_DIR,
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         except OSError as e:
             raise ServerStartError(f"cannot execute: {e}") from e
         finally:
@@ -545,8 +701,18 @@ def parse_wrk(out: str) -> dict[str, Any]:
 
 
 def wrk_cmd(port: int, duration: float, sc: Scenario, conns: int) -> list[str]:
-    cmd = ["taskset", "-c", CLIENT_CPU, "wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s",
-           "--latency", "--timeout", "10s"]
+    cmd = [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout",
+        "10s",
+    ]
     if sc.wrk_script:
         cmd += ["-s", str(sc.wrk_script)]
     return cmd + [f"http://127.0.0.1:{port}/"]
@@ -569,9 +735,21 @@ def run_wrk(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict
 
 
 def h2load_cmd(port: int, sc: Scenario, duration: float, warmup: float, logfile: str) -> list[str]:
-    return ["taskset", "-c", CLIENT_CPU, "h2load", "-t1", *sc.h2_args, "-D", str(max(1, round(duration))),
-            "--warm-up-time", str(max(0, round(warmup))), "--log-file", logfile,
-            f"http://127.0.0.1:{port}/"]
+    return [
+        "taskset",
+        "-c",
+        CLIENT_CPU,
+        "h2load",
+        "-t1",
+        *sc.h2_args,
+        "-D",
+        str(max(1, round(duration))),
+        "--warm-up-time",
+        str(max(0, round(warmup))),
+        "--log-file",
+        logfile,
+        f"http://127.0.0.1:{port}/",
+    ]
 
 
 def run_h2load(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[str, Any]:
@@ -581,13 +759,23 @@ def run_h2load(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> d
         cmd = h2load_cmd(port, sc, args.duration, args.warmup, logfile)
         window = CpuWindow(pid)  # h2load's warm-up is under full load too
         rc, out, err = run_cmd(cmd, timeout=args.duration + args.warmup + 60)
-        r: dict[str, Any] = {"rps": None, "p50_ms": None, "p99_ms": None, "errors": 0, "error_detail": "",
-                             "raw": out, **window.stop()}
+        r: dict[str, Any] = {
+            "rps": None,
+            "p50_ms": None,
+            "p99_ms": None,
+            "errors": 0,
+            "error_detail": "",
+            "raw": out,
+            **window.stop(),
+        }
         m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
         if m:
             r["rps"] = float(m.group(1))
-        m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                      r"(\d+) errored, (\d+) timeout", out)
+        m = re.search(
+            r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+            r"(\d+) errored, (\d+) timeout",
+            out,
+        )
         details = []
         if m:
             total, started, done, ok, failed, errored, tmo = map(int, m.groups())
@@ -604,8 +792,10 @@ def run_h2load(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> d
         if r["rps"] is None or not r.get("requests"):
             r["errors"] += 1
             m = re.search(r"requests: .*", out)
-            details.append(f"h2load produced no result (exit {rc}): "
-                           + (m.group(0) if m else " ".join((err or out).split())[-200:]))
+            details.append(
+                f"h2load produced no result (exit {rc}): "
+                + (m.group(0) if m else " ".join((err or out).split())[-200:])
+            )
         lat = []
         try:
             with open(logfile) as f:
@@ -630,9 +820,29 @@ def ws_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]
     per = [args.connections // procs + (1 if i < args.connections % procs else 0) for i in range(procs)]
     # Sample latencies sparsely for the small-message case to keep the client cheap.
     sample = 10 if sc.ws_size < 1024 else 1
-    return [["taskset", "-c", CLIENT_CPU, PY, str(BENCH_DIR / "ws_client.py"), "--port", str(port),
-             "--conns", str(n), "--size", str(sc.ws_size), "--duration", str(args.duration),
-             "--warmup", str(args.warmup), "--sample-every", str(sample)] for n in per if n > 0]
+    return [
+        [
+            "taskset",
+            "-c",
+            CLIENT_CPU,
+            PY,
+            str(BENCH_DIR / "ws_client.py"),
+            "--port",
+            str(port),
+            "--conns",
+            str(n),
+            "--size",
+            str(sc.ws_size),
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--sample-every",
+            str(sample),
+        ]
+        for n in per
+        if n > 0
+    ]
 
 
 def run_ws(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[str, Any]:
@@ -665,9 +875,16 @@ def run_ws(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[
     client_cpu = sum(r.get("cpu_s", 0) for r in results) / elapsed * 100
     if msgs == 0:
         errors = max(errors, 1)
-    return {**window.stop(), "rps": msgs / elapsed if msgs else None, "p50_ms": max(p50s) if p50s else None,
-            "p99_ms": max(p99s) if p99s else None, "errors": errors, "error_detail": "; ".join(details),
-            "client_cpu": client_cpu, "requests": msgs}
+    return {
+        **window.stop(),
+        "rps": msgs / elapsed if msgs else None,
+        "p50_ms": max(p50s) if p50s else None,
+        "p99_ms": max(p99s) if p99s else None,
+        "errors": errors,
+        "error_detail": "; ".join(details),
+        "client_cpu": client_cpu,
+        "requests": msgs,
+    }
 
 
 async def _open_idle(port: int, n: int, held: list, batch: int = 250) -> int:
@@ -728,8 +945,10 @@ def run_memory(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 dropped = max(0, t - fails - held_now)
                 if fails or not alive or held_now < 0.99 * t:
                     out["errors"] += fails + (0 if alive else 1) + dropped
-                    out["error_detail"] += (f"{t} conns: {fails} failed to open, {held_now} still open when RSS was "
-                                            f"read{'' if alive else ', server died'}; ")
+                    out["error_detail"] += (
+                        f"{t} conns: {fails} failed to open, {held_now} still open when RSS was "
+                        f"read{'' if alive else ', server died'}; "
+                    )
         finally:
             for w in held:
                 w.close()
@@ -745,12 +964,12 @@ def run_memory(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------
-def applies(name: str, spec: dict[str, Any], sc: Scenario, h2c_probe: dict[str, bool],
-            ws_probe: dict[str, bool]) -> str | None:
+def applies(
+    name: str, spec: dict[str, Any], sc: Scenario, h2c_probe: dict[str, bool], ws_probe: dict[str, bool]
+) -> str | None:
     """None if the server takes part in the scenario, otherwise why not."""
     if spec.get("only") and sc.name not in spec["only"]:
-        return "n/a (" + spec.get("h2_note", "reference for hello only") + ")" if spec.get(
-            "kind") == "nginx" else "n/a"
+        return "n/a (" + spec.get("h2_note", "reference for hello only") + ")" if spec.get("kind") == "nginx" else "n/a"
     if sc.kind == "ws":
         if spec.get("ws") is False:
             return "no WebSocket"
@@ -783,8 +1002,23 @@ def probe_ws(name: str, spec: dict[str, Any]) -> tuple[bool, str]:
     srv = Server(name, spec, "bench.apps:ws_echo")
     try:
         srv.start()
-        rc, out, err = run_cmd([PY, str(BENCH_DIR / "ws_client.py"), "--port", str(srv.port), "--conns", "1",
-                                "--size", "32", "--duration", "0.5", "--warmup", "0.2"], timeout=30)
+        rc, out, err = run_cmd(
+            [
+                PY,
+                str(BENCH_DIR / "ws_client.py"),
+                "--port",
+                str(srv.port),
+                "--conns",
+                "1",
+                "--size",
+                "32",
+                "--duration",
+                "0.5",
+                "--warmup",
+                "0.2",
+            ],
+            timeout=30,
+        )
         try:
             r = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -862,9 +1096,13 @@ def main() -> int:
     ap.add_argument("--servers", default="all", help="comma list; default all: " + ",".join(SERVERS))
     ap.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes, all on core 1 (default 2)")
     ap.add_argument("--mem-conns", default="1000,10000", help="idle connection counts for memory (default 1000,10000)")
-    ap.add_argument("--noisy-retries", type=int, default=1,
-                    help=f"re-measure a run when other processes used over {NOISY_CPU}%% of the server's core "
-                         "(default 1; 0 to disable)")
+    ap.add_argument(
+        "--noisy-retries",
+        type=int,
+        default=1,
+        help=f"re-measure a run when other processes used over {NOISY_CPU}%% of the server's core "
+        "(default 1; 0 to disable)",
+    )
     ap.add_argument("--out", default=str(RESULTS_DIR), help="results directory")
     ap.add_argument("--tag", default="", help="suffix for the result file name")
     args = ap.parse_args()
@@ -921,8 +1159,9 @@ def main() -> int:
                 h2c_probe[name] = ok
                 log(f"h2c probe {name}: {'ok' if ok else 'no'} {why}")
                 if not ok:
-                    notes.append(f"{name}: does not answer h2c prior-knowledge requests; h2 scenarios skipped "
-                                 f"({why[:150]})")
+                    notes.append(
+                        f"{name}: does not answer h2c prior-knowledge requests; h2 scenarios skipped ({why[:150]})"
+                    )
 
     ws_probe: dict[str, bool] = {}
     if any(SCENARIOS[s].kind == "ws" for s in scen_names):
@@ -971,14 +1210,23 @@ def run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, c
                 log(f"{sname} round {rnd + 1}/{args.rounds}: {name}")
                 r = measure(name, SERVERS[name], sc, args)
                 tries = 0
-                while (tries < args.noisy_retries and (r.get("noise") or 0) > NOISY_CPU
-                       and not r.get("failed_start") and not r.get("bad_answer")):
+                while (
+                    tries < args.noisy_retries
+                    and (r.get("noise") or 0) > NOISY_CPU
+                    and not r.get("failed_start")
+                    and not r.get("bad_answer")
+                ):
                     tries += 1
-                    log(f"    contended ({fmt(r.get('noise'))}% of core {SERVER_CPU} used by other processes, "
-                        f"{fmt(r.get('rps'), 1)} {sc.unit}); retry {tries}/{args.noisy_retries}")
+                    log(
+                        f"    contended ({fmt(r.get('noise'))}% of core {SERVER_CPU} used by other processes, "
+                        f"{fmt(r.get('rps'), 1)} {sc.unit}); retry {tries}/{args.noisy_retries}"
+                    )
                     again = measure(name, SERVERS[name], sc, args)
-                    if again.get("failed_start") or again.get("bad_answer") or \
-                            (again.get("noise") or 0) <= (r.get("noise") or 0):
+                    if (
+                        again.get("failed_start")
+                        or again.get("bad_answer")
+                        or (again.get("noise") or 0) <= (r.get("noise") or 0)
+                    ):
                         r = again  # keep the less contended of the runs
                 r["retries"] = tries
                 cmds[sname][name] = r.pop("cmd")
@@ -988,16 +1236,20 @@ def run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, c
                     r["errors"] = r.get("errors", 0) + 1
                     r["error_detail"] = why
                 elif sc.kind == "memory":
-                    log(f"    baseline {fmt(r.get('baseline_kib'))} KiB; "
+                    log(
+                        f"    baseline {fmt(r.get('baseline_kib'))} KiB; "
                         + "; ".join(f"{k[4:]} conns: {fmt(v)} KiB" for k, v in r.items() if k.startswith("rss_"))
                         + f"; {fmt(r.get('rps'), 1)} KiB/conn at the last step; errors {r.get('errors', 0)}"
-                        + (f"  [{r['error_detail']}]" if r.get("error_detail") else ""))
+                        + (f"  [{r['error_detail']}]" if r.get("error_detail") else "")
+                    )
                 else:
-                    log(f"    {fmt(r.get('rps'), 1)} {sc.unit}  p50 {fmt(r.get('p50_ms'), 2)} ms  "
+                    log(
+                        f"    {fmt(r.get('rps'), 1)} {sc.unit}  p50 {fmt(r.get('p50_ms'), 2)} ms  "
                         f"p99 {fmt(r.get('p99_ms'), 2)} ms  errors {r.get('errors', 0)}  "
                         f"server cpu {fmt(r.get('server_cpu'))}%  other on core 0 {fmt(r.get('noise'))}%"
-                        + (f"  client cpu {fmt(r.get('client_cpu'))}%" if 'client_cpu' in r else "")
-                        + (f"  [{r['error_detail']}]" if r.get("error_detail") else ""))
+                        + (f"  client cpu {fmt(r.get('client_cpu'))}%" if "client_cpu" in r else "")
+                        + (f"  [{r['error_detail']}]" if r.get("error_detail") else "")
+                    )
                 r.pop("raw", None)
                 results[sname][name].append(r)
 
@@ -1018,8 +1270,18 @@ def summarize(sc: Scenario, runs: dict[str, list[dict[str, Any]]]) -> dict[str, 
         s["details"] = sorted({" ".join(r["error_detail"].split()) for r in rs if r.get("error_detail")})
         if good:
             s["rps"] = statistics.median(r["rps"] for r in good)
-            for k in ("p50_ms", "p99_ms", "server_cpu", "noise", "client_cpu", "baseline_kib", "rss_1000", "rss_10000",
-                      "kib_per_conn_1000", "kib_per_conn_10000"):
+            for k in (
+                "p50_ms",
+                "p99_ms",
+                "server_cpu",
+                "noise",
+                "client_cpu",
+                "baseline_kib",
+                "rss_1000",
+                "rss_10000",
+                "kib_per_conn_1000",
+                "kib_per_conn_10000",
+            ):
                 vals = [r[k] for r in good if r.get(k) is not None]
                 s[k] = statistics.median(vals) if vals else None
         else:
@@ -1046,8 +1308,12 @@ def chart(sc: Scenario, summary: dict[str, dict[str, Any]], path: Path, title: s
     if not names:
         return False
     vals = [summary[n].get("rps") or 0 for n in names]
-    colors = ["#d62728" if not summary[n].get("rps") else ("#1f77b4" if n == "heron" else
-              ("#7f7f7f" if n == "nginx" else "#2ca02c")) for n in names]
+    colors = [
+        "#d62728"
+        if not summary[n].get("rps")
+        else ("#1f77b4" if n == "heron" else ("#7f7f7f" if n == "nginx" else "#2ca02c"))
+        for n in names
+    ]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(names)), 4))
     bars = ax.bar(names, vals, color=colors)
     for b, n in zip(bars, names):
@@ -1067,8 +1333,24 @@ def versions() -> list[tuple[str, str]]:
     from importlib import metadata
 
     rows = [("python", platform.python_version())]
-    for pkg in ("heron", "uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian", "daphne", "twisted",
-                "gunicorn", "starlette", "fastapi", "pydantic", "websockets", "h2", "matplotlib"):
+    for pkg in (
+        "heron",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "h11",
+        "hypercorn",
+        "granian",
+        "daphne",
+        "twisted",
+        "gunicorn",
+        "starlette",
+        "fastapi",
+        "pydantic",
+        "websockets",
+        "h2",
+        "matplotlib",
+    ):
         try:
             rows.append((pkg, metadata.version(pkg)))
         except metadata.PackageNotFoundError:
@@ -1100,13 +1382,17 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
     L.append("")
     L.append(f"- date: {started.isoformat(timespec='seconds')} to {finished.isoformat(timespec='seconds')}")
     L.append(f"- CPU: {cpu_model()}, {os.cpu_count()} logical CPUs; kernel {platform.release()}")
-    L.append(f"- method: one worker per server on core {SERVER_CPU} (`taskset -c {SERVER_CPU}`), load generator "
-             f"on core {CLIENT_CPU}; {args.rounds} interleaved round(s) per scenario, {args.duration:g} s measured "
-             f"after {args.warmup:g} s warm-up, a fresh server process per measurement; medians over clean rounds; "
-             f"ratio = server / {BASELINE} within the same round, median of those ratios")
+    L.append(
+        f"- method: one worker per server on core {SERVER_CPU} (`taskset -c {SERVER_CPU}`), load generator "
+        f"on core {CLIENT_CPU}; {args.rounds} interleaved round(s) per scenario, {args.duration:g} s measured "
+        f"after {args.warmup:g} s warm-up, a fresh server process per measurement; medians over clean rounds; "
+        f"ratio = server / {BASELINE} within the same round, median of those ratios"
+    )
     L.append(f"- RLIMIT_NOFILE for servers and clients: {nofile}")
-    L.append("- **the machine is shared and noisy**: differences under ~10% are within noise; "
-             "trust ratios over absolute numbers")
+    L.append(
+        "- **the machine is shared and noisy**: differences under ~10% are within noise; "
+        "trust ratios over absolute numbers"
+    )
     L.append(f"- invocation: `{shlex.join([sys.executable] + sys.argv)}`")
     L.append("")
     if notes:
@@ -1124,11 +1410,27 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
         L.append("")
         if sc.kind == "memory":
             counts = [int(x) for x in args.mem_conns.split(",")]
-            head = ["server", "baseline RSS (MiB)"] + [f"RSS @{c:,} (MiB)" for c in counts] + \
-                   [f"KiB/conn @{c:,}" for c in counts] + ["errors", "clean rounds"]
+            head = (
+                ["server", "baseline RSS (MiB)"]
+                + [f"RSS @{c:,} (MiB)" for c in counts]
+                + [f"KiB/conn @{c:,}" for c in counts]
+                + ["errors", "clean rounds"]
+            )
         else:
-            head = ["server", f"{sc.unit} (median)", "p50 ms", "p99 ms", "errors", f"vs {BASELINE}",
-                    "server CPU %", "other load on core 0 %"] + (["client CPU %"] if sc.kind == "ws" else []) + ["clean rounds"]
+            head = (
+                [
+                    "server",
+                    f"{sc.unit} (median)",
+                    "p50 ms",
+                    "p99 ms",
+                    "errors",
+                    f"vs {BASELINE}",
+                    "server CPU %",
+                    "other load on core 0 %",
+                ]
+                + (["client CPU %"] if sc.kind == "ws" else [])
+                + ["clean rounds"]
+            )
         L.append("| " + " | ".join(head) + " |")
         L.append("|" + "---|" * len(head))
         for name in srv_names:
@@ -1139,21 +1441,29 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
             if s is None:
                 continue
             if s.get("rps") is None:
-                val = "**ERRORS**" + (f" ({fmt(s.get('rps_errored'))} {sc.unit} with errors, not counted)"
-                                      if s.get("rps_errored") else "")
+                val = "**ERRORS**" + (
+                    f" ({fmt(s.get('rps_errored'))} {sc.unit} with errors, not counted)" if s.get("rps_errored") else ""
+                )
             else:
                 val = fmt(s["rps"], 1 if sc.kind == "memory" else 0)
             err = str(s["errors"]) if not s["errors"] else f"**{s['errors']}**"
             if sc.kind == "memory":
                 counts = [int(x) for x in args.mem_conns.split(",")]
                 mib = lambda k, s=s: fmt(s[k] / 1024, 1) if s.get(k) is not None else "-"  # noqa: E731
-                row = [name, mib("baseline_kib")] + [mib(f"rss_{c}") for c in counts] + \
-                      [fmt(s.get(f"kib_per_conn_{c}"), 1) for c in counts] + [err, f"{s['clean']}/{s['rounds']}"]
+                row = (
+                    [name, mib("baseline_kib")]
+                    + [mib(f"rss_{c}") for c in counts]
+                    + [fmt(s.get(f"kib_per_conn_{c}"), 1) for c in counts]
+                    + [err, f"{s['clean']}/{s['rounds']}"]
+                )
                 if s.get("rps") is None:
                     row[1] = val
             else:
-                ratio = "-" if s.get("ratio") is None else (
-                    f"{s['ratio']:.2f}x" if s["ratio"] >= 0.1 else f"{s['ratio']:.3f}x")
+                ratio = (
+                    "-"
+                    if s.get("ratio") is None
+                    else (f"{s['ratio']:.2f}x" if s["ratio"] >= 0.1 else f"{s['ratio']:.3f}x")
+                )
                 if s.get("server_cpu") is not None and s.get("rps") and s["server_cpu"] < CLIENT_BOUND_CPU:
                     if (s.get("noise") or 0) > NOISY_CPU:
                         val += " (contended)"
@@ -1161,22 +1471,39 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                     else:
                         val += " (client-bound?)"
                         client_bound = True
-                row = [name, val, fmt(s.get("p50_ms"), 2), fmt(s.get("p99_ms"), 2), err, ratio,
-                       fmt(s.get("server_cpu")), fmt(s.get("noise"))] + ([fmt(s.get("client_cpu"))] if sc.kind == "ws" else []) + \
-                      [f"{s['clean']}/{s['rounds']}"]
+                row = (
+                    [
+                        name,
+                        val,
+                        fmt(s.get("p50_ms"), 2),
+                        fmt(s.get("p99_ms"), 2),
+                        err,
+                        ratio,
+                        fmt(s.get("server_cpu")),
+                        fmt(s.get("noise")),
+                    ]
+                    + ([fmt(s.get("client_cpu"))] if sc.kind == "ws" else [])
+                    + [f"{s['clean']}/{s['rounds']}"]
+                )
             L.append("| " + " | ".join(row) + " |")
         L.append("")
         if sc.kind != "memory" and BASELINE not in summary:
-            L.append(f"Ratios: n/a, {BASELINE} does not take part in this scenario "
-                     f"({skipped[sname].get(BASELINE, 'not selected')}).")
+            L.append(
+                f"Ratios: n/a, {BASELINE} does not take part in this scenario "
+                f"({skipped[sname].get(BASELINE, 'not selected')})."
+            )
             L.append("")
         if contended:
-            L.append(f"(contended) = other processes used over {NOISY_CPU}% of the server's core during the run "
-                     "(see 'other load on core 0'): the number is depressed by the shared machine; rerun.")
+            L.append(
+                f"(contended) = other processes used over {NOISY_CPU}% of the server's core during the run "
+                "(see 'other load on core 0'): the number is depressed by the shared machine; rerun."
+            )
             L.append("")
         if client_bound:
-            L.append(f"(client-bound?) = the server's core was under {CLIENT_BOUND_CPU}% busy: the load generator, "
-                     "alone on core 1, or the loopback, was the limit, not the server; the number is a floor.")
+            L.append(
+                f"(client-bound?) = the server's core was under {CLIENT_BOUND_CPU}% busy: the load generator, "
+                "alone on core 1, or the loopback, was the limit, not the server; the number is a floor."
+            )
             L.append("")
         errs = {n: s["details"] for n, s in summary.items() if s["details"]}
         if errs:
@@ -1184,9 +1511,11 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
             L.extend(f"- {n}: " + " / ".join(d[:300] for d in ds) for n, ds in errs.items())
             L.append("")
         if sc.kind == "ws":
-            L.append("The client is Python (bench/ws_client.py, raw frames, uvloop) on core 1; if a server's CPU "
-                     "is well under 100% while the client's is near 100%, the client was the bottleneck for "
-                     "that server, and the number is a floor.")
+            L.append(
+                "The client is Python (bench/ws_client.py, raw frames, uvloop) on core 1; if a server's CPU "
+                "is well under 100% while the client's is near 100%, the client was the bottleneck for "
+                "that server, and the number is a floor."
+            )
             L.append("")
         png = out_dir / f"{stamp}{tag}-{sname}.png"
         if summary and chart(sc, summary, png, f"{sname}: {sc.desc}"[:110]):

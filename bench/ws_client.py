@@ -149,7 +149,7 @@ class State:
 
 async def main_async(args: argparse.Namespace) -> dict:
     loop = asyncio.get_running_loop()
-    payload = (b"a" * args.size)
+    payload = b"a" * args.size
     frame = build_frame(payload, binary=args.size > 125)
     state = State(sample_every=max(1, args.sample_every))
     protos: list[EchoProtocol] = []

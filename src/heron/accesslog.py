@@ -72,6 +72,7 @@ class RequestLine(Protocol):
     @property
     def headers(self) -> list[tuple[bytes, bytes]]: ...
 
+
 PRESETS = {
     "common": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s',
     "combined": '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"',
@@ -165,9 +166,7 @@ def _default_http(e: AccessEntry) -> str:
 
 
 def _default_websocket(e: AccessEntry) -> str:
-    return (
-        f'{e.peer} - "WEBSOCKET {e.target}" {e.status} {e.duration * 1000:.1f}ms in={e.bytes_in} out={e.nbytes}'
-    )
+    return f'{e.peer} - "WEBSOCKET {e.target}" {e.status} {e.duration * 1000:.1f}ms in={e.bytes_in} out={e.nbytes}'
 
 
 def _json_line(e: AccessEntry) -> str:
@@ -486,4 +485,3 @@ def build_observer(
     if access is None and metrics is None:
         return None
     return RequestObserver(access, metrics, loop_time)
-

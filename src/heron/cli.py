@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=f.name,
                 action=_Store,
                 default=None,
-                metavar=meta["metavar"] or ("{" + ",".join(meta["choices"]) + "}" if meta["choices"] else None)
+                metavar=meta["metavar"]
+                or ("{" + ",".join(meta["choices"]) + "}" if meta["choices"] else None)
                 or f.name.split("_")[-1].upper(),
                 help=help_text,
             )

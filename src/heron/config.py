@@ -172,13 +172,9 @@ class Config:
     )
 
     # --- binding -----------------------------------------------------------
-    host: str = _s(
-        "127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding", uvicorn=True
-    )
+    host: str = _s("127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding", uvicorn=True)
     port: int = _s(8000, "Bind to this port; 0 picks a free one.", section="binding", uvicorn=True)
-    uds: str | None = _s(
-        None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH", uvicorn=True
-    )
+    uds: str | None = _s(None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH", uvicorn=True)
     fd: int | None = _s(
         None,
         "Serve an already-bound listening socket from this file descriptor.",
@@ -655,9 +651,7 @@ class Config:
             parse_bind(text)
         if self.bind:
             defaults = Config()
-            clash = [
-                name for name in ("host", "port", "uds", "fd") if getattr(self, name) != getattr(defaults, name)
-            ]
+            clash = [name for name in ("host", "port", "uds", "fd") if getattr(self, name) != getattr(defaults, name)]
             if clash:
                 _fail("bind", ",".join(self.bind), f"--bind alone: it can't be combined with --{clash[0]}")
         if self.metrics_bind is not None:
@@ -883,9 +877,7 @@ def cli_flags(f: dataclasses.Field[Any]) -> tuple[str, ...]:
 def parse_header(text: str) -> tuple[str, str]:
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
-        raise SettingError(
-            f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'"
-        )
+        raise SettingError(f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'")
     return name.strip(), value.strip()
 
 
@@ -934,8 +926,8 @@ def markdown() -> str:
         "Values from the environment are text: booleans are `true/false` (also `1/0`, `yes/no`, `on/off`),",
         "`none` (or empty) clears an optional setting, and list settings are split on whitespace as uvicorn",
         "does (a value with newlines is split on newlines instead, so a header value may contain spaces).",
-        "In a config file use TOML types: `port = 9000`, `access_log = false`, `bind = [\"0.0.0.0:80\"]`,",
-        "`headers = [\"x-a: 1\"]` (or a table `headers = { x-a = \"1\" }`); keys may use `-` or `_`.",
+        'In a config file use TOML types: `port = 9000`, `access_log = false`, `bind = ["0.0.0.0:80"]`,',
+        '`headers = ["x-a: 1"]` (or a table `headers = { x-a = "1" }`); keys may use `-` or `_`.',
         "",
         "An invalid value stops heron with exit status 2 and one line naming the setting, where the",
         "value came from and what is allowed. uvicorn's implementation picks that mean nothing here",

@@ -36,7 +36,12 @@ def import_from_string(target: str) -> Any:
 
 
 def load_app(
-    target: Any, *, factory: bool = False, app_dir: str = "", interface: str = "auto", wsgi_threads: int = 10,
+    target: Any,
+    *,
+    factory: bool = False,
+    app_dir: str = "",
+    interface: str = "auto",
+    wsgi_threads: int = 10,
     multiprocess: bool = False,
 ) -> ASGIApp:
     """Import (if a string), call (if a factory) and adapt (if ASGI 2 or WSGI) the app."""

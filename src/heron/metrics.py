@@ -197,6 +197,7 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
                 total[key] += value
     return total
 
+
 def _number(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)

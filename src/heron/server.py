@@ -169,9 +169,7 @@ class Server:
             for sock in self.sockets:
                 servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
             if metrics is not None and metrics_socket is not None:
-                metrics_ctx = ServerContext(
-                    config.replace(access_log=False, headers=()), metrics_app(metrics), loop
-                )
+                metrics_ctx = ServerContext(config.replace(access_log=False, headers=()), metrics_app(metrics), loop)
                 metrics_ctx.start()
                 mctx = metrics_ctx
                 servers.append(await loop.create_server(lambda: H1Protocol(mctx), sock=metrics_socket))
@@ -251,7 +249,9 @@ class Server:
 
     def _log_started(self, loop: asyncio.AbstractEventLoop) -> None:
         loop_name = type(loop).__module__.split(".")[0]
-        log_banner(self.config, self.sockets, self.metrics_socket, f"{loop_name} loop, pid {os.getpid()}, 1 worker process")
+        log_banner(
+            self.config, self.sockets, self.metrics_socket, f"{loop_name} loop, pid {os.getpid()}, 1 worker process"
+        )
 
     # --- signals ----------------------------------------------------------
 

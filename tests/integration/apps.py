@@ -9,7 +9,13 @@ from typing import Any
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:
     assert scope["type"] == "http"
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"13")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"Hello, world!"})
 
 

@@ -21,7 +21,7 @@ import heron
 
 from ..conftest import read_response
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import asyncio
 
 
@@ -53,7 +53,7 @@ async def app(scope, receive, send):
         "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
     })
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 
 @pytest.fixture
@@ -277,7 +277,12 @@ def test_invalid_environment_value_exits_2_naming_the_variable(app_dir: Path) ->
 def test_environment_variables_are_honoured(app_dir: Path) -> None:
     port = free_port()
     with heron_server(
-        ["cliapp:app"], app_dir, port=port, HERON_PORT=str(port), HERON_HEADERS="x-a:1\nx-b: 2\n", HERON_ACCESS_LOG="false"
+        ["cliapp:app"],
+        app_dir,
+        port=port,
+        HERON_PORT=str(port),
+        HERON_HEADERS="x-a:1\nx-b: 2\n",
+        HERON_ACCESS_LOG="false",
     ) as srv:
         _, headers, body = raw_request(port, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         assert body == b"hello from app"
@@ -316,8 +321,17 @@ def test_default_headers_and_header_switches(app_dir: Path) -> None:
         assert headers[b"server"] == b"heron" and b"date" in headers
         assert srv.stop() == 0
     with heron_server(
-        ["cliapp:app", "--port", str(port), "--header", "x-a:1", "--header", "X-B: two words",
-         "--no-server-header", "--no-date-header"],
+        [
+            "cliapp:app",
+            "--port",
+            str(port),
+            "--header",
+            "x-a:1",
+            "--header",
+            "X-B: two words",
+            "--no-server-header",
+            "--no-date-header",
+        ],
         app_dir,
         port=port,
     ) as srv:

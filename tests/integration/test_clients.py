@@ -222,7 +222,8 @@ def test_curl_http10() -> None:
 def test_curl_keep_alive_reuses_one_connection() -> None:
     with serve(inspect_app) as srv:
         result = curl(
-            "-w", "\n%{num_connects} %{http_code}\n",
+            "-w",
+            "\n%{num_connects} %{http_code}\n",
             "-v",
             srv.url + "/first",
             srv.url + "/second",
@@ -252,8 +253,14 @@ def test_curl_expect_100_continue(tmp_path: Path) -> None:
         elapsed_big = time.monotonic() - started
         started = time.monotonic()
         small_result = curl(
-            "-v", "--expect100-timeout", "10", "-H", "Expect: 100-continue",
-            "--data-binary", f"@{tmp_path / 'small.bin'}", srv.url,
+            "-v",
+            "--expect100-timeout",
+            "10",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            f"@{tmp_path / 'small.bin'}",
+            srv.url,
         )
         elapsed_small = time.monotonic() - started
     for res, body, elapsed in ((result, big, elapsed_big), (small_result, small, elapsed_small)):
@@ -275,10 +282,12 @@ def test_curl_limit_rate_slow_download(tmp_path: Path) -> None:
         # seconds, so on loopback (where 1 MiB fits in the socket buffers) it often lets most of
         # the body through at full speed: no lower bound on the time is asserted, only that
         # the body is complete and intact and that the server kept the slow reader.
-        result = curl("--limit-rate", "256K", "-o", str(out), "-w", "%{size_download} %{http_code}", srv.url + "/",
-                      timeout=25)
-        again = curl("--limit-rate", "256K", "-o", "/dev/null", "-w", "%{size_download} %{http_code}", srv.url + "/",
-                     timeout=25)
+        result = curl(
+            "--limit-rate", "256K", "-o", str(out), "-w", "%{size_download} %{http_code}", srv.url + "/", timeout=25
+        )
+        again = curl(
+            "--limit-rate", "256K", "-o", "/dev/null", "-w", "%{size_download} %{http_code}", srv.url + "/", timeout=25
+        )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"%d 200" % total
     body = out.read_bytes()
@@ -352,8 +361,9 @@ def test_http_client_chunked_upload() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=WAIT)
         try:
             for _attempt in range(2):  # twice: the connection survives a chunked body
-                conn.request("PUT", "/chunks", body=iter(pieces), encode_chunked=True,
-                             headers={"Transfer-Encoding": "chunked"})
+                conn.request(
+                    "PUT", "/chunks", body=iter(pieces), encode_chunked=True, headers={"Transfer-Encoding": "chunked"}
+                )
                 resp = conn.getresponse()
                 data = json.loads(resp.read())
                 assert resp.status == 200

@@ -104,9 +104,7 @@ def make_starlette(events: dict[str, Any]) -> Starlette:
 
     async def state(request: Request) -> JSONResponse:
         request.state.counter["hits"] += 1
-        return JSONResponse(
-            {"greeting": request.state.greeting, "hits": request.state.counter["hits"]}
-        )
+        return JSONResponse({"greeting": request.state.greeting, "hits": request.state.counter["hits"]})
 
     async def resource(request: Request) -> PlainTextResponse:
         return PlainTextResponse("x" * 1234, headers={"x-resource": "yes"})

@@ -59,11 +59,20 @@ class H2Client:
             self.sock.sendall(data)
 
     def request(
-        self, path: str = "/", method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None,
-        body: bytes | None = None, end: bool = True,
+        self,
+        path: str = "/",
+        method: str = "GET",
+        headers: list[tuple[bytes, bytes]] | None = None,
+        body: bytes | None = None,
+        end: bool = True,
     ) -> int:
         sid = self.conn.get_next_available_stream_id()
-        fields = [(b":method", method.encode()), (b":scheme", b"http"), (b":path", path.encode()), (b":authority", b"localhost")]
+        fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"http"),
+            (b":path", path.encode()),
+            (b":authority", b"localhost"),
+        ]
         fields += headers or []
         self.conn.send_headers(sid, fields, end_stream=end and body is None)
         if body is not None:
@@ -145,7 +154,9 @@ class RawConn:
         self.buf = b""
         self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in settings)))
 
-    def headers(self, sid: int, path: str = "/", flags: int = END_STREAM | END_HEADERS, extra: list[Any] | None = None) -> bytes:
+    def headers(
+        self, sid: int, path: str = "/", flags: int = END_STREAM | END_HEADERS, extra: list[Any] | None = None
+    ) -> bytes:
         fields = [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "localhost")] + (extra or [])
         return frame(HEADERS, flags, sid, self.enc.encode(fields))
 
@@ -248,11 +259,12 @@ def test_prior_knowledge_scope() -> None:
         assert scope["headers"][0] == ["host", "localhost"]
         assert ["x-test", "1"] in scope["headers"]
         assert scope["extensions"] == [
-            "http.response.early_hint", "http.response.pathsend", "http.response.push", "http.response.trailers"
+            "http.response.early_hint",
+            "http.response.pathsend",
+            "http.response.push",
+            "http.response.trailers",
         ]
         client.close()
-
-
 
 
 def test_multiplexing_many_concurrent_streams_each_with_its_own_scope() -> None:
@@ -280,9 +292,7 @@ def test_malformed_request_is_a_stream_error_and_the_connection_goes_on() -> Non
     with serve(apps.hello) as srv:
         raw = RawConn(srv.port)
         raw.sock.sendall(
-            raw.headers(1, extra=[("X-Upper", "1")])
-            + raw.headers(3, extra=[("connection", "close")])
-            + raw.headers(5)
+            raw.headers(1, extra=[("X-Upper", "1")]) + raw.headers(3, extra=[("connection", "close")]) + raw.headers(5)
         )
         frames = raw.frames(timeout=1.0)
         assert resets(frames) == {1: PROTOCOL_ERROR, 3: PROTOCOL_ERROR}
@@ -527,7 +537,14 @@ def test_hpack_bomb_and_header_list_size() -> None:
     with serve(apps.hello) as srv:
         raw = RawConn(srv.port)
         raw.sock.sendall(raw.headers(1, extra=[("x-bomb", "a" * 4000)]))
-        raw.sock.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 3, raw.enc.encode([(":method", "GET"), (":scheme", "http"), (":path", "/")]) + b"\xbe" * 4000))
+        raw.sock.sendall(
+            frame(
+                HEADERS,
+                END_STREAM | END_HEADERS,
+                3,
+                raw.enc.encode([(":method", "GET"), (":scheme", "http"), (":path", "/")]) + b"\xbe" * 4000,
+            )
+        )
         assert goaway_code(raw.frames(timeout=2)) == ENHANCE_YOUR_CALM
 
     with serve(apps.hello, http2_max_header_list_size=4096) as srv:
@@ -651,9 +668,13 @@ def test_websocket_over_http2() -> None:
         client.conn.send_headers(
             sid,
             [
-                (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
-                (b":path", b"/ws"), (b":authority", b"localhost"),
-                (b"sec-websocket-version", b"13"), (b"sec-websocket-protocol", b"chat"),
+                (b":method", b"CONNECT"),
+                (b":protocol", b"websocket"),
+                (b":scheme", b"http"),
+                (b":path", b"/ws"),
+                (b":authority", b"localhost"),
+                (b"sec-websocket-version", b"13"),
+                (b"sec-websocket-protocol", b"chat"),
             ],
         )
         client.conn.send_data(sid, _ws_frame(1, b"hi"))
@@ -692,12 +713,16 @@ def test_curl_prior_knowledge_and_upgrade_with_a_body() -> None:
     with serve(apps.echo) as srv:
         out = subprocess.run(
             ["curl", "-sS", "--http2-prior-knowledge", "-w", " %{http_version}", srv.url + "/pk"],
-            capture_output=True, timeout=20, check=True,
+            capture_output=True,
+            timeout=20,
+            check=True,
         ).stdout
         assert out.endswith(b" 2")
         out = subprocess.run(
             ["curl", "-sS", "--http2", "-d", "hello body", "-w", " %{http_version}", srv.url + "/up"],
-            capture_output=True, timeout=20, check=True,
+            capture_output=True,
+            timeout=20,
+            check=True,
         ).stdout
         assert out == b"hello body 2"
 
@@ -722,7 +747,10 @@ def test_h2load() -> None:
     with serve(apps.hello) as srv:
         out = subprocess.run(
             ["h2load", "-n", "400", "-c", "4", "-m", "8", srv.url + "/"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
         assert "400 succeeded, 0 failed, 0 errored" in out, out
 

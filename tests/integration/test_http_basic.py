@@ -68,9 +68,7 @@ def test_keep_alive_many_requests_one_connection() -> None:
 def test_pipelined_requests_answered_in_order() -> None:
     with serve(apps.echo) as srv:
         sock = srv.connect()
-        reqs = b"".join(
-            b"POST /p%d HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n%02d" % (i, i) for i in range(20)
-        )
+        reqs = b"".join(b"POST /p%d HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n%02d" % (i, i) for i in range(20))
         sock.sendall(reqs)
         rest = b""
         for i in range(20):

@@ -46,8 +46,13 @@ class BodyApp:
                 if not message.get("more_body"):
                     break
             body = str(total).encode()
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
         finally:
             self.seen.append(total)
@@ -65,8 +70,9 @@ def wait_until(predicate: Any, timeout: float = 5.0) -> bool:
 
 def h2_status(client: H2Client, stream_id: int, timeout: float = 5.0) -> tuple[int | None, int | None]:
     """(:status, RST_STREAM code) of a stream once either arrived."""
-    wait_until(lambda: stream_id in client.statuses() or stream_id in client.resets() or client.closed.is_set(),
-               timeout)
+    wait_until(
+        lambda: stream_id in client.statuses() or stream_id in client.resets() or client.closed.is_set(), timeout
+    )
     return client.statuses().get(stream_id), client.resets().get(stream_id)
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from .test_cli import free_port, heron_server, lines, raw_request
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import logging
 
 async def app(scope, receive, send):
@@ -42,7 +42,7 @@ async def app(scope, receive, send):
         "headers": [(b"content-type", b"text/plain"), (b"content-length", b"5"), (b"x-served-by", b"heron-test")],
     })
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 REQUEST = (
     b"GET /items?page=2 HTTP/1.1\r\nHost: t\r\nUser-Agent: tester/1.0\r\nX-Request-ID: req-42\r\n"
@@ -81,7 +81,10 @@ def test_default_access_line(app_dir: Path) -> None:
 @pytest.mark.parametrize(
     "preset, pattern",
     [
-        ("common", r'127\.0\.0\.1 - alice \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /items\?page=2 HTTP/1\.1" 200 5'),
+        (
+            "common",
+            r'127\.0\.0\.1 - alice \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "GET /items\?page=2 HTTP/1\.1" 200 5',
+        ),
         (
             "combined",
             r'127\.0\.0\.1 - alice \[[^]]+\] "GET /items\?page=2 HTTP/1\.1" 200 5 "http://ref\.example/" "tester/1\.0"',
@@ -325,7 +328,7 @@ def test_no_configure_logging_leaves_logging_to_the_app(app_dir: Path) -> None:
     srv = serve_and_request(app_dir, ["--no-configure-logging"], [REQUEST], app="ownlogs:app")
     srv_lines = lines(srv.stderr)
     assert any(line.startswith("APP INFO heron.error Started heron") for line in srv_lines), srv_lines
-    assert any(line.startswith('APP INFO heron.access 127.0.0.1:') and "/items" in line for line in srv_lines)
+    assert any(line.startswith("APP INFO heron.access 127.0.0.1:") and "/items" in line for line in srv_lines)
     assert not any(line.startswith("INFO:") for line in srv_lines)
     assert srv.stdout == ""
 

@@ -88,7 +88,9 @@ class App:
         await receive()
         if scope["path"] == "/big":  # one write the transport must buffer for a slow client
             big = self.big()
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(big))]})
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(big))]}
+            )
             await send({"type": "http.response.body", "body": big})
             return
         if scope["path"] != "/file":

@@ -62,9 +62,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float
 
 def error_records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
     return [
-        r
-        for r in caplog.records
-        if r.name == "heron.error" and r.levelno == logging.ERROR and text in r.getMessage()
+        r for r in caplog.records if r.name == "heron.error" and r.levelno == logging.ERROR and text in r.getMessage()
     ]
 
 
@@ -612,9 +610,7 @@ def test_slow_reader_makes_send_wait_then_resumes(loop: str) -> None:
     progress = {"sent": 0, "done": False}
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % total)]}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % total)]})
         while progress["sent"] < total:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             progress["sent"] += len(chunk)

@@ -225,7 +225,9 @@ def test_every_uvicorn_054_option_is_accepted(tmp_path: Path) -> None:
 
 def test_short_flags(tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text("port = 9100\n")
-    resolved, _ = load(["-b", "127.0.0.1:9000", "-b", "[::1]:9001", "-w", "1", "-c", str(tmp_path / "c.toml")], {}, str(tmp_path))
+    resolved, _ = load(
+        ["-b", "127.0.0.1:9000", "-b", "[::1]:9001", "-w", "1", "-c", str(tmp_path / "c.toml")], {}, str(tmp_path)
+    )
     config = resolved.config
     assert config.bind == ("127.0.0.1:9000", "[::1]:9001") and config.workers == 1
     assert [str(listener) for listener in config.listeners] == ["127.0.0.1:9000", "[::1]:9001"]
@@ -277,7 +279,9 @@ def test_explicit_config_file_replaces_pyproject(tmp_path: Path) -> None:
 
 
 def test_list_settings_from_environment_split_on_whitespace_or_newlines(tmp_path: Path) -> None:
-    resolved, _ = load([], {"UVICORN_RELOAD_DIRS": "src  lib\ttests", "HERON_HEADERS": "x-a: one two\nx-b:3\n"}, str(tmp_path))
+    resolved, _ = load(
+        [], {"UVICORN_RELOAD_DIRS": "src  lib\ttests", "HERON_HEADERS": "x-a: one two\nx-b:3\n"}, str(tmp_path)
+    )
     assert resolved.config.reload_dirs == ("src", "lib", "tests")
     assert resolved.config.headers == (("x-a", "one two"), ("x-b", "3"))
     resolved, _ = load([], {"UVICORN_HEADERS": "x-a:1 x-b:2"}, str(tmp_path))
@@ -362,7 +366,12 @@ ERRORS = [
     (["--port", "abc"], {}, None, ["port", "--port", "'abc'", "an integer"]),
     (["--port", "70000"], {}, None, ["port", "--port", "between 0 and 65535"]),
     ([], {"HERON_PORT": "x"}, None, ["port", "HERON_PORT", "an integer"]),
-    ([], {"UVICORN_TIMEOUT_KEEP_ALIVE": "soon"}, None, ["timeout_keep_alive", "UVICORN_TIMEOUT_KEEP_ALIVE", "a number"]),
+    (
+        [],
+        {"UVICORN_TIMEOUT_KEEP_ALIVE": "soon"},
+        None,
+        ["timeout_keep_alive", "UVICORN_TIMEOUT_KEEP_ALIVE", "a number"],
+    ),
     (["--lifespan", "maybe"], {}, None, ["lifespan", "--lifespan", "one of auto, on, off"]),
     (["--ws-per-message-deflate", "perhaps"], {}, None, ["ws_per_message_deflate", "true or false"]),
     ([], {"HERON_ACCESS_LOG": "sometimes"}, None, ["access_log", "HERON_ACCESS_LOG", "true or false"]),
@@ -396,7 +405,9 @@ ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("argv, env, file_text, words", ERRORS, ids=[" ".join(e[0]) or next(iter(e[1])) for e in ERRORS])
+@pytest.mark.parametrize(
+    "argv, env, file_text, words", ERRORS, ids=[" ".join(e[0]) or next(iter(e[1])) for e in ERRORS]
+)
 def test_invalid_values_exit_2_with_one_line(
     app_dir: Path, argv: list[str], env: dict[str, str], file_text: str | None, words: list[str]
 ) -> None:
@@ -536,7 +547,9 @@ def test_a_bind_that_fails_releases_the_others(app_dir: Path) -> None:
 def test_banner_says_what_is_served_where(app_dir: Path) -> None:
     port, mport = free_port(), free_port()
     with heron_server(
-        ["setapp:app", "--port", str(port), "--metrics-bind", f"127.0.0.1:{mport}", "--loop", "asyncio"], app_dir, port=port
+        ["setapp:app", "--port", str(port), "--metrics-bind", f"127.0.0.1:{mport}", "--loop", "asyncio"],
+        app_dir,
+        port=port,
     ) as srv:
         assert srv.stop() == 0
     text = srv.stderr
@@ -589,7 +602,9 @@ def test_heron_run_accepts_settings_and_sets_up_logging(app_dir: Path) -> None:
 
 def test_settings_docs_are_generated_from_the_registry() -> None:
     committed = (ROOT / "docs" / "settings.md").read_text()
-    assert committed == markdown(), "docs/settings.md is stale: run python -m heron.config --markdown > docs/settings.md"
+    assert committed == markdown(), (
+        "docs/settings.md is stale: run python -m heron.config --markdown > docs/settings.md"
+    )
     for f in settings():
         assert f"| `{f.name}`" in committed
 

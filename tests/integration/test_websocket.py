@@ -185,9 +185,7 @@ class RawWS:
         return cls(sock), headers
 
     @staticmethod
-    def frame(
-        opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True
-    ) -> bytes:
+    def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
         b0 = (0x80 if fin else 0) | rsv | opcode
         n = len(payload)
         mbit = 0x80 if mask else 0
@@ -953,9 +951,7 @@ def test_max_queue_applies_backpressure_and_loses_nothing(loop: str) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         sock.connect(("127.0.0.1", srv.port))
         raw, _ = RawWS.open(srv, sock=sock)
-        payload = b"".join(
-            RawWS.frame(OP_BINARY, i.to_bytes(4, "big") + bytes(size - 4)) for i in range(count)
-        )
+        payload = b"".join(RawWS.frame(OP_BINARY, i.to_bytes(4, "big") + bytes(size - 4)) for i in range(count))
         view = memoryview(payload)
         sock.setblocking(False)
         sent = 0
@@ -1201,9 +1197,7 @@ def test_ws_none_serves_upgrade_requests_as_http() -> None:
         events.put("scope", scope["type"])
         assert scope["type"] == "http"
         body = b"plain http branch"
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
     with serve(app, ws="none") as srv:

@@ -221,7 +221,12 @@ def test_messages_before_the_peer_close_are_answered_before_the_close_reply(loop
     big = b"BAsd7&jh23" * 26215
     with serve(echo_app(reports), loop=loop) as srv:
         ws = Client(srv)
-        ws.send(frame(OP_TEXT, big) + frame(OP_TEXT, b"Hello World!") + frame(OP_CLOSE, close_payload(1000)) + frame(OP_PING))
+        ws.send(
+            frame(OP_TEXT, big)
+            + frame(OP_TEXT, b"Hello World!")
+            + frame(OP_CLOSE, close_payload(1000))
+            + frame(OP_PING)
+        )
         before, code = ws.frames_until_close()
         assert before == [(OP_TEXT, big), (OP_TEXT, b"Hello World!")]
         assert code == 1000
@@ -262,7 +267,9 @@ def test_text_in_many_small_fragments_in_one_write_is_joined_correctly() -> None
         ws = Client(srv)
         # 7-byte fragments split multi-byte characters across frames
         pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
-        wire = b"".join(frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(pieces) - 1) for i, p in enumerate(pieces))
+        wire = b"".join(
+            frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(pieces) - 1) for i, p in enumerate(pieces)
+        )
         ws.send(wire)
         assert ws.read_frame() == (OP_TEXT, text)
         ws.close()

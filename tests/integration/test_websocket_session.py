@@ -215,7 +215,12 @@ def test_messages_before_the_peer_close_are_answered_before_the_close_reply(carr
     first = b"BAsd7&jh23" * 1000
     with serve(echo_app(reports)) as srv:
         ws = open_ws(srv, carrier)
-        ws.send(frame(OP_TEXT, first) + frame(OP_TEXT, b"Hello World!") + frame(OP_CLOSE, close_payload(1000)) + frame(OP_PING))
+        ws.send(
+            frame(OP_TEXT, first)
+            + frame(OP_TEXT, b"Hello World!")
+            + frame(OP_CLOSE, close_payload(1000))
+            + frame(OP_PING)
+        )
         before, code = ws.frames_until_close()
         assert before == [(OP_TEXT, first), (OP_TEXT, b"Hello World!")]  # and no Pong after the Close
         assert code == 1000

@@ -24,7 +24,7 @@ import pytest
 from ..conftest import read_response
 from .test_cli import clean_env, free_port, heron_server, raw_request, run
 
-APP_SOURCE = '''
+APP_SOURCE = """
 import os, pathlib, time, asyncio
 
 HERE = pathlib.Path(__file__).parent
@@ -51,7 +51,7 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-'''
+"""
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
@@ -188,11 +188,7 @@ def test_worker_start_up_failure_exits_3(tmp_path: Path) -> None:
 
 
 def test_app_object_needs_an_import_string(tmp_path: Path) -> None:
-    code = (
-        "import sys, heron\n"
-        "async def app(scope, receive, send): pass\n"
-        "sys.exit(heron.run(app, workers=2, port=0))\n"
-    )
+    code = "import sys, heron\nasync def app(scope, receive, send): pass\nsys.exit(heron.run(app, workers=2, port=0))\n"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=30
     )
@@ -307,9 +303,7 @@ def test_reload_serves_the_changed_code(app_dir: Path) -> None:
         wait_until(lambda: _body(port).endswith("v2"), what="the reloaded app")
         # a broken edit: the supervisor stays up and waits for the next change
         edit(APP_SOURCE + "\nthis is not python\n")
-        wait_until(
-            lambda: len(stopped(app_dir)) == 2 and not children(srv.proc.pid), what="the broken worker to exit"
-        )
+        wait_until(lambda: len(stopped(app_dir)) == 2 and not children(srv.proc.pid), what="the broken worker to exit")
         assert srv.proc.poll() is None
         edit(APP_SOURCE.replace('VERSION = "v1"', 'VERSION = "v3"'))
         wait_until(lambda: _body(port).endswith("v3"), what="the fixed app")

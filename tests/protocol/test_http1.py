@@ -67,9 +67,7 @@ class Run(NamedTuple):
     conn: H1Connection
 
 
-def _drive(
-    pieces: Sequence[bytes], *, eof: bool, limits: H1Limits | None, respond: bool
-) -> Run:
+def _drive(pieces: Sequence[bytes], *, eof: bool, limits: H1Limits | None, respond: bool) -> Run:
     conn = H1Connection(limits)
     events: list[tuple] = []
 
@@ -445,7 +443,7 @@ def test_content_length_with_leading_zeros() -> None:
 def test_chunked_body_with_extensions_and_trailers() -> None:
     body = (
         b"5;name=value;flag\r\nhello\r\n"
-        b"6 ; q=\"quo\\\"ted;x\" ;\tz = y\r\n world\r\n"
+        b'6 ; q="quo\\"ted;x" ;\tz = y\r\n world\r\n'
         b"A\r\n0123456789\r\n"
         b"0000000000000001\r\n!\r\n"
         b"0;last\r\n"
@@ -586,9 +584,7 @@ def test_other_well_formed_versions_are_505(version: bytes) -> None:
     assert "version" in str(err)
 
 
-@pytest.mark.parametrize(
-    "version", [b"1.10", b"1", b"11", b"1.1.1", b"1,1", b"x.y", b"", b"1.", b".1", b"01.1"]
-)
+@pytest.mark.parametrize("version", [b"1.10", b"1", b"11", b"1.1.1", b"1,1", b"x.y", b"", b"1.", b".1", b"01.1"])
 def test_garbage_versions_are_400(version: bytes) -> None:
     rejected(get(b"/", b"Host: h", version=version), 400)
 
@@ -653,7 +649,21 @@ def test_two_host_headers_are_400(version: bytes) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    [b"a b", b"a/b", b"user@a", b"[::1", b"::1", b"a:b", b"a:80x", b"[::1]x", b"[zz::1]", b"a\"b", b"a?b", b"a#b", b"\xc3\xa9"],
+    [
+        b"a b",
+        b"a/b",
+        b"user@a",
+        b"[::1",
+        b"::1",
+        b"a:b",
+        b"a:80x",
+        b"[::1]x",
+        b"[zz::1]",
+        b'a"b',
+        b"a?b",
+        b"a#b",
+        b"\xc3\xa9",
+    ],
 )
 def test_invalid_host_is_400(host: bytes) -> None:
     rejected(get(b"/", b"Host: " + host), 400)
@@ -752,8 +762,21 @@ def test_duplicate_content_length_is_400(fields: tuple[bytes, ...]) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"5, 5", b"5,5", b"5 5", b"abc", b"+5", b"-5", b"-0", b"0x5", b"5.0", b"5e0", b"", b"\xd9\xa5",
-     b"1234567890123456789"],
+    [
+        b"5, 5",
+        b"5,5",
+        b"5 5",
+        b"abc",
+        b"+5",
+        b"-5",
+        b"-0",
+        b"0x5",
+        b"5.0",
+        b"5e0",
+        b"",
+        b"\xd9\xa5",
+        b"1234567890123456789",
+    ],
 )
 def test_invalid_content_length_is_400(value: bytes) -> None:
     rejected(get(b"/", b"Host: h", b"Content-Length: " + value, method=b"POST") + b"hello", 400)
@@ -873,8 +896,21 @@ def test_chunk_extension_budget_resets_per_message() -> None:
 
 @pytest.mark.parametrize(
     "ext",
-    [b";", b";=x", b";a=", b";a=\"unterminated", b";a b", b";a=b c", b";a=\"x\"y", b"=b", b";a==b", b";a=\"\x01\"",
-     b";a=\"\\\x00\"", b";\xff", b";a=(b)"],
+    [
+        b";",
+        b";=x",
+        b";a=",
+        b';a="unterminated',
+        b";a b",
+        b";a=b c",
+        b';a="x"y',
+        b"=b",
+        b";a==b",
+        b';a="\x01"',
+        b';a="\\\x00"',
+        b";\xff",
+        b";a=(b)",
+    ],
 )
 def test_bad_chunk_extension_syntax_is_400(ext: bytes) -> None:
     r = chunked_request(b"5" + ext + b"\r\nhello\r\n0\r\n\r\n")
@@ -1074,9 +1110,7 @@ def test_status_line_and_reason() -> None:
 def test_content_length_response_is_kept() -> None:
     conn, _ = conn_with(get(b"/", b"Host: h"))
     out = conn.send_response(200, [(b"Content-Type", b"text/plain"), (b"Content-Length", b"5"), (b"X-A", b"b")])
-    assert out == (
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: b\r\ncontent-length: 5\r\n\r\n"
-    )
+    assert out == (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: b\r\ncontent-length: 5\r\n\r\n")
     assert conn.chunked_response is False
     assert conn.response_started and not conn.response_complete
     assert conn.send_data(b"hel") == b"hel"
@@ -1143,9 +1177,7 @@ def test_close_delimited_response_on_http10() -> None:
         (b"GET", 304, [(b"ETag", b'"x"')], b'HTTP/1.1 304 Not Modified\r\nETag: "x"\r\n\r\n'),
     ],
 )
-def test_no_body_bytes_for_head_204_304(
-    method: bytes, status: int, headers: list, expected_head: bytes
-) -> None:
+def test_no_body_bytes_for_head_204_304(method: bytes, status: int, headers: list, expected_head: bytes) -> None:
     conn, _ = conn_with(get(b"/", b"Host: h", method=method))
     assert conn.send_response(status, headers) == expected_head
     assert conn.send_data(b"hello") == b""
@@ -1199,9 +1231,7 @@ def test_server_and_date_lines() -> None:
     out = conn.send_response(200, [(b"content-length", b"0")], server_line=server, date_line=date, extra_lines=extra)
     assert out == b"HTTP/1.1 200 OK\r\n" + server + date + extra + b"content-length: 0\r\n\r\n"
     conn, _ = conn_with(get(b"/", b"Host: h"))
-    out = conn.send_response(
-        200, [(b"Server", b"app"), (b"content-length", b"0")], server_line=server, date_line=date
-    )
+    out = conn.send_response(200, [(b"Server", b"app"), (b"content-length", b"0")], server_line=server, date_line=date)
     assert out == b"HTTP/1.1 200 OK\r\n" + date + b"Server: app\r\ncontent-length: 0\r\n\r\n"
     conn, _ = conn_with(get(b"/", b"Host: h"))
     out = conn.send_response(
@@ -1402,7 +1432,7 @@ _FRAGMENTS = [
     b"\n",
     b"3\r\nabc\r\n",
     b"0\r\n\r\n",
-    b"1;a=\"b\"\r\n",
+    b'1;a="b"\r\n',
     b"X: y\r\n",
     b" ",
     b":",
@@ -1410,9 +1440,7 @@ _FRAGMENTS = [
     b"\xff",
 ]
 
-_noise = st.lists(
-    st.one_of(st.sampled_from(_FRAGMENTS), st.binary(max_size=8)), max_size=20
-).map(b"".join)
+_noise = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.binary(max_size=8)), max_size=20).map(b"".join)
 
 
 def _cuts(data: bytes, points: list[int]) -> list[bytes]:
@@ -1431,14 +1459,14 @@ def _cuts(data: bytes, points: list[int]) -> list[bytes]:
     points=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
     eof=st.booleans(),
 )
-def test_property_arbitrary_bytes_only_give_events_or_remote_errors(
-    data: bytes, points: list[int], eof: bool
-) -> None:
-    limits = H1Limits(max_request_line=64, max_header_count=8, max_head_size=200,
-                      max_chunk_extensions=32, max_trailer_size=64)
+def test_property_arbitrary_bytes_only_give_events_or_remote_errors(data: bytes, points: list[int], eof: bool) -> None:
+    limits = H1Limits(
+        max_request_line=64, max_header_count=8, max_head_size=200, max_chunk_extensions=32, max_trailer_size=64
+    )
     # _drive lets only RemoteProtocolError through as an event; anything else fails.
     whole = _drive([data] if data else [], eof=eof, limits=limits, respond=True)
     split = _drive(_cuts(data, points), eof=eof, limits=limits, respond=True)
+
     # splitting may change which of two defects is reported first, never whether
     # bytes are accepted: the same requests and body come out until any error
     def accepted(events: list[tuple]) -> list[tuple]:
@@ -1479,7 +1507,9 @@ def valid_requests(draw: st.DrawFn) -> tuple[bytes, dict]:
         fields.append((name, value, draw(_ows), draw(_ows)))
     if version == b"1.1" or draw(st.booleans()):
         host = draw(st.sampled_from([b"example.com", b"h:8080", b"[::1]:1", b""]))
-        fields.insert(draw(st.integers(0, len(fields))), (draw(st.sampled_from([b"Host", b"host", b"HOST"])), host, b" ", b""))
+        fields.insert(
+            draw(st.integers(0, len(fields))), (draw(st.sampled_from([b"Host", b"host", b"HOST"])), host, b" ", b"")
+        )
     body = draw(st.binary(max_size=200))
     framing = draw(st.sampled_from(["none", "length", "chunked"] if version == b"1.1" else ["none", "length"]))
     if framing == "none":

@@ -36,7 +36,9 @@ def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
 class Pair:
     """A core and an h2 client joined by an in-memory link."""
 
-    def __init__(self, limits: H2Limits | None = None, *, client_settings: dict[int, int] | None = None, clock: Any = None) -> None:
+    def __init__(
+        self, limits: H2Limits | None = None, *, client_settings: dict[int, int] | None = None, clock: Any = None
+    ) -> None:
         self.now = 0.0
         self.core = H2Core(limits, clock=clock or (lambda: self.now))
         self.core.initiate()
@@ -61,14 +63,23 @@ class Pair:
     def to_client(self) -> list[Any]:
         return self.client.receive_data(self.core.data_to_send())
 
-    def request(self, path: str = "/", method: str = "GET", extra: list[tuple[bytes, bytes]] | None = None, end: bool = True) -> int:
+    def request(
+        self, path: str = "/", method: str = "GET", extra: list[tuple[bytes, bytes]] | None = None, end: bool = True
+    ) -> int:
         sid = self.client.get_next_available_stream_id()
-        fields = [(b":method", method.encode()), (b":scheme", b"https"), (b":path", path.encode()), (b":authority", b"example.com")]
+        fields = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":path", path.encode()),
+            (b":authority", b"example.com"),
+        ]
         self.client.send_headers(sid, fields + (extra or []), end_stream=end)
         return sid
 
 
-def raw_headers(enc: hpack.Encoder, fields: list[tuple[str, str]], sid: int = 1, flags: int = END_STREAM | END_HEADERS) -> bytes:
+def raw_headers(
+    enc: hpack.Encoder, fields: list[tuple[str, str]], sid: int = 1, flags: int = END_STREAM | END_HEADERS
+) -> bytes:
     return frame(HEADERS, flags, sid, enc.encode(fields))
 
 
@@ -93,8 +104,15 @@ def test_request_events(byte_by_byte: bool) -> None:
     body = b"".join(e.data for e in events if isinstance(e, DataReceived))
     request = events[0]
     assert request == RequestReceived(
-        1, b"POST", b"https", b"example.com", b"/p", b"q=1", None,
-        [(b"host", b"example.com"), (b"x-y", b"z"), (b"cookie", b"a=1; b=2")], False,
+        1,
+        b"POST",
+        b"https",
+        b"example.com",
+        b"/p",
+        b"q=1",
+        None,
+        [(b"host", b"example.com"), (b"x-y", b"z"), (b"cookie", b"a=1; b=2")],
+        False,
     )
     assert body == b"hello" and events[-1] == StreamEnded(1)
 
@@ -282,7 +300,13 @@ def test_trailers_informational_and_push() -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds.index("InformationalResponseReceived") < kinds.index("ResponseReceived")
     push = next(e for e in events if isinstance(e, h2.events.PushedStreamReceived))
-    assert push.headers == [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/a.css"), (b":authority", b"example.com"), (b"accept", b"text/css")]
+    assert push.headers == [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":path", b"/a.css"),
+        (b":authority", b"example.com"),
+        (b"accept", b"text/css"),
+    ]
     assert next(e for e in events if isinstance(e, h2.events.TrailersReceived)).headers == [(b"x-sum", b"1")]
 
 
@@ -306,7 +330,16 @@ def test_graceful_goaway_keeps_streams_in_flight_and_refuses_new_ones() -> None:
     enc = hpack.Encoder()
     # a stream the client opened before it saw the GOAWAY: refused (safe to retry)
     pair.core.receive_data(b"")
-    events = pair.core.receive_data(frame(HEADERS, END_STREAM | END_HEADERS, 3, pair.client.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")])))
+    events = pair.core.receive_data(
+        frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            3,
+            pair.client.encoder.encode(
+                [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]
+            ),
+        )
+    )
     assert events == []
     assert frame(RST_STREAM, 0, 3, struct.pack(">I", 7)) in pair.core.data_to_send()
     del enc
@@ -447,7 +480,15 @@ def test_encoder_round_trips_through_hpack_with_table_size_changes() -> None:
             dec.max_allowed_table_size = 4096
         fields = [(b":status", rng.choice([b"200", b"201", b"404", b"418"]))]
         for _ in range(rng.randrange(6)):
-            value = rng.choice([b"", b"text/plain", b"heron", bytes(rng.randrange(256) for _ in range(rng.randrange(3))).hex().encode(), b"v" * rng.choice([1, 200, 1000, 5000])])
+            value = rng.choice(
+                [
+                    b"",
+                    b"text/plain",
+                    b"heron",
+                    bytes(rng.randrange(256) for _ in range(rng.randrange(3))).hex().encode(),
+                    b"v" * rng.choice([1, 200, 1000, 5000]),
+                ]
+            )
             fields.append((rng.choice(names), value))
         assert [tuple(f) for f in dec.decode(enc.encode(fields), raw=True)] == fields
 
@@ -464,7 +505,12 @@ def test_repeated_response_heads_reuse_their_block_until_the_table_changes() -> 
     events = pair.to_client()
     responses = [e.headers for e in events if isinstance(e, h2.events.ResponseReceived)]
     assert responses == [
-        [(b":status", b"200"), (b"content-type", b"text/plain"), (b"content-length", b"2"), (b"date", b"Mon, 01 Jan 2024 00:00:0%d GMT" % (i // 2))]
+        [
+            (b":status", b"200"),
+            (b"content-type", b"text/plain"),
+            (b"content-length", b"2"),
+            (b"date", b"Mon, 01 Jan 2024 00:00:0%d GMT" % (i // 2)),
+        ]
         for i in range(4)
     ]
 
@@ -475,7 +521,9 @@ def test_request_cache_follows_the_decoders_table() -> None:
     first = enc.encode(REQ + [("x-v", "1")])
     indexed = enc.encode(REQ + [("x-v", "1")])  # now only indexed fields
     assert not indexed.translate(None, bytes(range(0x81, 0xFF)))
-    events = core.receive_data(raw_headers_bytes(first, 1) + raw_headers_bytes(indexed, 3) + raw_headers_bytes(indexed, 5))
+    events = core.receive_data(
+        raw_headers_bytes(first, 1) + raw_headers_bytes(indexed, 3) + raw_headers_bytes(indexed, 5)
+    )
     requests = [e for e in events if isinstance(e, RequestReceived)]
     assert [r.headers for r in requests] == [[(b"host", b"a"), (b"x-v", b"1")]] * 3
     requests[1].headers.append((b"x-mutated", b"by the app"))

@@ -288,7 +288,9 @@ def test_refused_streams_are_not_resets_and_the_accepted_ones_go_on() -> None:
     assert not core.closed
     accepted = [e.stream_id for e in events if isinstance(e, RequestReceived)]
     assert len(accepted) == 100
-    refused = [sid for kind, sid, p in sent_frames(core) if kind == RST_STREAM and p == REFUSED_STREAM.to_bytes(4, "big")]
+    refused = [
+        sid for kind, sid, p in sent_frames(core) if kind == RST_STREAM and p == REFUSED_STREAM.to_bytes(4, "big")
+    ]
     assert len(refused) == 900
     for sid in accepted:
         core.send_headers(sid, 200, [(b"content-length", b"0")], True)

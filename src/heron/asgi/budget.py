@@ -58,9 +58,7 @@ class ReadBudget:
 
     __slots__ = ("limit", "held", "paused", "_pause", "_resume")
 
-    def __init__(
-        self, limit: int, pause: Callable[[], None] = _nothing, resume: Callable[[], None] = _nothing
-    ) -> None:
+    def __init__(self, limit: int, pause: Callable[[], None] = _nothing, resume: Callable[[], None] = _nothing) -> None:
         self.limit = limit
         #: bytes charged and not yet released
         self.held = 0

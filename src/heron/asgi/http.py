@@ -59,9 +59,7 @@ class HTTPStream(Protocol):
 
     writing_paused: bool
 
-    def start_response(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
-    ) -> None:
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
         """Write the head and first body piece; raise LocalProtocolError, writing nothing, if invalid."""
 
     def send_body(self, body: bytes, more_body: bool) -> None:
@@ -440,7 +438,9 @@ class HTTPCycle:
                 await self._send_file(send_file, file.fileno(), remaining)
                 return
             while True:
-                chunk = await loop.run_in_executor(None, file.read, min(PATHSEND_CHUNK, remaining)) if remaining else b""
+                chunk = (
+                    await loop.run_in_executor(None, file.read, min(PATHSEND_CHUNK, remaining)) if remaining else b""
+                )
                 remaining -= len(chunk)
                 more = remaining > 0 and bool(chunk)
                 await self.send({"type": "http.response.body", "body": chunk, "more_body": more})
@@ -544,8 +544,10 @@ class HTTPCycle:
             elif state == _START or state == _HEAD_PENDING:
                 if self._disconnected:
                     # the usual end of a long poll whose client left: no 500 was sent
-                    logger.debug("ASGI app returned without a response after the client disconnected (%s)",
-                                 self.scope.get("path"))
+                    logger.debug(
+                        "ASGI app returned without a response after the client disconnected (%s)",
+                        self.scope.get("path"),
+                    )
                 else:
                     logger.error("ASGI app returned without completing its response; answered 500")
                 self._fail()

@@ -307,7 +307,12 @@ class WebSocketCycle:
             if not isinstance(reason, str):
                 raise TypeError("'reason' must be a str")
             if state == _CONNECTING:
-                self.stream.deny(403, [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"10")], b"Forbidden\n", False)
+                self.stream.deny(
+                    403,
+                    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"10")],
+                    b"Forbidden\n",
+                    False,
+                )
                 self.close_code = 403
                 self.feed_disconnect(1006)
                 return
@@ -408,4 +413,3 @@ class WebSocketCycle:
         self._state = _CLOSED
         if self._disconnect is None:
             self._disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
-

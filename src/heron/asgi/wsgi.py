@@ -223,7 +223,9 @@ class _WSGICall:
     def send(self, message: Message) -> None:
         self.wait(self._send(message))
 
-    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
         if exc_info is not None:
             try:
                 if self.head_sent:

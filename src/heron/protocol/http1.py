@@ -220,6 +220,7 @@ def _parse_field(field: bytes) -> tuple[bytes, bytes] | None:
     _FIELD_LINES.put(field, pair, 2 * len(field))
     return pair
 
+
 _REG_NAME = rb"[A-Za-z0-9\-._~!$&'()*+,;=%]"
 _IP_LITERAL = rb"\[[0-9A-Fa-f:.]+\]"
 _HOST = re.compile(rb"(?:" + _IP_LITERAL + rb"|" + _REG_NAME + rb"*)(?::[0-9]*)?")
@@ -230,9 +231,7 @@ _ABSOLUTE_FORM = re.compile(
 )
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _QUOTED = rb'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"'
-_CHUNK_EXT = (
-    rb"(?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
-)
+_CHUNK_EXT = rb"(?:[ \t]*;[ \t]*[" + _TCHAR + rb"]+(?:[ \t]*=[ \t]*(?:[" + _TCHAR + rb"]+|" + _QUOTED + rb"))?)*"
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})(" + _CHUNK_EXT + rb")")
 _MAX_CHUNK_SIZE_DIGITS = 16
 #: byte -> its value as a hex digit, -1 for other bytes
@@ -245,9 +244,7 @@ _FRAMING_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade", b"te")
 )
 _FORWARDING_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto"))
-_RESPONSE_SPECIAL = frozenset(
-    (b"content-length", b"transfer-encoding", b"connection", b"server", b"date")
-)
+_RESPONSE_SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
 
 # their (the client's) states
 _HEAD = 0
@@ -279,9 +276,7 @@ def _reason(status: int) -> bytes:
         return b""
 
 
-_STATUS_LINES: dict[int, bytes] = {
-    code: b"HTTP/1.1 %d %s\r\n" % (code, _reason(code)) for code in range(100, 600)
-}
+_STATUS_LINES: dict[int, bytes] = {code: b"HTTP/1.1 %d %s\r\n" % (code, _reason(code)) for code in range(100, 600)}
 
 
 def status_line(status: int) -> bytes:
@@ -483,7 +478,6 @@ class H1Connection:
             raise self._fail("missing Host header" if hosts == 0 else "more than one Host header")
         if http10 and hosts > 1:
             raise self._fail("more than one Host header")
-
 
         # message body length (RFC 9112 6.3)
         if transfer_encoding is not None:
@@ -903,9 +897,7 @@ class H1Connection:
         try:
             items = headers if type(headers) is tuple else tuple(headers)
         except TypeError:
-            raise LocalProtocolError(
-                "response headers must be an iterable of [name, value] pairs of bytes"
-            ) from None
+            raise LocalProtocolError("response headers must be an iterable of [name, value] pairs of bytes") from None
         try:
             described = _RESPONSE_FIELDS.get(items)
         except TypeError:  # unhashable pairs (lists): described every time
@@ -1118,9 +1110,7 @@ def _describe_response_fields(
                     own_date = True
             lines.append(line)
     except TypeError:
-        raise LocalProtocolError(
-            "response headers must be an iterable of [name, value] pairs of bytes"
-        ) from None
+        raise LocalProtocolError("response headers must be an iterable of [name, value] pairs of bytes") from None
     except ValueError:
         raise LocalProtocolError("response headers must be [name, value] pairs") from None
     block = b"".join(lines)

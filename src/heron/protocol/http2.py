@@ -556,16 +556,13 @@ class _Stream:
         self.no_body = False
 
 
-
 _STREAM_EVENTS = (RequestReceived, DataReceived, StreamEnded)
 
 
 class H2Core:
     """One server-side HTTP/2 connection. See the module docstring."""
 
-    def __init__(
-        self, limits: H2Limits | None = None, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, limits: H2Limits | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits = limits or H2Limits()
         self.clock = clock
         #: open streams (either direction still open)
@@ -738,9 +735,7 @@ class H2Core:
             if self._cancelled:
                 cancelled = self._cancelled
                 self._events = [
-                    e
-                    for e in self._events
-                    if not (e.__class__ in _STREAM_EVENTS and e.stream_id in cancelled)
+                    e for e in self._events if not (e.__class__ in _STREAM_EVENTS and e.stream_id in cancelled)
                 ]
                 cancelled.clear()
         if not self.closed:
@@ -845,8 +840,10 @@ class H2Core:
                 stop -= payload[0]
             if flags & _PRIORITY_FLAG:
                 if stop - start < 5:
-                    raise _ConnError(_FRAME_SIZE_ERROR if not flags & _PADDED else _PROTOCOL_ERROR,
-                                     "HEADERS too short for its priority")
+                    raise _ConnError(
+                        _FRAME_SIZE_ERROR if not flags & _PADDED else _PROTOCOL_ERROR,
+                        "HEADERS too short for its priority",
+                    )
                 depends_on = _U32.unpack_from(payload, start)[0] & 0x7FFFFFFF
                 start += 5
             if stop < start:
@@ -976,7 +973,9 @@ class H2Core:
         self.streams[sid] = st
         self._fresh.add(sid)
         self._events.append(
-            RequestReceived(sid, method, scheme, authority, target, query, protocol, list(regular), end_stream, expected)
+            RequestReceived(
+                sid, method, scheme, authority, target, query, protocol, list(regular), end_stream, expected
+            )
         )
         if end_stream:
             self._events.append(StreamEnded(sid))

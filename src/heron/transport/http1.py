@@ -517,9 +517,7 @@ class H1Protocol(asyncio.Protocol):
 
     # --- HTTPStream interface (called by the cycle) ----------------------------
 
-    def start_response(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
-    ) -> None:
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
         if self._closed:
             return
         if self._request is not None:  # observed: the access log may show response headers
@@ -718,7 +716,9 @@ class H1Protocol(asyncio.Protocol):
                     self.abort()
                     return
                 if sent == 0:
-                    raise LocalProtocolError(f"the file ended {count} bytes short of its size when the response started")
+                    raise LocalProtocolError(
+                        f"the file ended {count} bytes short of its size when the response started"
+                    )
                 if sent > 0:
                     if metrics is not None:  # these bytes bypass the counting transport
                         metrics.bytes_out += sent

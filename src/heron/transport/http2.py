@@ -208,9 +208,7 @@ class H2Stream(_Stream):
 
     # --- HTTPStream ------------------------------------------------------------
 
-    def start_response(
-        self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool
-    ) -> None:
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
         proto = self.proto
         if self._finished or proto.closed:
             return
@@ -581,9 +579,7 @@ class H2Protocol(asyncio.Protocol):
         if upgrade is not None:
             settings, request, body = upgrade
             self._upgrade = None
-            self.transport.write(
-                b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
-            )
+            self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n")
             core.initiate(settings)
             self._serve_upgraded(request, body)
         else:
@@ -836,8 +832,17 @@ class H2Protocol(asyncio.Protocol):
         ]
         client, scheme = self._client_and_scheme(headers)
         scope = http_scope(
-            method, "2", scheme, request.path, request.query, ctx.root_path, headers,
-            client, self.server, ctx.lifespan_state, {},
+            method,
+            "2",
+            scheme,
+            request.path,
+            request.query,
+            ctx.root_path,
+            headers,
+            client,
+            self.server,
+            ctx.lifespan_state,
+            {},
         )
         cycle = HTTPCycle(
             scope,
@@ -863,8 +868,17 @@ class H2Protocol(asyncio.Protocol):
         request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")
         # a pushed response is for the same user as the request that pushed it
         scope = http_scope(
-            "GET", "2", parent.get("scheme", self.scheme), target, query, ctx.root_path, request_headers,
-            parent.get("client", self.client), self.server, ctx.lifespan_state, {"tls": self.tls} if self.tls is not None else {},
+            "GET",
+            "2",
+            parent.get("scheme", self.scheme),
+            target,
+            query,
+            ctx.root_path,
+            request_headers,
+            parent.get("client", self.client),
+            self.server,
+            ctx.lifespan_state,
+            {"tls": self.tls} if self.tls is not None else {},
         )
         cycle = HTTPCycle(scope, stream, True, extensions=_EXTENSIONS)
         stream.cycle = cycle

@@ -409,9 +409,7 @@ class WebSocketSession:
             if agreed is not None:
                 extension_header, params = agreed
         self.link.send_handshake(self.handshake, subprotocol, extension_header, headers)
-        self.conn = conn = WebSocketConnection(
-            max_message_size=config.ws_max_size, deflate=params, clock=ctx.loop.time
-        )
+        self.conn = conn = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params, clock=ctx.loop.time)
         ctx.timers.add(self)
         self._schedule_ping()
         if ctx.shutting_down:
