@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import ssl
 import types
 import typing
@@ -879,11 +878,6 @@ def parse_header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise SettingError(f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'")
     return name.strip(), value.strip()
-
-
-def from_environ(environ: os._Environ[str] | dict[str, str]) -> dict[str, Any]:
-    """Settings given as ``HERON_*`` environment variables (raw strings)."""
-    return {f.name: environ[env_name(f.name)] for f in settings() if env_name(f.name) in environ}
 
 
 # --- reference docs ------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The ASGI ``http`` cycle: one request's scope, ``receive`` and ``send``.
 
-This is the only place that knows ASGI HTTP semantics. A protocol (HTTP/1.1
-today, HTTP/2 streams next) hands each request to an :class:`HTTPCycle` and
+This is the only place that knows ASGI HTTP semantics. A carrier (an HTTP/1.1
+connection, an HTTP/2 stream) hands each request to an :class:`HTTPCycle` and
 implements the small :class:`HTTPStream` interface that the cycle writes to;
 it never interprets ASGI messages itself.
 

@@ -333,7 +333,6 @@ class H1Connection:
         "_chunk_ext_bytes",
         "_request_method",
         "_request_http10",
-        "_request_keep_alive",
         "_our_state",
         "_send_mode",
         "_send_remaining",
@@ -351,7 +350,6 @@ class H1Connection:
         self._chunk_ext_bytes = 0
         self._request_method = b""
         self._request_http10 = False
-        self._request_keep_alive = True
         self._our_state = _OURS_IDLE
         self._send_mode = _SEND_NONE
         self._send_remaining = 0
@@ -507,7 +505,6 @@ class H1Connection:
             self.keep_alive = False
         self._request_method = method
         self._request_http10 = http10
-        self._request_keep_alive = keep_alive
         return Request(
             method,
             target,

@@ -677,10 +677,6 @@ class H2Core:
     def push_enabled(self) -> bool:
         return self._push_allowed and not self._going_away
 
-    @property
-    def highest_stream_id(self) -> int:
-        return self._highest
-
     def data_to_send(self) -> bytes:
         out = self._out
         if not out:
@@ -1651,17 +1647,10 @@ class H2Core:
             if not st.chunks:
                 self._events.append(StreamWritable(sid))
 
-    def flush_pending(self) -> list[object]:
-        """Re-try queued data (after a local window change); return StreamWritable events."""
-        self._events = []
-        self._flush_all()
-        return self._events
-
     def finish_stream(self, sid: int, unconsumed: int) -> None:
         """The caller is done with ``sid`` (its response is sent): credit back the
         ``unconsumed`` body bytes, and stop the request body if it isn't complete
-        (RST_STREAM NO_ERROR, RFC 9113 8.1). ``acknowledge`` + ``end_request_early``
-        + ``stream_done`` in one call."""
+        (RST_STREAM NO_ERROR, RFC 9113 8.1)."""
         st = self.streams.get(sid)
         if st is None:
             return
@@ -1686,15 +1675,6 @@ class H2Core:
         self._remove(st)
         self._remember_reset(sid, True)
         self._send_rst(sid, int(code))
-
-    def end_request_early(self, sid: int) -> None:
-        """The response is complete but the request body isn't: RST_STREAM NO_ERROR
-        tells the client to stop sending it (RFC 9113 8.1)."""
-        st = self.streams.get(sid)
-        if st is not None and st.send_closed and not st.recv_closed and not self.closed:
-            self._remove(st)
-            self._remember_reset(sid, True)
-            self._send_rst(sid, _NO_ERROR)
 
     def push(self, sid: int, path: bytes, headers: list[tuple[bytes, bytes]]) -> int | None:
         """Promise a GET of ``path`` on stream ``sid``; return the promised stream id,
@@ -1743,10 +1723,6 @@ class H2Core:
         if not self.closed:
             self.closed = True
             self._goaway(self._highest, int(code))
-
-    @property
-    def active_streams(self) -> int:
-        return self._active
 
     @property
     def going_away(self) -> bool:

@@ -228,9 +228,6 @@ def format_peer(address: Any) -> str:
     return str(address) if address else "unix"
 
 
-Callback = Callable[[], None]
-
-
 def write_pieces(transport: Any, pieces: Any) -> None:
     """Write several buffers without joining them into one (no copy of a big payload).
 
