@@ -50,13 +50,16 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .metrics import Metrics
+from typing import Any, Protocol
 
 access_logger = logging.getLogger("heron.access")
+
+
+class MetricsSink(Protocol):
+    """What a finished request or WebSocket session is counted into (:class:`heron.metrics.Metrics`)."""
+
+    def request(self, method: bytes, status: int, duration: float, nbytes: int) -> None: ...
+    def websocket_closed(self, code: int, bytes_in: int) -> None: ...
 
 
 class RequestLine(Protocol):
@@ -440,7 +443,7 @@ class RequestObserver:
 
     __slots__ = ("access", "metrics", "loop_time", "wants_response_headers")
 
-    def __init__(self, access: AccessLog | None, metrics: Metrics | None, loop_time: Callable[[], float]) -> None:
+    def __init__(self, access: AccessLog | None, metrics: MetricsSink | None, loop_time: Callable[[], float]) -> None:
         self.access = access
         self.metrics = metrics
         self.loop_time = loop_time
@@ -479,9 +482,11 @@ class RequestObserver:
 
 
 def build_observer(
-    config: Config, loop_time: Callable[[], float], metrics: Metrics | None = None
+    access_log_format: str | None, json_records: bool, loop_time: Callable[[], float], metrics: MetricsSink | None
 ) -> RequestObserver | None:
-    access = AccessLog(config.access_log_format, config.log_format == "json") if config.access_log else None
+    """The observer for a server: an access log in ``access_log_format`` (None: no
+    access log; ``json_records``: --log-format json), metrics, both, or None."""
+    access = AccessLog(access_log_format, json_records) if access_log_format is not None else None
     if access is None and metrics is None:
         return None
     return RequestObserver(access, metrics, loop_time)

@@ -22,6 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
+from .accesslog import compile_format
+from .errors import SettingError
+from .protocol.http1 import is_field_name, is_field_value
+from .tls import check_settings as check_tls_settings
+
 __all__ = ["Config", "SettingError", "settings", "Listener", "parse_bind"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -45,20 +50,6 @@ SECTIONS = {
     "settings": "Settings sources",
     "development": "Development",
 }
-
-
-class SettingError(ValueError):
-    """An invalid setting value; the message names the setting and what is allowed.
-
-    ``setting`` is the field name, so a caller that knows where the value came
-    from (a flag, an environment variable, a config file) can say so.
-    """
-
-    def __init__(self, message: str, setting: str | None = None, value: Any = None, allowed: str | None = None) -> None:
-        super().__init__(message)
-        self.setting = setting
-        self.value = value
-        self.allowed = allowed
 
 
 def _s(
@@ -640,8 +631,6 @@ class Config:
             if value not in known and ":" not in value:
                 _fail(name, value, "one of " + ", ".join(known) + ", or a 'module:attribute' import string")
         if self.access_log_format not in ACCESS_LOG_PRESETS:
-            from .accesslog import compile_format
-
             try:
                 compile_format(self.access_log_format)
             except ValueError as exc:
@@ -658,19 +647,15 @@ class Config:
             if listener.kind == "fd":
                 _fail("metrics_bind", self.metrics_bind, "HOST:PORT, [IPv6]:PORT or unix:PATH")
         for header in self.headers:
-            from .protocol.http1 import _BAD_VALUE_CHAR, _TOKEN
-
             ok = isinstance(header, (tuple, list)) and len(header) == 2
             if ok:
                 name, value = header
                 ok = isinstance(name, str) and isinstance(value, str)
             if ok:
                 raw_name, raw_value = name.encode("latin-1", "replace"), value.encode("latin-1", "replace")
-                ok = _TOKEN.fullmatch(raw_name) is not None and _BAD_VALUE_CHAR.search(raw_value) is None
+                ok = is_field_name(raw_name) and is_field_value(raw_value)
             _require(ok, "headers", header, "'Name:Value' with a token name and no control characters")
-        from .tls import check_settings
-
-        check_settings(self)
+        check_tls_settings(self)
         return self
 
     @property

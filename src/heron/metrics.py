@@ -20,13 +20,17 @@ import asyncio
 import bisect
 import http
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import __version__
-from .transport.http1 import H1Protocol
 
-if TYPE_CHECKING:
-    from .transport.context import ServerContext
+
+class Registries(Protocol):
+    """What the gauges are read from at scrape time (the server's ``ServerContext``)."""
+
+    tasks: set[asyncio.Task[None]]
+    connections: set[Any]
+
 
 #: latency histogram bucket bounds, seconds (Prometheus client defaults)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -36,7 +40,6 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PAT
 #: ServerContext.connections member class -> "protocol" label
 PROTOCOL_LABELS = {
     "H1Protocol": "http/1.1",
-    "MeteredH1Protocol": "http/1.1",
     "WebSocketProtocol": "websocket",
     "H2Protocol": "h2",
 }
@@ -55,7 +58,8 @@ class Metrics:
         self.connections_total = 0
         self.websocket_sessions: dict[int, int] = {}
         self.parse_errors: dict[int, int] = {}
-        self.ctx: ServerContext | None = None
+        #: the server whose open connections and tasks the gauges count
+        self.ctx: Registries | None = None
 
     # --- updates (hot path when on) ----------------------------------------------
 
@@ -69,7 +73,7 @@ class Metrics:
 
     def websocket_closed(self, code: int, bytes_in: int) -> None:
         self.websocket_sessions[code] = self.websocket_sessions.get(code, 0) + 1
-        self.bytes_in += bytes_in  # after the upgrade, reads bypass MeteredH1Protocol
+        self.bytes_in += bytes_in  # after the upgrade, reads bypass the metered protocol
 
     def parse_error(self, status: int) -> None:
         self.parse_errors[status] = self.parse_errors.get(status, 0) + 1
@@ -209,54 +213,6 @@ def _kind(status: int) -> str:
         return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
     except ValueError:
         return "other"
-
-
-# --- byte counting -----------------------------------------------------------------
-
-
-class _CountingTransport:
-    """Delegates to a transport, counting what is written."""
-
-    __slots__ = ("_transport", "_metrics")
-
-    def __init__(self, transport: Any, metrics: Metrics) -> None:
-        self._transport = transport
-        self._metrics = metrics
-
-    def write(self, data: Any) -> None:
-        self._metrics.bytes_out += len(data)
-        self._transport.write(data)
-
-    def writelines(self, chunks: Any) -> None:
-        for chunk in chunks:
-            self.write(chunk)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-class MeteredH1Protocol(H1Protocol):
-    """:class:`H1Protocol` that counts connections and bytes (used only with metrics on)."""
-
-    __slots__ = ("_metrics",)
-
-    def __init__(self, ctx: ServerContext, metrics: Metrics) -> None:
-        super().__init__(ctx)
-        self._metrics = metrics
-
-    def connection_made(self, transport: Any) -> None:
-        self._metrics.connections_total += 1
-        super().connection_made(_CountingTransport(transport, self._metrics))  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        self._metrics.bytes_in += len(data)
-        super().data_received(data)
-
-
-def protocol_factory(ctx: ServerContext, metrics: Metrics | None) -> Callable[[], asyncio.Protocol]:
-    if metrics is None:
-        return lambda: H1Protocol(ctx)
-    return lambda: MeteredH1Protocol(ctx, metrics)
 
 
 # --- the endpoint ------------------------------------------------------------------

@@ -21,13 +21,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import __version__
+from .accesslog import build_observer
 from .asgi.lifespan import Lifespan, LifespanFailure
 from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
 from .logs import TRACE
-from .metrics import Metrics, metrics_app, protocol_factory
+from .metrics import Metrics, metrics_app
 from .transport.context import ServerContext
 from .transport.http1 import H1Protocol
+from .transport.metered import MeteredProtocol
 
 logger = logging.getLogger("heron.error")
 
@@ -144,13 +146,16 @@ class Server:
 
         metrics = Metrics() if metrics_socket is not None else self.metrics
         self.metrics = metrics
-        ctx = self._ctx = ServerContext(config, app, loop, metrics=metrics)
+        observer = build_observer(
+            config.access_log_format if config.access_log else None, config.log_format == "json", loop.time, metrics
+        )
+        ctx = self._ctx = ServerContext(config, app, loop, metrics, observer)
         if metrics is not None:
             metrics.ctx = ctx
         if config.limit_max_requests is not None:
             ctx.requests_left = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
             ctx.on_request_limit = self._request_limit_reached
-        metrics_ctx: ServerContext | None = None
+        metrics_endpoint: MetricsListener | None = None
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.base_events.Server] = []
@@ -169,10 +174,7 @@ class Server:
             for sock in self.sockets:
                 servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
             if metrics is not None and metrics_socket is not None:
-                metrics_ctx = ServerContext(config.replace(access_log=False, headers=()), metrics_app(metrics), loop)
-                metrics_ctx.start()
-                mctx = metrics_ctx
-                servers.append(await loop.create_server(lambda: H1Protocol(mctx), sock=metrics_socket))
+                metrics_endpoint = await serve_metrics(config, metrics, metrics_socket, loop)
             if self.banner:
                 self._log_started(loop)
             self.started.set()
@@ -191,10 +193,8 @@ class Server:
             ctx.stop()
             for srv in servers:
                 srv.close()
-            if metrics_ctx is not None:
-                metrics_ctx.stop()
-                for connection in list(metrics_ctx.connections):
-                    connection.transport.abort()
+            if metrics_endpoint is not None:
+                metrics_endpoint.close()
             if metrics_socket is not None:
                 metrics_socket.close()
             if sockets is None:
@@ -279,6 +279,42 @@ class Server:
             self.force_exit = True
             self._forced.set()
         self._exit.set()
+
+
+def protocol_factory(ctx: ServerContext, metrics: Metrics | None) -> Callable[[], asyncio.Protocol]:
+    """What serves a new connection: an :class:`H1Protocol` (which switches to
+    HTTP/2 or WebSocket as asked), behind a byte counter when metrics are on."""
+    if metrics is None:
+        return lambda: H1Protocol(ctx)
+    return lambda: MeteredProtocol(H1Protocol(ctx), metrics)
+
+
+class MetricsListener:
+    """The ``--metrics-bind`` listener (its own HTTP/1.1 context, no access log)."""
+
+    def __init__(self, ctx: ServerContext, server: asyncio.base_events.Server) -> None:
+        self.ctx = ctx
+        self.server = server
+
+    def close(self) -> None:
+        self.server.close()
+        self.ctx.stop()
+        for connection in list(self.ctx.connections):
+            connection.transport.abort()
+
+
+async def serve_metrics(
+    config: Config,
+    source: Metrics | Callable[[], Awaitable[str]],
+    sock: socket.socket,
+    loop: asyncio.AbstractEventLoop,
+) -> MetricsListener:
+    """Answer ``GET /metrics`` on ``sock`` from ``source``: this process's
+    :class:`Metrics`, or the supervisor's renderer that asks every worker."""
+    ctx = ServerContext(config.replace(access_log=False, headers=()), metrics_app(source), loop)
+    ctx.start()
+    server = await loop.create_server(lambda: H1Protocol(ctx), sock=sock)
+    return MetricsListener(ctx, server)
 
 
 def log_banner(

@@ -56,10 +56,17 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from .config import Config, parse_bind
-from .metrics import Metrics, merge, metrics_app, render
-from .server import STARTUP_FAILURE, Server, bind_all, bind_listener, log_banner, run_server
-from .transport.context import ServerContext
-from .transport.http1 import H1Protocol
+from .metrics import Metrics, merge, render
+from .server import (
+    STARTUP_FAILURE,
+    MetricsListener,
+    Server,
+    bind_all,
+    bind_listener,
+    log_banner,
+    run_server,
+    serve_metrics,
+)
 
 logger = logging.getLogger("heron.error")
 
@@ -345,12 +352,10 @@ class Supervisor:
 
     # --- metrics -------------------------------------------------------------------
 
-    async def _serve_metrics(self, loop: asyncio.AbstractEventLoop) -> Any:
+    async def _serve_metrics(self, loop: asyncio.AbstractEventLoop) -> MetricsListener | None:
         if self.metrics_socket is None:
             return None
-        ctx = ServerContext(self.config.replace(access_log=False, headers=()), metrics_app(self._render_metrics), loop)
-        ctx.start()
-        return await loop.create_server(lambda: H1Protocol(ctx), sock=self.metrics_socket)
+        return await serve_metrics(self.config, self._render_metrics, self.metrics_socket, loop)
 
     async def _render_metrics(self) -> str:
         loop = asyncio.get_running_loop()

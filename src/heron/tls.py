@@ -3,15 +3,14 @@ the ASGI ``tls`` scope extension.
 
 * :func:`check_settings` is called by :meth:`heron.config.Config.validate`:
   cheap checks (files exist, settings that need each other) that name the
-  setting; a failure is a :class:`~heron.config.SettingError` (exit 2).
+  setting; a failure is a :class:`~heron.errors.SettingError` (exit 2).
 * :func:`create_ssl_context` runs at start-up (it decrypts the key); a failure
   is a :class:`TLSSetupError` with one clear line (exit 3).
 * :func:`tls_extension` is called once per TLS connection, after the
   handshake; every request (or stream) on it shares the dict it returns.
 
 The context always requires TLS >= 1.2, disables TLS compression and
-renegotiation, and offers ALPN ``h2`` (when HTTP/2 is on and heron has an
-HTTP/2 protocol) and ``http/1.1``.
+renegotiation, and offers ALPN ``h2`` (when HTTP/2 is on) and ``http/1.1``.
 """
 
 from __future__ import annotations
@@ -19,14 +18,33 @@ from __future__ import annotations
 import os
 import re
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .config import SettingError
-
-if TYPE_CHECKING:
-    from .config import Config
+from .errors import SettingError
 
 __all__ = ["TLSSetupError", "check_settings", "create_ssl_context", "enabled", "tls_extension", "alpn_protocols"]
+
+
+class TLSSettings(Protocol):
+    """The settings this module reads (a :class:`heron.config.Config` has them)."""
+
+    @property
+    def ssl_certfile(self) -> str | None: ...
+    @property
+    def ssl_keyfile(self) -> str | None: ...
+    @property
+    def ssl_keyfile_password(self) -> str | None: ...
+    @property
+    def ssl_ca_certs(self) -> str | None: ...
+    @property
+    def ssl_cert_reqs(self) -> int: ...
+    @property
+    def ssl_ciphers(self) -> str | None: ...
+    @property
+    def ssl_version(self) -> int: ...
+    @property
+    def http2(self) -> bool: ...
+
 
 #: ssl_version values heron accepts: any TLS >= 1.2 (PROTOCOL_TLS, PROTOCOL_TLS_SERVER), or TLS 1.2 only.
 _PROTOCOL_TLS = int(ssl.PROTOCOL_TLS)  # deprecated alias of the negotiating method (uvicorn's old default)
@@ -72,24 +90,13 @@ class _ServerContext(ssl.SSLContext):
     cipher_ids: dict[str, int]
 
 
-def enabled(config: Config) -> bool:
+def enabled(config: TLSSettings) -> bool:
     """TLS is on when a certificate or key file is configured."""
     return bool(config.ssl_certfile or config.ssl_keyfile)
 
 
-def http2_available() -> bool:
-    """True when heron has an HTTP/2 protocol (``heron.transport.http2.H2Protocol``)."""
-    try:
-        from .transport.http2 import H2Protocol  # noqa: F401
-    except ImportError as exc:
-        if exc.name in ("heron.transport.http2", None) or "H2Protocol" in str(exc):
-            return False
-        raise
-    return True
-
-
-def alpn_protocols(config: Config) -> list[str]:
-    if getattr(config, "http2", False) and http2_available():
+def alpn_protocols(config: TLSSettings) -> list[str]:
+    if config.http2:
         return ["h2", "http/1.1"]
     return ["http/1.1"]
 
@@ -97,7 +104,7 @@ def alpn_protocols(config: Config) -> list[str]:
 # --- settings -----------------------------------------------------------------------------
 
 
-def check_settings(config: Config) -> None:
+def check_settings(config: TLSSettings) -> None:
     """Validate the ``ssl_*`` settings without loading keys; raise SettingError naming one."""
     if config.ssl_version not in (_PROTOCOL_TLS, _PROTOCOL_TLS_SERVER, _PROTOCOL_TLSv1_2):
         raise SettingError(
@@ -164,7 +171,7 @@ def _holds_private_key(path: str) -> bool:
 # --- the SSLContext -----------------------------------------------------------------------
 
 
-def create_ssl_context(config: Config) -> ssl.SSLContext:
+def create_ssl_context(config: TLSSettings) -> ssl.SSLContext:
     """The server's SSLContext; raise TLSSetupError with one clear line if a file won't load."""
     context = _ServerContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2

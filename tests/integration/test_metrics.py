@@ -8,15 +8,19 @@ import asyncio
 import re
 import socket
 import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from heron.accesslog import build_observer
 from heron.config import Config
-from heron.metrics import MeteredH1Protocol, Metrics
+from heron.metrics import Metrics
+from heron.server import protocol_factory
 from heron.transport.context import ServerContext
 from heron.transport.http1 import H1Protocol
+from heron.transport.metered import MeteredProtocol
 
 from ..conftest import read_response, serve
 
@@ -164,26 +168,20 @@ def test_metrics_address_in_use_is_a_startup_failure() -> None:
 
 
 def test_nothing_observes_requests_when_access_log_and_metrics_are_off() -> None:
-    loop = asyncio.new_event_loop()
-    try:
-        ctx = ServerContext(Config(access_log=False).validate(), app, loop)
-        assert ctx.observer is None and ctx.metrics is None
-        ctx = ServerContext(Config(access_log=True).validate(), app, loop)
-        assert ctx.observer is not None and ctx.observer.metrics is None
-        ctx = ServerContext(Config(access_log=False).validate(), app, loop, metrics=Metrics())
-        assert ctx.observer is not None and ctx.observer.access is None
-    finally:
-        loop.close()
+    assert build_observer(None, False, time.monotonic, None) is None
+    observer = build_observer("default", False, time.monotonic, None)
+    assert observer is not None and observer.metrics is None
+    observer = build_observer(None, False, time.monotonic, Metrics())
+    assert observer is not None and observer.access is None
 
 
 def test_plain_protocol_without_metrics() -> None:
-    from heron.metrics import protocol_factory
-
     loop = asyncio.new_event_loop()
     try:
         ctx = ServerContext(Config().validate(), app, loop)
         assert type(protocol_factory(ctx, None)()) is H1Protocol
-        assert type(protocol_factory(ctx, Metrics())()) is MeteredH1Protocol
+        metered = protocol_factory(ctx, Metrics())()
+        assert type(metered) is MeteredProtocol and type(metered.inner) is H1Protocol
     finally:
         loop.close()
 

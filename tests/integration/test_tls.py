@@ -39,15 +39,13 @@ from cryptography.hazmat.primitives import serialization
 from websockets.asyncio.client import connect as ws_connect
 
 from heron.config import Config, SettingError
-from heron.tls import TLSSetupError, create_ssl_context, http2_available, rfc4514_name
+from heron.tls import TLSSetupError, create_ssl_context, rfc4514_name
 
 from ..conftest import read_response, serve
 
 pytestmark = pytest.mark.timeout(60)
 
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-H2_READY = http2_available() and "http2" in {f.name for f in dataclasses.fields(Config)}
-needs_h2 = pytest.mark.skipif(not H2_READY, reason="heron has no HTTP/2 protocol yet (heron.transport.http2)")
 KEYS = {"server_cert", "client_cert_chain", "client_cert_name", "client_cert_error", "tls_version", "cipher_suite"}
 
 
@@ -507,7 +505,7 @@ def test_cli_serves_https_to_curl(certs: Certs, tmp_path: Path) -> None:
         result = subprocess.run([*curl, https(port)], capture_output=True, text=True, timeout=20)
         assert result.returncode == 0, result.stderr
         body, version = result.stdout.rsplit("\n", 1)
-        assert "heron" in body.lower() and version == ("2" if H2_READY else "1.1")  # ALPN
+        assert "heron" in body.lower() and version == "2"  # ALPN
         with_cert = ["--cert", certs.client_certfile, "--key", certs.client_keyfile, https(port)]
         result = subprocess.run([*curl, *with_cert], capture_output=True, text=True, timeout=20)
         assert result.returncode == 0, result.stderr
@@ -565,19 +563,18 @@ def test_websocket_over_wss(certs: Certs, loop: str) -> None:
 
 
 def test_alpn_offers_http_1_1(certs: Certs) -> None:
-    settings = {"http2": True} if H2_READY else {}
+    settings = {"http2": True}
     with serve(make_app([]), **certs.tls(**settings)) as srv:
         with tls_connect(srv.port, certs.client_context(), alpn=["http/1.1"]) as sock:
             assert sock.selected_alpn_protocol() == "http/1.1"
             assert get(sock)["http_version"] == "1.1"
         with tls_connect(srv.port, certs.client_context(), alpn=["h2", "http/1.1"]) as sock:
-            assert sock.selected_alpn_protocol() == ("h2" if H2_READY else "http/1.1")
+            assert sock.selected_alpn_protocol() == "h2"
         with tls_connect(srv.port, certs.client_context()) as sock:  # no ALPN at all: HTTP/1.1
             assert sock.selected_alpn_protocol() is None
             assert get(sock)["http_version"] == "1.1"
 
 
-@needs_h2
 def test_h2_preface_without_alpn_h2_is_not_http2(certs: Certs) -> None:
     """Over TLS, HTTP/2 is negotiated with ALPN only (RFC 9113 3.3): no prior knowledge."""
     with serve(make_app([]), **certs.tls(http2=True)) as srv:
@@ -587,14 +584,12 @@ def test_h2_preface_without_alpn_h2_is_not_http2(certs: Certs) -> None:
             assert status in (400, 505)
 
 
-@needs_h2
 def test_alpn_h2_not_offered_when_http2_is_off(certs: Certs) -> None:
     with serve(make_app([]), **certs.tls(http2=False)) as srv:
         with tls_connect(srv.port, certs.client_context(), alpn=["h2", "http/1.1"]) as sock:
             assert sock.selected_alpn_protocol() == "http/1.1"
 
 
-@needs_h2
 @LOOPS
 def test_httpx_http2_over_tls(certs: Certs, loop: str) -> None:
     seen: list[dict[str, Any]] = []
@@ -608,7 +603,6 @@ def test_httpx_http2_over_tls(certs: Certs, loop: str) -> None:
     assert all(scope["extensions"]["tls"] is seen[0]["extensions"]["tls"] for scope in seen)  # once per connection
 
 
-@needs_h2
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_http2_over_tls(certs: Certs) -> None:
     with serve(make_app([]), **certs.tls(http2=True)) as srv:
@@ -672,7 +666,7 @@ def test_headless_chromium_loads_a_page_over_tls(certs: Certs) -> None:
         await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]})
         await send({"type": "http.response.body", "body": body})
 
-    settings = certs.tls(http2=True) if H2_READY else certs.tls()
+    settings = certs.tls(http2=True)
     with serve(app, **settings) as srv, tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
             [
@@ -702,8 +696,5 @@ def test_headless_chromium_loads_a_page_over_tls(certs: Certs) -> None:
         served = [r for r in requests if r[0] in RESOURCES]
     assert {r[0] for r in served} == RESOURCES, requests
     assert all(r[3] == "https" for r in served)
-    if H2_READY:
-        assert {r[1] for r in served} == {"2"}, served
-        assert len({r[2] for r in served}) == 1, served  # one connection
-    else:
-        assert {r[1] for r in served} == {"1.1"}, served
+    assert {r[1] for r in served} == {"2"}, served
+    assert len({r[2] for r in served}) == 1, served  # one connection

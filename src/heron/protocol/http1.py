@@ -46,6 +46,8 @@ __all__ = [
     "PAUSED",
     "status_line",
     "simple_response",
+    "is_field_name",
+    "is_field_value",
 ]
 
 
@@ -239,6 +241,18 @@ _HEX_VALUE = [int(chr(b), 16) if chr(b) in "0123456789abcdefABCDEF" else -1 for 
 #: Chunks one :class:`Data` event may gather (bounds the work of one ``next_event`` call).
 CHUNKS_PER_EVENT = 256
 _BAD_VALUE_CHAR = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def is_field_name(name: bytes) -> bool:
+    """``name`` is a valid field name (RFC 9110 5.1: a token)."""
+    return _TOKEN.fullmatch(name) is not None
+
+
+def is_field_value(value: bytes) -> bool:
+    """``value`` may be sent as a field value: no CR, LF, NUL or other control
+    character but HTAB (RFC 9110 5.5)."""
+    return _BAD_VALUE_CHAR.search(value) is None
+
 
 _FRAMING_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade", b"te")

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from ..accesslog import build_observer
 from ..asgi.proxy import ProxyTrust
 from ..protocol.http1 import H1Limits
 
@@ -39,7 +38,12 @@ access_logger = logging.getLogger("heron.access")
 
 class ServerContext:
     def __init__(
-        self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop, metrics: Metrics | None = None
+        self,
+        config: Config,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop,
+        metrics: Metrics | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.config = config
         self.app = app
@@ -90,8 +94,9 @@ class ServerContext:
         #: Prometheus counters (--metrics-bind), or None
         self.metrics = metrics
         #: what a finished request or WebSocket session is reported to (access log,
-        #: metrics); None when neither is on, so protocols do no per-request work
-        self.observer: RequestObserver | None = build_observer(config, loop.time, metrics)
+        #: metrics; built by the server); None when neither is on, so protocols do
+        #: no per-request work
+        self.observer = observer
         self._bad_request_logs = 0
         self._bad_request_window = 0.0
 

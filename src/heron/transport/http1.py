@@ -50,6 +50,7 @@ from ..protocol.http1 import (
 )
 from ..tls import tls_extension
 from .context import ServerContext, connection_addresses, error_logger, format_peer
+from .h2c import PREFACE, UpgradeBody, upgrade_settings
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.
 MAX_PIPELINE_BUFFER = 64 * 1024
@@ -71,9 +72,6 @@ def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
 
-
-#: The HTTP/2 client preface: h2c with prior knowledge on the HTTP/1.1 port.
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
 _INTERNAL_ERROR_HEADERS = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"22")]
@@ -440,14 +438,14 @@ class H1Protocol(asyncio.Protocol):
         """At the start of a connection: True if ``data`` was taken (held back as a
         possible start of the HTTP/2 preface, or the connection went to HTTP/2)."""
         seen = self._h2_preface + data if self._h2_preface else data
-        n = min(len(seen), len(_H2_PREFACE))
-        if seen[:n] != _H2_PREFACE[:n]:
+        n = min(len(seen), len(PREFACE))
+        if seen[:n] != PREFACE[:n]:
             self._h2_preface = None
             if len(seen) > len(data):  # replay what was held back
                 self.data_received(seen)
                 return True
             return False
-        if n < len(_H2_PREFACE):
+        if n < len(PREFACE):
             self._h2_preface = seen
             return True
         self._h2_preface = None
@@ -456,11 +454,9 @@ class H1Protocol(asyncio.Protocol):
 
     def _upgrade_h2c(self, request: Request) -> bool:
         """``Upgrade: h2c`` (cleartext only): switch once the request body is read."""
-        from .http2 import H2CUpgradeBody, h2c_settings
-
         if not self.ctx.config.http2 or self.scheme != "http":
             return False
-        settings = h2c_settings(request)
+        settings = upgrade_settings(request)
         if settings is None:
             return False
         if not request.has_body:
@@ -468,16 +464,18 @@ class H1Protocol(asyncio.Protocol):
         else:
             if request.expect_continue:
                 self.transport.write(self.conn.send_informational(100))
-            self.cycle = H2CUpgradeBody(self, request, settings)  # type: ignore[assignment]
+            self.cycle = UpgradeBody(self, request, settings)  # type: ignore[assignment]  # (a cycle's stand-in)
             self.wait_for_body(True)  # the switch waits for the body (timeout_request_body)
         return True
 
-    def _h2c_switch(self, request: Request, settings: bytes, body: bytes) -> None:
+    # --- h2c.UpgradeOwner (called by the UpgradeBody) ---
+
+    def switch_to_h2(self, request: Request, settings: bytes, body: bytes) -> None:
         self.cycle = None
         self.wait_for_body(False)
         self._hand_to_h2(self.conn.take_buffer(), (settings, request, body))
 
-    def _h2c_fallback(self, request: Request, body: bytes) -> None:
+    def serve_over_http1(self, request: Request, body: bytes) -> None:
         """The upgrade request's body is too big to hold: serve it over HTTP/1.1."""
         request.upgrade = None
         self.cycle = None

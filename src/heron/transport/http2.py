@@ -7,7 +7,7 @@ as over HTTP/1.1, with :class:`H2WebSocket` as its link).
 Entry points: :class:`H2Protocol` is a protocol factory taking the
 :class:`ServerContext` (TLS with ALPN "h2"); :meth:`H2Protocol.take_over`
 adopts a connection from :class:`~heron.transport.http1.H1Protocol` (h2c
-prior knowledge, or ``Upgrade: h2c``, see :func:`upgrade_h2c`).
+prior knowledge, or ``Upgrade: h2c``, see :mod:`heron.transport.h2c`).
 
 Flow control: request body credit goes back to the client only as the app
 consumes it (``HTTPCycle(on_body_consumed=...)``); ``send()`` waits while the
@@ -27,12 +27,11 @@ reset) never starts the app.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..asgi.budget import BodyBuffer, ReadBudget
-from ..asgi.http import BODY_HIGH_WATER, HTTPCycle, http_scope
+from ..asgi.budget import ReadBudget
+from ..asgi.http import HTTPCycle, http_scope
 from ..asgi.proxy import ProxyTrust
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import HandshakeError, LocalProtocolError
@@ -1079,70 +1078,3 @@ class _RequestView:
         self.method = method
         self.target = target
         self.headers = headers
-
-
-# --- Upgrade: h2c (from HTTP/1.1) ---------------------------------------------------------
-
-#: Request body an ``Upgrade: h2c`` request may carry (read before the 101,
-#: charged to the connection's budget); a bigger one is served over HTTP/1.1.
-MAX_UPGRADE_BODY = BODY_HIGH_WATER
-
-
-def h2c_settings(request: Request) -> bytes | None:
-    """The HTTP2-Settings value when ``request`` validly asks for ``Upgrade: h2c``
-    (RFC 7540 3.2: exactly one HTTP2-Settings field, named in Connection)."""
-    if request.upgrade is None or b"h2c" not in [t.strip() for t in request.upgrade.split(b",")]:
-        return None
-    values = [value for name, value in request.headers if name == b"http2-settings"]
-    connection = b",".join(value for name, value in request.headers if name == b"connection").lower()
-    if len(values) != 1 or b"http2-settings" not in [t.strip() for t in connection.split(b",")]:
-        return None
-    try:
-        base64.urlsafe_b64decode(values[0] + b"=" * (-len(values[0]) % 4))
-    except ValueError:
-        return None
-    if len(values[0]) % 4:
-        return values[0] + b"=" * (-len(values[0]) % 4)
-    return values[0]
-
-
-class H2CUpgradeBody:
-    """Stands in for the cycle while the body of an ``Upgrade: h2c`` request is read.
-
-    :class:`~heron.transport.http1.H1Protocol` feeds it like a cycle; at the end
-    of the body the connection switches to HTTP/2 and stream 1 serves the
-    request. A body over :data:`MAX_UPGRADE_BODY` makes the request an ordinary
-    HTTP/1.1 one (the Upgrade is optional for the server, RFC 9110 7.8).
-    """
-
-    def __init__(self, h1: Any, request: Request, settings: bytes) -> None:
-        self.h1 = h1
-        self.request = request
-        self.settings = settings
-        self.body = BodyBuffer(h1.budget)
-        self.task = None
-        self.status = 0
-        self.bytes_sent = 0
-        self.response_complete = False
-
-    def feed_body(self, data: bytes) -> None:
-        body = self.body
-        body.append(data)
-        if body.size > MAX_UPGRADE_BODY:
-            self.h1._h2c_fallback(self.request, body.take())
-        else:
-            self.h1.wait_for_body(True)  # restarts the idle clock
-
-    def end_body(self) -> None:
-        self.h1._h2c_switch(self.request, self.settings, self.body.take())
-
-    def refuse_body(self, status: int) -> None:
-        """The body stopped coming (408): answer and close, as for a request."""
-        self.body.clear()
-        self.h1.refuse(status)
-
-    def disconnect(self) -> None:
-        self.body.clear()
-
-    def client_eof(self) -> None:
-        pass
