@@ -41,11 +41,13 @@ from heron.protocol.websocket import (
     YIELD,
     BytesMessage,
     CloseReceived,
-    ExtensionOffer,
     Ping,
     Pong,
     TextMessage,
     WebSocketConnection,
+)
+from heron.protocol.ws_handshake import (
+    ExtensionOffer,
     accept_key,
     extended_connect_response_headers,
     handshake_response_headers,

@@ -398,7 +398,7 @@ class H1Protocol(asyncio.Protocol):
     def _upgrade_websocket(self, request: Request) -> None:
         """Hand the connection to a WebSocketProtocol (or refuse the handshake)."""
         from ..protocol.errors import HandshakeError
-        from ..protocol.websocket import validate_handshake
+        from ..protocol.ws_handshake import validate_handshake
         from .websocket import WebSocketProtocol
 
         try:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..asgi.websocket import websocket_scope
 from ..protocol.errors import LocalProtocolError
 from ..protocol.http1 import H1Connection, status_line
-from ..protocol.websocket import HandshakeRequest, accept_key, handshake_response_headers
+from ..protocol.ws_handshake import HandshakeRequest, accept_key, handshake_response_headers
 from .context import ServerContext, error_logger, write_pieces
 from .ws_session import WebSocketSession
 

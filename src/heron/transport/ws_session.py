@@ -71,11 +71,11 @@ from ..protocol.websocket import (
     YIELD,
     BytesMessage,
     CloseReceived,
-    HandshakeRequest,
     Ping,
     TextMessage,
     WebSocketConnection,
 )
+from ..protocol.ws_handshake import HandshakeRequest
 from .context import error_logger
 
 if TYPE_CHECKING:
