@@ -465,7 +465,7 @@ def test_upgrade() -> None:
 def test_encoder_round_trips_through_hpack_with_table_size_changes() -> None:
     import random
 
-    from heron.protocol.http2 import _Encoder
+    from heron.protocol.http2.encoder import _Encoder
 
     rng = random.Random(7)
     enc = _Encoder()

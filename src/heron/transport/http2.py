@@ -46,7 +46,7 @@ from ..protocol.http2 import (
     StreamReset,
     StreamWritable,
 )
-from ..protocol.websocket import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
+from ..protocol.ws_handshake import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
 from ..tls import tls_extension
 from .context import ServerContext, connection_addresses, error_logger, format_peer, write_pieces
 from .ws_session import WebSocketSession

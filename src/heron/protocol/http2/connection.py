@@ -1,346 +1,71 @@
-"""HTTP/2, sans-IO: the server side of one connection (RFC 9113, RFC 7541, RFC 8441).
-
-Bytes go in with :meth:`H2Core.receive_data`, heron's own events come out
-(:class:`RequestReceived`, :class:`DataReceived`, :class:`StreamEnded`,
-:class:`StreamReset`, :class:`StreamWritable`, :class:`ConnectionEnded`), and
-the ``send_*`` methods queue frames that :meth:`H2Core.data_to_send` (or
-:meth:`H2Core.take_output`, without joining them) hands back.
-:meth:`receive_data` never raises: a connection error queues a GOAWAY and
-returns :class:`ConnectionEnded`.
-
-The frame layer, stream states and flow control are heron's own: a server
-needs a small part of a general HTTP/2 library, and a request costs a few
-dozen Python operations here instead of several hundred. Header blocks are
-decoded by the ``hpack`` package's Decoder (Huffman, table size updates, its
-error checks), except for blocks made only of one-byte indexed fields (the
-usual shape of a repeated request once the client's dynamic table is warm),
-which are looked up directly. Responses are encoded by :class:`_Encoder`
-(static table, a dynamic table for the fields that repeat, no Huffman), and
-the encoded block of a repeated header set is reused while the dynamic table
-is unchanged.
-
-What this core decides:
-
-* Request validation: pseudo-header fields (known, once each, before the
-  regular fields, the right set for the method), lowercase token names,
-  values without NUL/CR/LF or surrounding whitespace, no connection-specific
-  fields, ``te`` only ``trailers``, a well-formed ``content-length`` matching
-  the DATA received. A malformed request is a *stream* error (RST_STREAM
-  PROTOCOL_ERROR); the connection keeps working. ``:authority`` becomes the
-  ``host`` field, first, as the ASGI spec asks; split ``cookie`` fields are
-  joined again (RFC 9113 8.2.3).
-* Stream states (RFC 9113 5.1): frames on idle streams, a lower stream id than
-  one already opened, HEADERS on a stream that completed are connection
-  errors (PROTOCOL_ERROR); DATA or HEADERS after END_STREAM, or after the
-  peer's RST_STREAM, are stream errors (STREAM_CLOSED); frames on a stream we
-  reset ourselves are ignored (their DATA still counts on the connection
-  window).
-* HPACK errors are connection errors with COMPRESSION_ERROR.
-* Flow control: window credit is returned only when the caller says the
-  bytes were consumed (:meth:`H2Core.acknowledge`), in batches (half a window,
-  as ``h2`` did); outbound DATA is queued per stream and sent in pieces that
-  fit the peer's windows and maximum frame size, as WINDOW_UPDATEs arrive.
-* Graceful GOAWAY (:meth:`H2Core.start_shutdown`) keeps the streams below
-  the last stream id working; a peer's GOAWAY NO_ERROR does not stop the
-  responses in flight either.
-* A stream opened and reset within one :meth:`receive_data` call is reported
-  only by its :class:`StreamReset` (rapid reset never starts the app).
-
-Denial-of-service guards, all on by default (:class:`H2Limits`):
-
-* ``max_concurrent_streams`` (advertised): a stream beyond it is refused
-  with RST_STREAM REFUSED_STREAM, not a connection error, and the streams
-  already accepted go on. Refusals start no work, so they are not counted as
-  resets; only more than ``10 * max_resets`` of them within ``RESET_WINDOW``
-  seconds (a client that keeps opening what it is told it can't) get GOAWAY
-  ENHANCE_YOUR_CALM.
-* Rapid reset (CVE-2023-44487) and "MadeYouReset" (2025): resets sent by the
-  peer and resets the peer provokes from us (malformed requests, frames on
-  closed streams, per-stream flow-control errors) are counted together; more
-  than ``max_resets`` within ``RESET_WINDOW`` seconds gets GOAWAY
-  ENHANCE_YOUR_CALM.
-* Frames that carry nothing (CVE-2019-9518 and kin): DATA without payload or
-  END_STREAM, PRIORITY (advisory, ignored here), frame types we don't know,
-  CONTINUATION without payload that doesn't end the block, and PING or
-  SETTINGS acknowledgements we never asked for. More than
-  ``max_empty_frames`` within ``RESET_WINDOW`` seconds gets GOAWAY
-  ENHANCE_YOUR_CALM.
-* Fairness: one :meth:`H2Core.receive_data` call handles at most
-  :data:`FRAMES_PER_CALL` frames; the rest waits in the input buffer and
-  :attr:`H2Core.input_pending` says so (the caller lets other connections
-  run, then calls ``receive_data(b"")``).
-* CONTINUATION flood (CVE-2024-27316): the encoded header block collected
-  across HEADERS/CONTINUATION frames may not exceed ``max_header_list_size``
-  plus one frame, nor span more than 64 frames (GOAWAY ENHANCE_YOUR_CALM).
-* HPACK bomb: the *decoded* header list is bounded by
-  ``max_header_list_size`` while decoding (GOAWAY ENHANCE_YOUR_CALM).
-* SETTINGS/PING floods: replies (ACKs, resets) queued while the transport has
-  not flushed its output are counted; beyond ``max_control_frames`` the
-  connection gets GOAWAY ENHANCE_YOUR_CALM. (The transport also stops reading
-  while its write buffer is full.)
-* Zero-window stalls: :attr:`H2Core.blocked` maps each stream whose queued
-  data waits for window credit to the time it started waiting; the transport
-  resets or closes what waits longer than its write timeout.
-"""
+"""The server side of one HTTP/2 connection: :class:`H2Core` (see the package docstring)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
-import re
-import struct
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from hpack import Decoder
 from hpack.exceptions import HPACKError, OversizedHeaderListError
-from hpack.table import HeaderTable
 
-from .errors import LocalProtocolError
-
-__all__ = [
-    "PREFACE",
-    "H2Limits",
-    "H2Core",
-    "RequestReceived",
-    "DataReceived",
-    "StreamEnded",
-    "StreamReset",
-    "StreamWritable",
-    "ConnectionEnded",
-    "ErrorCodes",
-]
-
-#: The client connection preface (RFC 9113 3.4).
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-#: Seconds over which resets, refusals and empty frames are counted.
-RESET_WINDOW = 10.0
-#: Frames handled per :meth:`H2Core.receive_data` call (see the module docstring).
-FRAMES_PER_CALL = 1000
-
-
-class ErrorCodes(enum.IntEnum):
-    """HTTP/2 error codes (RFC 9113 7)."""
-
-    NO_ERROR = 0x0
-    PROTOCOL_ERROR = 0x1
-    INTERNAL_ERROR = 0x2
-    FLOW_CONTROL_ERROR = 0x3
-    SETTINGS_TIMEOUT = 0x4
-    STREAM_CLOSED = 0x5
-    FRAME_SIZE_ERROR = 0x6
-    REFUSED_STREAM = 0x7
-    CANCEL = 0x8
-    COMPRESSION_ERROR = 0x9
-    CONNECT_ERROR = 0xA
-    ENHANCE_YOUR_CALM = 0xB
-    INADEQUATE_SECURITY = 0xC
-    HTTP_1_1_REQUIRED = 0xD
-
-
-# plain ints on the hot paths
-_NO_ERROR = 0x0
-_PROTOCOL_ERROR = 0x1
-_INTERNAL_ERROR = 0x2
-_FLOW_CONTROL_ERROR = 0x3
-_STREAM_CLOSED = 0x5
-_FRAME_SIZE_ERROR = 0x6
-_REFUSED_STREAM = 0x7
-_COMPRESSION_ERROR = 0x9
-_ENHANCE_YOUR_CALM = 0xB
-
-# frame types
-_DATA, _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
-    range(10)
+from ..errors import LocalProtocolError
+from .encoder import _ONE_BYTE_INDEXED, _STATIC, _STATIC_LEN, _Encoder
+from .events import ConnectionEnded, DataReceived, RequestReceived, StreamEnded, StreamReset, StreamWritable
+from .fields import (
+    _ANY_TOKEN,
+    _BAD_RESPONSE_VALUE,
+    _CONNECTION_SPECIFIC,
+    _PATH_BYTES,
+    _RESPONSE_DROP,
+    _Malformed,
+    validate_request,
 )
-# flags
-_END_STREAM = 0x1
-_ACK = 0x1
-_END_HEADERS = 0x4
-_PADDED = 0x8
-_PRIORITY_FLAG = 0x20
-
-_MAX_WINDOW = 2**31 - 1
-#: SETTINGS_MAX_FRAME_SIZE we accept (the protocol default; never raised)
-_MAX_FRAME = 16384
-#: frames one header block may span (HEADERS + CONTINUATIONs)
-_MAX_BLOCK_FRAMES = 64
-#: streams we reset, remembered to tell "reset" from "completed" (RFC 9113 5.1)
-_RESET_MEMORY = 1024
-#: per-connection caches (a repeated request's header block, a repeated response
-#: head) keep only entries up to these sizes: at most ~100 KiB per connection
-_MAX_CACHED_REQUEST = 512
-_MAX_CACHED_HEAD = 1024
-
-_FRAME = struct.Struct(">BHBBL")  # length as 8 + 16 bits, type, flags, stream id
-_PACK_FRAME = _FRAME.pack
-_SETTING = struct.Struct(">HL")
-_U32 = struct.Struct(">L")
-_U32X2 = struct.Struct(">LL")
-
-
-def _frame_head(kind: int, flags: int, sid: int, length: int) -> bytes:
-    return _PACK_FRAME(length >> 16, length & 0xFFFF, kind, flags, sid)
-
-
-_SETTINGS_ACK = _frame_head(_SETTINGS, _ACK, 0, 0)
-_PING_ACK = _frame_head(_PING, _ACK, 0, 8)
-
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
-_LOWER_TOKEN = _TCHAR
-_ANY_TOKEN = _TCHAR + b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-# RFC 9113 8.2.1: no NUL, CR or LF anywhere; no leading or trailing SP/HTAB
-_BAD_REQUEST_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
-_BAD_RESPONSE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_PATH_BYTES = bytes(range(0x21, 0x7F))
-_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
-_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
-# dropped from responses: HTTP/2 has its own framing (the HTTP/1.1 path ignores transfer-encoding too)
-_RESPONSE_DROP = _CONNECTION_SPECIFIC | {b"te"}
-
-
-class H2Limits:
-    """Per-connection settings and DoS limits (see the module docstring)."""
-
-    __slots__ = (
-        "max_concurrent_streams",
-        "max_header_list_size",
-        "initial_window_size",
-        "connection_window_size",
-        "max_resets",
-        "max_empty_frames",
-        "max_control_frames",
-        "enable_connect_protocol",
-    )
-
-    def __init__(
-        self,
-        max_concurrent_streams: int = 100,
-        max_header_list_size: int = 65536,
-        initial_window_size: int = 262144,
-        connection_window_size: int | None = None,
-        max_resets: int = 200,
-        max_control_frames: int = 10000,
-        max_empty_frames: int = 1000,
-        enable_connect_protocol: bool = True,
-    ) -> None:
-        self.max_concurrent_streams = max_concurrent_streams
-        self.max_header_list_size = max_header_list_size
-        self.initial_window_size = initial_window_size
-        #: the connection receive window; by default 4 stream windows (at least 64 KiB)
-        self.connection_window_size = (
-            connection_window_size if connection_window_size is not None else max(65535, 4 * initial_window_size)
-        )
-        self.max_resets = max_resets
-        self.max_empty_frames = max_empty_frames
-        self.max_control_frames = max_control_frames
-        self.enable_connect_protocol = enable_connect_protocol
-
-
-# --- events --------------------------------------------------------------------
-
-
-class _Event:  # noqa: PLW1641  # (events compare by value; none is hashed)
-    __slots__: tuple[str, ...] = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
-
-
-class RequestReceived(_Event):
-    """A valid request head. ``headers`` are the regular fields (``host`` first
-    when ``:authority`` was given), ``path`` and ``query`` come from ``:path``
-    (``b"*"`` for ``OPTIONS *``; both empty for a plain CONNECT)."""
-
-    __slots__ = (
-        "stream_id", "method", "scheme", "authority", "path", "query", "protocol", "headers", "end_stream",
-        "content_length",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        stream_id: int,
-        method: bytes,
-        scheme: bytes,
-        authority: bytes | None,
-        path: bytes,
-        query: bytes,
-        protocol: bytes | None,
-        headers: list[tuple[bytes, bytes]],
-        end_stream: bool,
-        content_length: int | None = None,
-    ) -> None:
-        self.stream_id = stream_id
-        self.method = method
-        self.scheme = scheme
-        self.authority = authority
-        self.path = path
-        self.query = query
-        self.protocol = protocol
-        self.headers = headers
-        self.end_stream = end_stream
-        #: the declared ``content-length`` (None: not declared)
-        self.content_length = content_length
-
-
-class DataReceived(_Event):
-    """Request body bytes. Call :meth:`H2Core.acknowledge` with ``len(data)``
-    once they are consumed (padding is acknowledged already)."""
-
-    __slots__ = ("stream_id", "data")
-
-    def __init__(self, stream_id: int, data: bytes) -> None:
-        self.stream_id = stream_id
-        self.data = data
-
-
-class StreamEnded(_Event):
-    """The request on this stream is complete (END_STREAM, possibly on trailers)."""
-
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class StreamReset(_Event):
-    """The stream is gone: reset by the peer (``remote``) or by us for a stream
-    error the peer caused (a malformed request, a refused stream...)."""
-
-    __slots__ = ("stream_id", "error_code", "remote")
-
-    def __init__(self, stream_id: int, error_code: int, remote: bool) -> None:
-        self.stream_id = stream_id
-        self.error_code = error_code
-        self.remote = remote
-
-
-class StreamWritable(_Event):
-    """All data queued on this stream has been handed to the connection."""
-
-    __slots__ = ("stream_id",)
-
-    def __init__(self, stream_id: int) -> None:
-        self.stream_id = stream_id
-
-
-class ConnectionEnded(_Event):
-    """The connection is over: the peer sent GOAWAY with an error, or we found
-    a connection error (our GOAWAY is queued). Flush, then close."""
-
-    __slots__ = ("error_code", "remote", "reason")
-
-    def __init__(self, error_code: int, remote: bool, reason: str) -> None:
-        self.error_code = error_code
-        self.remote = remote
-        self.reason = reason
+from .frames import (
+    _ACK,
+    _COMPRESSION_ERROR,
+    _CONTINUATION,
+    _DATA,
+    _END_HEADERS,
+    _END_STREAM,
+    _ENHANCE_YOUR_CALM,
+    _FLOW_CONTROL_ERROR,
+    _FRAME,
+    _FRAME_SIZE_ERROR,
+    _GOAWAY,
+    _HEADERS,
+    _INTERNAL_ERROR,
+    _MAX_BLOCK_FRAMES,
+    _MAX_CACHED_HEAD,
+    _MAX_CACHED_REQUEST,
+    _MAX_FRAME,
+    _MAX_WINDOW,
+    _NO_ERROR,
+    _PADDED,
+    _PING,
+    _PING_ACK,
+    _PRIORITY,
+    _PRIORITY_FLAG,
+    _PROTOCOL_ERROR,
+    _PUSH_PROMISE,
+    _REFUSED_STREAM,
+    _RESET_MEMORY,
+    _RST_STREAM,
+    _SETTING,
+    _SETTINGS,
+    _SETTINGS_ACK,
+    _STREAM_CLOSED,
+    _U32,
+    _U32X2,
+    _WINDOW_UPDATE,
+    PREFACE,
+    ErrorCodes,
+    _frame_head,
+)
+from .limits import FRAMES_PER_CALL, H2Limits
+from .stream import _Stream, _WindowCount
 
 
 class _ConnError(Exception):
@@ -350,210 +75,6 @@ class _ConnError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-class _Malformed(Exception):
-    pass
-
-
-# --- HPACK ------------------------------------------------------------------------
-
-_STATIC = HeaderTable.STATIC_TABLE
-_STATIC_LEN = len(_STATIC)
-_STATIC_FULL: dict[tuple[bytes, bytes], int] = {}
-_STATIC_NAME: dict[bytes, int] = {}
-for _i, _field in enumerate(_STATIC, 1):
-    _STATIC_FULL.setdefault(_field, _i)
-    _STATIC_NAME.setdefault(_field[0], _i)
-del _i, _field
-_INDEXED_STATIC = {i: bytes((0x80 | i,)) for i in range(1, _STATIC_LEN + 1)}
-#: bytes that are, alone, a complete indexed field (indexes 1-126)
-_ONE_BYTE_INDEXED = bytes(range(0x81, 0xFF))
-#: response fields never entered in the dynamic table: their values rarely repeat, and a
-#: table that doesn't change lets a repeated response head reuse its encoded block (as nghttp2)
-_NO_INDEX = frozenset(
-    (b"content-length", b"set-cookie", b"etag", b"location", b"last-modified", b"age", b"content-range", b":path")
-)
-
-
-def _hpack_int(value: int, bits: int, flags: int) -> bytes:
-    limit = (1 << bits) - 1
-    if value < limit:
-        return bytes((flags | value,))
-    out = bytearray((flags | limit,))
-    value -= limit
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _hpack_str(value: bytes) -> bytes:
-    n = len(value)
-    return (bytes((n,)) if n < 0x7F else _hpack_int(n, 7, 0)) + value
-
-
-class _Encoder:
-    """HPACK encoder for response heads (RFC 7541), without Huffman coding.
-
-    Fields in the static table are indexed; others are sent as literals and
-    entered in the dynamic table (except :data:`_NO_INDEX` and big ones), so
-    a field that repeats costs one byte from its second use. ``version``
-    changes whenever the dynamic table does: an encoded block can be sent
-    again as is while the version is the same.
-    """
-
-    __slots__ = ("max_size", "size", "entries", "order", "inserted", "version", "resize")
-
-    def __init__(self) -> None:
-        self.max_size = 4096
-        self.size = 0
-        #: field -> its insertion number (the newest entry is index 62)
-        self.entries: dict[tuple[bytes, bytes], int] = {}
-        self.order: deque[tuple[tuple[bytes, bytes], int]] = deque()  # oldest first
-        self.inserted = 0
-        self.version = 0
-        #: [smallest, final] table size to signal at the start of the next block
-        self.resize: list[int] | None = None
-
-    def set_max_size(self, peer_limit: int) -> None:
-        """The peer's SETTINGS_HEADER_TABLE_SIZE (we never use more than 4096)."""
-        new = min(peer_limit, 4096)
-        if new == self.max_size:
-            return
-        if self.resize is None:
-            self.resize = [new, new]
-        else:
-            self.resize[0] = min(self.resize[0], new)
-            self.resize[1] = new
-        self.max_size = new
-        self._evict(0)
-        self.version += 1
-
-    def _evict(self, room: int) -> None:
-        order = self.order
-        while order and self.size + room > self.max_size:
-            field, size = order.popleft()
-            self.size -= size
-            del self.entries[field]
-            self.version += 1
-
-    def encode(self, fields: Iterable[tuple[bytes, bytes]]) -> bytes:
-        out: list[bytes] = []
-        if self.resize is not None:
-            low, final = self.resize
-            self.resize = None
-            if low < final:
-                out.append(_hpack_int(low, 5, 0x20))
-            out.append(_hpack_int(final, 5, 0x20))
-        entries = self.entries
-        for field in fields:
-            index = _STATIC_FULL.get(field)
-            if index is not None:
-                out.append(_INDEXED_STATIC[index])
-                continue
-            seq = entries.get(field)
-            if seq is not None:
-                out.append(_hpack_int(_STATIC_LEN + self.inserted - seq, 7, 0x80))
-                continue
-            name, value = field
-            name_index = _STATIC_NAME.get(name, 0)
-            size = 32 + len(name) + len(value)
-            if name in _NO_INDEX or 4 * size > 3 * self.max_size:
-                out.append(_hpack_int(name_index, 4, 0x00))  # literal without indexing
-            else:
-                out.append(_hpack_int(name_index, 6, 0x40))  # literal with incremental indexing
-                self._evict(size)
-                entries[field] = self.inserted
-                self.order.append((field, size))
-                self.inserted += 1
-                self.size += size
-                self.version += 1
-            if not name_index:
-                out.append(_hpack_str(name))
-            out.append(_hpack_str(value))
-        return b"".join(out)
-
-
-# --- the core ------------------------------------------------------------------
-
-
-class _WindowCount:
-    """How often something happened within the last ``RESET_WINDOW`` seconds
-    (a fixed window that restarts once it is over); ``limit`` 0: never too often."""
-
-    __slots__ = ("limit", "count", "start")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self.start = 0.0
-
-    def hit(self, now: float) -> bool:
-        """Count one; True when that makes more than ``limit``."""
-        if not self.limit:
-            return False
-        if now - self.start > RESET_WINDOW:
-            self.start = now
-            self.count = 0
-        self.count += 1
-        return self.count > self.limit
-
-
-class _Stream:
-    """One stream's state: both directions, windows, queued output."""
-
-    __slots__ = (
-        "sid",
-        "live",
-        "counted",
-        "pushed",
-        "recv_closed",
-        "send_closed",
-        "rwin",
-        "rproc",
-        "unacked",
-        "expected",
-        "received",
-        "swin",
-        "method",
-        "scheme",
-        "authority",
-        "chunks",
-        "size",
-        "end",
-        "trailers",
-        "remaining",
-        "no_body",
-    )
-
-    def __init__(self, sid: int, rwin: int, swin: int, recv_closed: bool) -> None:
-        self.sid = sid
-        #: reported to the caller and not yet forgotten (stream_done, reset, END_STREAM sent)
-        self.live = True
-        #: counted against max_concurrent_streams
-        self.counted = False
-        self.pushed = False
-        self.recv_closed = recv_closed
-        self.send_closed = False
-        self.rwin = rwin  # receive window left
-        self.rproc = 0  # consumed bytes not yet credited back
-        self.unacked = 0  # bytes reported in DataReceived, not yet acknowledged
-        self.expected: int | None = None  # declared content-length
-        self.received = 0
-        self.swin = swin  # send window
-        self.method = b""
-        self.scheme = b""
-        self.authority = b""
-        #: queued response body pieces (None until the head is sent, and once forgotten)
-        self.chunks: list[Any] | None = None
-        self.size = 0
-        self.end = False
-        self.trailers: list[tuple[bytes, bytes]] | None = None
-        #: declared content-length still to send (None: not declared)
-        self.remaining: int | None = None
-        self.no_body = False
 
 
 _STREAM_EVENTS = (RequestReceived, DataReceived, StreamEnded)
@@ -946,7 +467,7 @@ class H2Core:
             return
         if request is None:
             try:
-                request = self._validate(headers)
+                request = validate_request(headers, self.limits.enable_connect_protocol)
             except _Malformed:
                 self._reset_new(sid, _PROTOCOL_ERROR)
                 return
@@ -1217,100 +738,6 @@ class H2Core:
             self._going_away = True
             self.last_stream_id = min(self.last_stream_id, self._highest)
             self._events.append(ConnectionEnded(0, True, "GOAWAY from the peer"))
-
-    def _validate(self, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
-        """The request of a header block: (method, scheme, :authority, path, query,
-        :protocol, regular fields, content-length, authority for pushes). A pure
-        function of the fields (cached per block by the caller)."""
-        method = scheme = path = authority = protocol = None
-        regular: list[tuple[bytes, bytes]] = []
-        host: bytes | None = None
-        cookies: list[bytes] = []
-        content_length: bytes | None = None
-        for name, value in headers:
-            if name[:1] == b":":
-                if regular or host is not None or cookies:
-                    raise _Malformed("pseudo-header field after a regular field")
-                if name not in _REQUEST_PSEUDO:
-                    raise _Malformed(f"unknown pseudo-header field {name!r:.40}")
-                if name == b":method":
-                    if method is not None:
-                        raise _Malformed("duplicate :method")
-                    method = value
-                elif name == b":path":
-                    if path is not None:
-                        raise _Malformed("duplicate :path")
-                    path = value
-                elif name == b":scheme":
-                    if scheme is not None:
-                        raise _Malformed("duplicate :scheme")
-                    scheme = value
-                elif name == b":authority":
-                    if authority is not None:
-                        raise _Malformed("duplicate :authority")
-                    authority = value
-                else:
-                    if protocol is not None:
-                        raise _Malformed("duplicate :protocol")
-                    protocol = value
-                if _BAD_REQUEST_VALUE.search(value) is not None:
-                    raise _Malformed(f"invalid value of {name.decode()}")
-                continue
-            if not name or name.translate(None, _LOWER_TOKEN):
-                raise _Malformed(f"invalid field name {name!r:.40}")
-            if _BAD_REQUEST_VALUE.search(value) is not None:
-                raise _Malformed(f"invalid value of field {name!r:.40}")
-            if name in _CONNECTION_SPECIFIC:
-                raise _Malformed(f"connection-specific field {name.decode()}")
-            if name == b"te":
-                if value != b"trailers":
-                    raise _Malformed("te other than 'trailers'")
-            elif name == b"host":
-                if host is not None:
-                    raise _Malformed("duplicate host")
-                host = value
-                continue
-            elif name == b"cookie":
-                cookies.append(value)
-                continue
-            elif name == b"content-length":
-                if content_length is not None or not value.isdigit() or len(value) > 18:
-                    raise _Malformed("invalid content-length")
-                content_length = value
-            regular.append((name, value))
-        if method is None:
-            raise _Malformed("missing :method")
-        if not method or method.translate(None, _ANY_TOKEN):
-            raise _Malformed("invalid :method")
-        if protocol is not None and (method != b"CONNECT" or not self.limits.enable_connect_protocol):
-            raise _Malformed(":protocol without extended CONNECT")
-        if method == b"CONNECT" and protocol is None:
-            if scheme is not None or path is not None or not authority:
-                raise _Malformed("CONNECT needs :authority only")
-            path = b""
-            scheme = b""
-        else:
-            if scheme is None:
-                raise _Malformed("missing :scheme")
-            if not path:
-                raise _Malformed("missing or empty :path")
-            if path.translate(None, _PATH_BYTES):
-                raise _Malformed("invalid :path")
-            if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
-                raise _Malformed("invalid :path")
-        if authority is not None:
-            if not authority:
-                raise _Malformed("empty :authority")
-            if host is not None and host != authority:
-                raise _Malformed("host differs from :authority")
-            host = authority
-        if cookies:
-            regular.append((b"cookie", b"; ".join(cookies)))
-        if host is not None:
-            regular.insert(0, (b"host", host))
-        target, _, query = path.partition(b"?")
-        expected = int(content_length) if content_length is not None else None
-        return method, scheme, authority, target, query, protocol, tuple(regular), expected, host or b""
 
     # --- resets and errors ---------------------------------------------------------
 
