@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from . import __version__
 from .config import SECTIONS, SettingError, cli_flags, env_names, field_kind, settings
-from .config import _show_default as show_default
+from .settings_docs import show_default
 from .sources import Resolved, resolve, setting_error
 
 EXIT_INVALID = 2

@@ -52,6 +52,29 @@ SECTIONS = {
 }
 
 
+class Bounds(NamedTuple):
+    """The range a numeric setting must be in, and how an error message says it."""
+
+    low: float | None
+    high: float | None
+    text: str
+    #: ``low`` itself is not allowed (a number of seconds > 0)
+    above_low: bool = False
+
+    def hold(self, value: float) -> bool:
+        low, high = self.low, self.high
+        if low is not None and (value <= low if self.above_low else value < low):
+            return False
+        return high is None or value <= high
+
+
+_POSITIVE = Bounds(1, None, "a positive integer")
+_NOT_NEGATIVE = Bounds(0, None, "an integer >= 0")
+_SECONDS = Bounds(0, None, "a number of seconds >= 0")
+_SECONDS_OR_NONE = Bounds(0, None, "a number of seconds >= 0, or none")
+_SECONDS_ABOVE_0 = Bounds(0, None, "a number of seconds > 0", above_low=True)
+
+
 def _s(
     default: Any,
     help: str,
@@ -67,11 +90,13 @@ def _s(
     env: tuple[str, ...] = (),
     notice: Callable[[Any], str | None] | None = None,
     default_factory: Callable[[], Any] | None = None,
+    bounds: Bounds | None = None,
 ) -> Any:
     """One setting. ``uvicorn``: also read ``UVICORN_<FIELD>`` (the field is a
     uvicorn option of the same name); ``env``: further variables read last
     (e.g. ``WEB_CONCURRENCY``); ``notice``: given a non-default value, the
-    one-line warning heron logs at start-up (for accepted-but-ignored values)."""
+    one-line warning heron logs at start-up (for accepted-but-ignored values);
+    ``bounds``: the range a number must be in (checked unless it is None)."""
     metadata = {
         "help": help,
         "section": section,
@@ -84,6 +109,7 @@ def _s(
         "uvicorn": uvicorn,
         "env": env,
         "notice": notice,
+        "bounds": bounds,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
@@ -145,6 +171,7 @@ class Config:
         10,
         "Threads that run a WSGI app's requests (each request holds one until its response is sent).",
         section="application",
+        bounds=_POSITIVE,
     )
     lifespan: str = _s(
         "auto",
@@ -163,13 +190,20 @@ class Config:
 
     # --- binding -----------------------------------------------------------
     host: str = _s("127.0.0.1", "Bind to this address (an IPv6 literal selects IPv6).", section="binding", uvicorn=True)
-    port: int = _s(8000, "Bind to this port; 0 picks a free one.", section="binding", uvicorn=True)
+    port: int = _s(
+        8000,
+        "Bind to this port; 0 picks a free one.",
+        section="binding",
+        uvicorn=True,
+        bounds=Bounds(0, 65535, "an integer between 0 and 65535"),
+    )
     uds: str | None = _s(None, "Bind to this UNIX domain socket path.", section="binding", metavar="PATH", uvicorn=True)
     fd: int | None = _s(
         None,
         "Serve an already-bound listening socket from this file descriptor.",
         section="binding",
         uvicorn=True,
+        bounds=Bounds(0, None, "a file descriptor number (>= 0)"),
     )
     bind: tuple[str, ...] = _s(
         (),
@@ -178,7 +212,7 @@ class Config:
         flags=("-b", "--bind"),
         metavar="ADDRESS",
     )
-    backlog: int = _s(2048, "Maximum number of pending connections.", section="binding", uvicorn=True)
+    backlog: int = _s(2048, "Maximum number of pending connections.", section="binding", uvicorn=True, bounds=_POSITIVE)
 
     # --- server process -----------------------------------------------------
     workers: int | None = _s(
@@ -188,6 +222,7 @@ class Config:
         flags=("-w", "--workers"),
         uvicorn=True,
         env=("WEB_CONCURRENCY",),
+        bounds=_POSITIVE,
     )
     loop: str = _s(
         "auto",
@@ -213,17 +248,20 @@ class Config:
         None,
         "Shut down gracefully after this many requests (a worker is then replaced by its supervisor).",
         uvicorn=True,
+        bounds=_POSITIVE,
     )
     limit_max_requests_jitter: int = _s(
         0,
         "Add a random 0..N requests to --limit-max-requests, per process, so workers don't restart together.",
         uvicorn=True,
+        bounds=_NOT_NEGATIVE,
     )
     timeout_worker_healthcheck: float = _s(
         5.0,
         "Seconds a worker's event loop has to answer the supervisor's health check before it is killed and replaced.",
         section="timeouts",
         uvicorn=True,
+        bounds=_SECONDS_ABOVE_0,
     )
 
     # --- limits ---------------------------------------------------------------
@@ -232,6 +270,7 @@ class Config:
         "Answer 503 to new requests while this many connections or tasks are active.",
         section="limits",
         uvicorn=True,
+        bounds=_POSITIVE,
     )
     limit_request_body: int | None = _s(
         None,
@@ -239,11 +278,19 @@ class Config:
         "runs; a body that grows past it gets 413 (or a reset, once the response started); none: no limit.",
         section="limits",
         metavar="BYTES",
+        bounds=_POSITIVE,
     )
-    limit_request_line: int = _s(8190, "Maximum request line size in bytes (414 beyond).", section="limits")
-    limit_request_fields: int = _s(100, "Maximum number of request header fields (431 beyond).", section="limits")
+    limit_request_line: int = _s(
+        8190, "Maximum request line size in bytes (414 beyond).", section="limits", bounds=_POSITIVE
+    )
+    limit_request_fields: int = _s(
+        100, "Maximum number of request header fields (431 beyond).", section="limits", bounds=_POSITIVE
+    )
     limit_request_head_size: int = _s(
-        65536, "Maximum size of the request line and header fields together, in bytes (431 beyond).", section="limits"
+        65536,
+        "Maximum size of the request line and header fields together, in bytes (431 beyond).",
+        section="limits",
+        bounds=_POSITIVE,
     )
     h11_max_incomplete_event_size: int | None = _s(
         None,
@@ -255,32 +302,43 @@ class Config:
 
     # --- timeouts ----------------------------------------------------------
     timeout_keep_alive: float = _s(
-        5.0, "Close idle keep-alive connections after this many seconds.", section="timeouts", uvicorn=True
+        5.0,
+        "Close idle keep-alive connections after this many seconds.",
+        section="timeouts",
+        uvicorn=True,
+        bounds=_SECONDS,
     )
     timeout_request_header: float = _s(
         30.0,
         "A client must send a complete request head within this many seconds (slowloris guard); 0 disables.",
         section="timeouts",
+        bounds=_SECONDS,
     )
     timeout_request_body: float = _s(
         60.0,
         "Answer 408 (HTTP/2: on the stream) when the app waits for request body bytes and none arrive for this "
         "many seconds; 0 disables.",
         section="timeouts",
+        bounds=_SECONDS,
     )
     timeout_write: float = _s(
         60.0,
         "Close a connection whose client reads nothing of a pending response for this many seconds; 0 disables.",
         section="timeouts",
+        bounds=_SECONDS,
     )
     timeout_graceful_shutdown: float | None = _s(
         30.0,
         "On shutdown, wait this many seconds for in-flight requests before cancelling them (none: wait forever).",
         section="timeouts",
         uvicorn=True,
+        bounds=_SECONDS_OR_NONE,
     )
     timeout_lifespan: float = _s(
-        60.0, "Maximum seconds for the app's lifespan startup and shutdown.", section="timeouts"
+        60.0,
+        "Maximum seconds for the app's lifespan startup and shutdown.",
+        section="timeouts",
+        bounds=_SECONDS,
     )
 
     # --- HTTP --------------------------------------------------------------
@@ -320,35 +378,43 @@ class Config:
         uvicorn=True,
     )
     http2_max_concurrent_streams: int = _s(
-        100, "HTTP/2: streams a client may have open at once (advertised; more are refused).", section="http"
+        100,
+        "HTTP/2: streams a client may have open at once (advertised; more are refused).",
+        section="http",
+        bounds=Bounds(1, 2**31 - 1, "an integer between 1 and 2**31-1"),
     )
     http2_max_header_list_size: int = _s(
         65536,
         "HTTP/2: maximum decoded size of a request's header list, in bytes (also bounds CONTINUATION frames).",
         section="http",
+        bounds=Bounds(1024, None, "an integer >= 1024"),
     )
     http2_initial_window_size: int = _s(
         262144,
         "HTTP/2: request body bytes a client may send ahead on a stream (4 times this per connection).",
         section="http",
+        bounds=Bounds(65535, (2**31 - 1) // 4, "an integer between 65535 and 536870911"),
     )
     http2_max_resets: int = _s(
         200,
         "HTTP/2: stream resets (by the client, or caused by it) allowed per connection in 10 seconds "
         "before GOAWAY ENHANCE_YOUR_CALM (rapid reset guard); 0 disables.",
         section="http",
+        bounds=_NOT_NEGATIVE,
     )
     http2_max_empty_frames: int = _s(
         1000,
         "HTTP/2: frames that carry nothing (empty DATA, PRIORITY, unknown types, unsolicited ACKs) allowed per "
         "connection in 10 seconds before GOAWAY ENHANCE_YOUR_CALM; 0 disables.",
         section="http",
+        bounds=_NOT_NEGATIVE,
     )
     http2_max_control_frames: int = _s(
         10000,
         "HTTP/2: replies (PING/SETTINGS ACKs, resets) queued for a client that doesn't read them before "
         "GOAWAY ENHANCE_YOUR_CALM (flood guard).",
         section="http",
+        bounds=_POSITIVE,
     )
 
     # --- WebSocket ---------------------------------------------------------
@@ -366,24 +432,28 @@ class Config:
         "Maximum WebSocket message size in bytes (close 1009 beyond).",
         section="websocket",
         uvicorn=True,
+        bounds=_POSITIVE,
     )
     ws_max_queue: int = _s(
         32,
         "Maximum received WebSocket messages waiting for the app before reading pauses.",
         section="websocket",
         uvicorn=True,
+        bounds=_POSITIVE,
     )
     ws_ping_interval: float | None = _s(
         20.0,
         "Send a WebSocket ping after this many idle seconds; 0 or none disables.",
         section="websocket",
         uvicorn=True,
+        bounds=_SECONDS_OR_NONE,
     )
     ws_ping_timeout: float | None = _s(
         20.0,
         "Close with 1011 if no frame arrives this many seconds after a ping; 0 or none disables.",
         section="websocket",
         uvicorn=True,
+        bounds=_SECONDS_OR_NONE,
     )
     ws_per_message_deflate: bool = _s(
         True,
@@ -541,6 +611,7 @@ class Config:
         "Seconds between two scans of the watched files for --reload.",
         section="development",
         uvicorn=True,
+        bounds=_SECONDS_ABOVE_0,
     )
 
     # -----------------------------------------------------------------------
@@ -557,74 +628,11 @@ class Config:
             choices = f.metadata.get("choices")
             if choices and isinstance(value, str) and value not in choices:
                 _fail(f.name, value, "one of " + ", ".join(choices))
+            bounds = f.metadata.get("bounds")
+            if bounds is not None and value is not None and not bounds.hold(value):
+                _fail(f.name, value, bounds.text)
         if isinstance(self.log_level, str) and self.log_level not in LOG_LEVELS:
             _fail("log_level", self.log_level, "one of " + ", ".join(LOG_LEVELS))
-        _require(0 <= self.port <= 65535, "port", self.port, "an integer between 0 and 65535")
-        _require(self.backlog > 0, "backlog", self.backlog, "a positive integer")
-        if self.fd is not None:
-            _require(self.fd >= 0, "fd", self.fd, "a file descriptor number (>= 0)")
-        if self.limit_concurrency is not None:
-            _require(self.limit_concurrency > 0, "limit_concurrency", self.limit_concurrency, "a positive integer")
-        if self.limit_request_body is not None:
-            _require(self.limit_request_body > 0, "limit_request_body", self.limit_request_body, "a positive integer")
-        for name in (
-            "limit_request_line", "limit_request_fields", "limit_request_head_size", "ws_max_size", "ws_max_queue",
-            "wsgi_threads",
-        ):  # fmt: skip
-            _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
-        _require(
-            0 < self.http2_max_concurrent_streams < 2**31,
-            "http2_max_concurrent_streams",
-            self.http2_max_concurrent_streams,
-            "an integer between 1 and 2**31-1",
-        )
-        _require(
-            self.http2_max_header_list_size >= 1024,
-            "http2_max_header_list_size",
-            self.http2_max_header_list_size,
-            "an integer >= 1024",
-        )
-        _require(
-            65535 <= self.http2_initial_window_size <= (2**31 - 1) // 4,
-            "http2_initial_window_size",
-            self.http2_initial_window_size,
-            "an integer between 65535 and 536870911",
-        )
-        _require(self.http2_max_resets >= 0, "http2_max_resets", self.http2_max_resets, "an integer >= 0")
-        _require(
-            self.http2_max_empty_frames >= 0, "http2_max_empty_frames", self.http2_max_empty_frames, "an integer >= 0"
-        )
-        _require(
-            self.http2_max_control_frames > 0,
-            "http2_max_control_frames",
-            self.http2_max_control_frames,
-            "a positive integer",
-        )
-        _require(self.reload_delay > 0, "reload_delay", self.reload_delay, "a number of seconds > 0")
-        for name in (
-            "timeout_keep_alive", "timeout_request_header", "timeout_request_body", "timeout_write", "timeout_lifespan",
-        ):  # fmt: skip
-            _require(getattr(self, name) >= 0, name, getattr(self, name), "a number of seconds >= 0")
-        for name in ("ws_ping_interval", "ws_ping_timeout", "timeout_graceful_shutdown"):
-            value = getattr(self, name)
-            if value is not None:
-                _require(value >= 0, name, value, "a number of seconds >= 0, or none")
-        if self.workers is not None:
-            _require(self.workers >= 1, "workers", self.workers, "a positive integer")
-        if self.limit_max_requests is not None:
-            _require(self.limit_max_requests >= 1, "limit_max_requests", self.limit_max_requests, "a positive integer")
-        _require(
-            self.limit_max_requests_jitter >= 0,
-            "limit_max_requests_jitter",
-            self.limit_max_requests_jitter,
-            "an integer >= 0",
-        )
-        _require(
-            self.timeout_worker_healthcheck > 0,
-            "timeout_worker_healthcheck",
-            self.timeout_worker_healthcheck,
-            "a number of seconds > 0",
-        )
         for name in ("http", "ws", "loop"):
             value = getattr(self, name)
             known = {"http": HTTP_IMPLEMENTATIONS, "ws": WS_IMPLEMENTATIONS, "loop": LOOPS}[name]
@@ -863,111 +871,3 @@ def parse_header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise SettingError(f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'")
     return name.strip(), value.strip()
-
-
-# --- reference docs ------------------------------------------------------------
-
-
-def _show_default(f: dataclasses.Field[Any]) -> str:
-    value = _default(f)
-    if f.name == "app":
-        return "the demo page"
-    if f.name == "workers":
-        return "1"
-    if f.name == "log_level":
-        return "info"
-    if value in (None, "", ()):
-        return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def markdown() -> str:
-    """docs/settings.md, generated from the registry."""
-    out = [
-        "# heron settings",
-        "",
-        "<!-- Generated by `python -m heron.config --markdown > docs/settings.md`; do not edit by hand."
-        " tests/integration/test_settings.py checks that this file matches the registry. -->",
-        "",
-        "Every setting can be given four ways. The first one found wins:",
-        "",
-        "1. the command line (`heron --port 9000`);",
-        "2. the environment: `HERON_<SETTING>`, then uvicorn's `UVICORN_<SETTING>` where uvicorn has the",
-        "   option, then the extra variables listed (`WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`);",
-        "3. a config file: `--config PATH` (TOML, settings at the top level or under `[tool.heron]`), or",
-        "   else `[tool.heron]` in `pyproject.toml` of the working directory;",
-        "4. the default.",
-        "",
-        "`--env-file PATH` loads a dotenv file into the environment first (variables already set win),",
-        "so it can hold `HERON_*` settings too. The Python API (`heron.run(app, **settings)`,",
-        "`heron.Config(...)`) takes the same names as keyword arguments and reads no environment.",
-        "",
-        "Values from the environment are text: booleans are `true/false` (also `1/0`, `yes/no`, `on/off`),",
-        "`none` (or empty) clears an optional setting, and list settings are split on whitespace as uvicorn",
-        "does (a value with newlines is split on newlines instead, so a header value may contain spaces).",
-        'In a config file use TOML types: `port = 9000`, `access_log = false`, `bind = ["0.0.0.0:80"]`,',
-        '`headers = ["x-a: 1"]` (or a table `headers = { x-a = "1" }`); keys may use `-` or `_`.',
-        "",
-        "An invalid value stops heron with exit status 2 and one line naming the setting, where the",
-        "value came from and what is allowed. uvicorn's implementation picks that mean nothing here",
-        "(`--http h11`, `--ws wsproto`, `--loop none`, `--h11-max-incomplete-event-size`) are accepted, so a",
-        "uvicorn command line keeps working, and a non-default value logs one warning line at start-up.",
-        "",
-    ]
-    by_section: dict[str, list[dataclasses.Field[Any]]] = {}
-    for f in settings():
-        by_section.setdefault(f.metadata["section"], []).append(f)
-    order = list(SECTIONS) + [s for s in by_section if s not in SECTIONS]
-    for section in order:
-        fields = by_section.get(section)
-        if not fields:
-            continue
-        out += [f"## {SECTIONS.get(section, section.title())}", ""]
-        out += ["| setting | command line | environment | default | meaning |", "| --- | --- | --- | --- | --- |"]
-        for f in fields:
-            meta = f.metadata
-            if meta["cli"]:
-                flags = list(cli_flags(f))
-                if meta["negatable"]:
-                    flags.append("--no-" + flags[-1][2:])
-                metavar = "" if field_kind(f).base is bool and meta["metavar"] != "BOOL" else f" {_metavar(f)}"
-                cli = ", ".join(f"`{flag}{metavar if not flag.startswith('--no-') else ''}`" for flag in flags)
-            else:
-                cli = "`APP` (positional)"
-            env = "<br>".join(f"`{name}`" for name in env_names(f))
-            key = f"`{f.name}`" if meta["file"] else f"`{f.name}` (not in a file)"
-            default = _show_default(f)
-            default = default if f.name == "app" else f"`{default}`"
-            cells = [key, cli, env, default, meta["help"]]
-            out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
-def _metavar(f: dataclasses.Field[Any]) -> str:
-    meta = f.metadata
-    if meta["metavar"]:
-        return str(meta["metavar"])
-    if meta["choices"]:
-        return "|".join(meta["choices"])
-    return f.name.split("_")[-1].upper()
-
-
-def _main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m heron.config", description="heron's settings registry")
-    parser.add_argument("--markdown", action="store_true", help="print docs/settings.md")
-    args = parser.parse_args(argv)
-    if args.markdown:
-        print(markdown(), end="")
-        return 0
-    for f in settings():
-        print(f"{f.name} = {_show_default(f)}")
-    return 0
-
-
-if __name__ == "__main__":
-    from heron.config import _main as _registry_main  # the package's module, not this __main__ copy
-
-    raise SystemExit(_registry_main())

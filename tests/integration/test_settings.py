@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from heron.cli import load
-from heron.config import Config, SettingError, cli_flags, env_names, field_kind, markdown, settings
+from heron.config import Config, SettingError, cli_flags, env_names, field_kind, settings
+from heron.settings_docs import markdown
 from heron.sources import read_dotenv
 
 from .test_cli import free_port, heron_server, lines, raw_request, run
@@ -603,7 +604,7 @@ def test_heron_run_accepts_settings_and_sets_up_logging(app_dir: Path) -> None:
 def test_settings_docs_are_generated_from_the_registry() -> None:
     committed = (ROOT / "docs" / "settings.md").read_text()
     assert committed == markdown(), (
-        "docs/settings.md is stale: run python -m heron.config --markdown > docs/settings.md"
+        "docs/settings.md is stale: run python -m heron.settings_docs > docs/settings.md"
     )
     for f in settings():
         assert f"| `{f.name}`" in committed
@@ -611,6 +612,6 @@ def test_settings_docs_are_generated_from_the_registry() -> None:
 
 def test_markdown_command() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "heron.config", "--markdown"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "heron.settings_docs"], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0 and result.stdout == markdown()
