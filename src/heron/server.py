@@ -22,6 +22,7 @@ from typing import Any
 
 from . import __version__
 from .accesslog import build_observer
+from .asgi.http import ASGIApp
 from .asgi.lifespan import Lifespan, LifespanFailure
 from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
@@ -91,74 +92,20 @@ class Server:
     # --- serving ----------------------------------------------------------
 
     async def serve(self, sockets: list[socket.socket] | None = None, install_signal_handlers: bool = True) -> int:
+        """Load the app, bind, run lifespan startup, serve until told to stop, shut
+        down gracefully; 0, or :data:`STARTUP_FAILURE` (logged) when start-up failed.
+        ``sockets``: already-bound listeners (a worker's); they are not closed here."""
         config = self.config
         loop = asyncio.get_running_loop()
-        try:
-            app = load_app(
-                config.app if config.app is not None else "heron.demo:app",
-                factory=config.factory,
-                app_dir=config.app_dir,
-                interface=config.interface,
-                wsgi_threads=config.wsgi_threads,
-                multiprocess=(config.workers or 1) > 1 or self.worker,
-            )
-        except AppLoadError as exc:
-            logger.error("Error loading ASGI app. %s", exc)
+        app = self._load_app()
+        tls = self._tls_arguments() if app is not None else None
+        if app is None or tls is None or not self._bind_sockets(sockets):
             return STARTUP_FAILURE
-        except Exception:
-            logger.exception("Error loading ASGI app.")
-            return STARTUP_FAILURE
-        if config.log_level in ("trace", TRACE):
-            from .asgi.trace import MessageLogger
-
-            app = MessageLogger(app)  # only at trace level: no cost otherwise
-
-        tls: dict[str, Any] = {}  # create_server() arguments for TLS
-        if config.ssl_certfile or config.ssl_keyfile:
-            from .tls import TLSSetupError, create_ssl_context
-
-            try:
-                tls["ssl"] = create_ssl_context(config)
-            except TLSSetupError as exc:
-                logger.error("%s", exc)
-                return STARTUP_FAILURE
-            if config.timeout_request_header:
-                tls["ssl_handshake_timeout"] = config.timeout_request_header
-
-        metrics_socket: socket.socket | None = None
-        try:
-            self.sockets = sockets if sockets is not None else self._bind()
-            if config.metrics_bind is not None:
-                metrics_listener = parse_bind(config.metrics_bind, "metrics_bind")
-                metrics_socket = bind_listener(metrics_listener, config.backlog)
-                self.metrics_socket = metrics_socket
-                if metrics_listener.kind == "unix":
-                    self._unix_paths.append(metrics_listener.path)
-        except OSError as exc:
-            if sockets is None:
-                for sock in self.sockets:
-                    sock.close()
-            for path in self._unix_paths:
-                if os.path.exists(path):
-                    os.unlink(path)
-            logger.error("%s", exc)
-            return STARTUP_FAILURE
-
-        metrics = Metrics() if metrics_socket is not None else self.metrics
-        self.metrics = metrics
-        observer = build_observer(
-            config.access_log_format if config.access_log else None, config.log_format == "json", loop.time, metrics
-        )
-        ctx = self._ctx = ServerContext(config, app, loop, metrics, observer)
-        if metrics is not None:
-            metrics.ctx = ctx
-        if config.limit_max_requests is not None:
-            ctx.requests_left = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
-            ctx.on_request_limit = self._request_limit_reached
-        metrics_endpoint: MetricsListener | None = None
+        ctx = self._ctx = self._context(app, loop)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.base_events.Server] = []
+        metrics_endpoint: MetricsListener | None = None
         try:
             try:
                 await lifespan.startup()
@@ -170,24 +117,18 @@ class Server:
                 return 0
             ctx.lifespan_state = lifespan.state if lifespan.supported else None
             ctx.start()
-            factory = protocol_factory(ctx, metrics)
+            factory = protocol_factory(ctx, self.metrics)
             for sock in self.sockets:
                 servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
-            if metrics is not None and metrics_socket is not None:
-                metrics_endpoint = await serve_metrics(config, metrics, metrics_socket, loop)
+            if self.metrics is not None and self.metrics_socket is not None:
+                metrics_endpoint = await serve_metrics(config, self.metrics, self.metrics_socket, loop)
             if self.banner:
                 self._log_started(loop)
             self.started.set()
             await self._exit.wait()
             await self._shutdown(ctx, servers)
             if not self.force_exit:
-                # a second signal during lifespan shutdown still exits at once
-                shutdown = asyncio.ensure_future(lifespan.shutdown())
-                forced = asyncio.ensure_future(self._forced.wait())
-                await asyncio.wait([shutdown, forced], return_when=asyncio.FIRST_COMPLETED)
-                forced.cancel()
-                if not shutdown.done():
-                    shutdown.cancel()
+                await self._lifespan_shutdown(lifespan)
             return 0
         finally:
             ctx.stop()
@@ -195,16 +136,106 @@ class Server:
                 srv.close()
             if metrics_endpoint is not None:
                 metrics_endpoint.close()
-            if metrics_socket is not None:
-                metrics_socket.close()
-            if sockets is None:
-                for sock in self.sockets:
-                    sock.close()
-            for path in self._unix_paths:  # the UNIX sockets heron bound (not inherited ones)
-                if os.path.exists(path):
-                    os.unlink(path)
+            self._release_sockets(own=sockets is None)
             if restore_signals is not None:
                 restore_signals()
+
+    # --- the steps of serve() ------------------------------------------------------
+
+    def _load_app(self) -> ASGIApp | None:
+        config = self.config
+        try:
+            app = load_app(
+                config.app if config.app is not None else "heron.demo:app",
+                factory=config.factory,
+                app_dir=config.app_dir,
+                interface=config.interface,
+                wsgi_threads=config.wsgi_threads,
+                multiprocess=(config.workers or 1) > 1 or self.worker,
+            )
+        except AppLoadError as exc:
+            logger.error("Error loading ASGI app. %s", exc)
+            return None
+        except Exception:
+            logger.exception("Error loading ASGI app.")
+            return None
+        if config.log_level in ("trace", TRACE):
+            from .asgi.trace import MessageLogger
+
+            app = MessageLogger(app)  # only at trace level: no cost otherwise
+        return app
+
+    def _tls_arguments(self) -> dict[str, Any] | None:
+        """create_server() arguments for TLS ({} without TLS); None when the
+        certificate or key can't be loaded (logged)."""
+        config = self.config
+        tls: dict[str, Any] = {}
+        if config.ssl_certfile or config.ssl_keyfile:
+            from .tls import TLSSetupError, create_ssl_context
+
+            try:
+                tls["ssl"] = create_ssl_context(config)
+            except TLSSetupError as exc:
+                logger.error("%s", exc)
+                return None
+            if config.timeout_request_header:
+                tls["ssl_handshake_timeout"] = config.timeout_request_header
+        return tls
+
+    def _bind_sockets(self, sockets: list[socket.socket] | None) -> bool:
+        """The listeners (given, or bound now) and the metrics listener; False
+        (logged, nothing left bound) when one can't be bound."""
+        config = self.config
+        try:
+            self.sockets = sockets if sockets is not None else self._bind()
+            if config.metrics_bind is not None:
+                listener = parse_bind(config.metrics_bind, "metrics_bind")
+                self.metrics_socket = bind_listener(listener, config.backlog)
+                if listener.kind == "unix":
+                    self._unix_paths.append(listener.path)
+        except OSError as exc:
+            self._release_sockets(own=sockets is None)
+            logger.error("%s", exc)
+            return False
+        return True
+
+    def _context(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> ServerContext:
+        """The ServerContext, handed what the transports report to."""
+        config = self.config
+        if self.metrics_socket is not None:
+            self.metrics = Metrics()
+        metrics = self.metrics
+        observer = build_observer(
+            config.access_log_format if config.access_log else None, config.log_format == "json", loop.time, metrics
+        )
+        ctx = ServerContext(config, app, loop, metrics, observer)
+        if metrics is not None:
+            metrics.ctx = ctx
+        if config.limit_max_requests is not None:
+            ctx.requests_left = config.limit_max_requests + random.randint(0, config.limit_max_requests_jitter)
+            ctx.on_request_limit = self._request_limit_reached
+        return ctx
+
+    async def _lifespan_shutdown(self, lifespan: Lifespan) -> None:
+        """Lifespan shutdown; a second signal meanwhile still exits at once."""
+        shutdown = asyncio.ensure_future(lifespan.shutdown())
+        forced = asyncio.ensure_future(self._forced.wait())
+        await asyncio.wait([shutdown, forced], return_when=asyncio.FIRST_COMPLETED)
+        forced.cancel()
+        if not shutdown.done():
+            shutdown.cancel()
+
+    def _release_sockets(self, own: bool) -> None:
+        """Close the metrics listener, and the listeners when heron bound them
+        (``own``); remove the UNIX sockets heron created."""
+        if self.metrics_socket is not None:
+            self.metrics_socket.close()
+        if own:
+            for sock in self.sockets:
+                sock.close()
+        for path in self._unix_paths:  # the UNIX sockets heron bound (not inherited ones)
+            if os.path.exists(path):
+                os.unlink(path)
 
     def _request_limit_reached(self) -> None:
         logger.warning(

@@ -348,11 +348,9 @@ class HTTPCycle:
                 body = bytes(body)
             more_body = bool(message.get("more_body", False))
             trailing = False
-            if self._trailers != 0:
-                if self._trailers != 1:
-                    raise RuntimeError("ASGI app sent 'http.response.body' after its last body; expected trailers")
-                if not more_body:
-                    trailing = more_body = True  # the response ends with the trailers
+            if self._trailers != 0:  # (rare: trailers were announced)
+                trailing = self._last_body_before_trailers(more_body)
+                more_body = more_body or trailing
             if self._disconnected:
                 raise ClientDisconnected("client disconnected")
             # counted before writing: the stream logs access when the response ends
@@ -381,21 +379,7 @@ class HTTPCycle:
                     self._wake()
             return
         if message_type == "http.response.start":
-            if state != _START:
-                if state == _DONE:
-                    return
-                raise RuntimeError("ASGI app sent 'http.response.start' twice")
-            status = message.get("status")
-            if type(status) is not int:
-                raise TypeError(f"'status' must be an int, got {status!r:.50}")
-            if not 200 <= status <= 599:
-                raise ValueError(f"'status' must be between 200 and 599, got {status}")
-            headers = message.get("headers", ())
-            self._status = status
-            self._headers = headers if headers is not None else ()
-            self._state = _HEAD_PENDING
-            if self._extensions and message.get("trailers") and "http.response.trailers" in self._extensions:
-                self._trailers = 1
+            self._start(message, state)
             return
         if state == _DONE:
             return
@@ -406,6 +390,32 @@ class HTTPCycle:
                 self._send_extension(message_type, message, state)
             return
         raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+
+    def _start(self, message: Message, state: int) -> None:
+        """``http.response.start``: kept until the first body (the head is
+        written with it, in one piece)."""
+        if state != _START:
+            if state == _DONE:
+                return
+            raise RuntimeError("ASGI app sent 'http.response.start' twice")
+        status = message.get("status")
+        if type(status) is not int:
+            raise TypeError(f"'status' must be an int, got {status!r:.50}")
+        if not 200 <= status <= 599:
+            raise ValueError(f"'status' must be between 200 and 599, got {status}")
+        headers = message.get("headers", ())
+        self._status = status
+        self._headers = headers if headers is not None else ()
+        self._state = _HEAD_PENDING
+        if self._extensions and message.get("trailers") and "http.response.trailers" in self._extensions:
+            self._trailers = 1
+
+    def _last_body_before_trailers(self, more_body: bool) -> bool:
+        """Trailers were announced: True when this body is the last one (the
+        response then ends with the trailers, not with it)."""
+        if self._trailers != 1:
+            raise RuntimeError("ASGI app sent 'http.response.body' after its last body; expected trailers")
+        return not more_body
 
     async def _send_path(self, message: Message, state: int) -> None:
         """``http.response.pathsend``: the body is the file at ``path``.

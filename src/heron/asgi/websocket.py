@@ -275,83 +275,94 @@ class WebSocketCycle:
                 await self.stream.drain()
             return
         if message_type == "websocket.accept":
-            if state != _CONNECTING:
-                if state == _CLOSED:
-                    raise ClientDisconnected("WebSocket is closed")
-                raise RuntimeError("ASGI app sent 'websocket.accept' twice or after a denial response")
-            subprotocol = message.get("subprotocol")
-            if subprotocol is not None:
-                if not isinstance(subprotocol, str):
-                    raise TypeError("'subprotocol' must be a str")
-                if subprotocol not in self.scope["subprotocols"]:
-                    raise ValueError(
-                        f"subprotocol {subprotocol!r} was not offered by the client "
-                        f"(offered: {self.scope['subprotocols']})"
-                    )
-            headers = message.get("headers") or ()
-            try:
-                self.stream.accept(subprotocol, headers)
-            except LocalProtocolError as exc:
-                logger.error("Invalid 'websocket.accept' from ASGI app: %s", exc)
-                raise
-            if self._state == _CONNECTING:  # the stream may have closed it at once (shutdown)
-                self._state = _OPEN
-            return
-        if message_type == "websocket.close":
+            self._accept(message, state)
+        elif message_type == "websocket.close":
+            self._close(message, state)
+        elif message_type == "websocket.http.response.start":
+            self._deny_start(message, state)
+        elif message_type == "websocket.http.response.body":
+            self._deny_body(message, state)
+        else:
+            raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+
+    # (the messages of a session's start and end, once each: websocket.send above
+    # is the one on the hot path and stays inline)
+
+    def _accept(self, message: Message, state: int) -> None:
+        if state != _CONNECTING:
             if state == _CLOSED:
-                return
-            code = message.get("code", 1000)
-            reason = message.get("reason") or ""
-            if not isinstance(code, int) or isinstance(code, bool):
-                raise TypeError(f"'code' must be an int, got {code!r:.50}")
-            if not isinstance(reason, str):
-                raise TypeError("'reason' must be a str")
-            if state == _CONNECTING:
-                self.stream.deny(
-                    403,
-                    [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"10")],
-                    b"Forbidden\n",
-                    False,
+                raise ClientDisconnected("WebSocket is closed")
+            raise RuntimeError("ASGI app sent 'websocket.accept' twice or after a denial response")
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None:
+            if not isinstance(subprotocol, str):
+                raise TypeError("'subprotocol' must be a str")
+            if subprotocol not in self.scope["subprotocols"]:
+                raise ValueError(
+                    f"subprotocol {subprotocol!r} was not offered by the client (offered: {self.scope['subprotocols']})"
                 )
-                self.close_code = 403
-                self.feed_disconnect(1006)
-                return
-            if state == _DENYING:
-                raise RuntimeError("ASGI app sent 'websocket.close' during a denial response")
-            try:
-                self.stream.close(code, reason)
-            except LocalProtocolError as exc:
-                raise ValueError(str(exc)) from None
-            self.close_code = code
-            self.feed_disconnect(code, reason)
+        headers = message.get("headers") or ()
+        try:
+            self.stream.accept(subprotocol, headers)
+        except LocalProtocolError as exc:
+            logger.error("Invalid 'websocket.accept' from ASGI app: %s", exc)
+            raise
+        if self._state == _CONNECTING:  # the stream may have closed it at once (shutdown)
+            self._state = _OPEN
+
+    def _close(self, message: Message, state: int) -> None:
+        if state == _CLOSED:
             return
-        if message_type == "websocket.http.response.start":
-            if state != _CONNECTING:
-                raise RuntimeError("'websocket.http.response.start' is only allowed before accept")
-            status = message.get("status")
-            if type(status) is not int or not 200 <= status <= 599:
-                raise ValueError(f"'status' must be an int between 200 and 599, got {status!r:.50}")
-            self._pending_denial(status, message.get("headers") or ())
+        code = message.get("code", 1000)
+        reason = message.get("reason") or ""
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise TypeError(f"'code' must be an int, got {code!r:.50}")
+        if not isinstance(reason, str):
+            raise TypeError("'reason' must be a str")
+        if state == _CONNECTING:
+            self.stream.deny(
+                403,
+                [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"10")],
+                b"Forbidden\n",
+                False,
+            )
+            self.close_code = 403
+            self.feed_disconnect(1006)
             return
-        if message_type == "websocket.http.response.body":
-            if state != _DENYING:
-                raise RuntimeError("'websocket.http.response.body' without 'websocket.http.response.start'")
-            body = message.get("body", b"")
-            if not isinstance(body, (bytes, bytearray, memoryview)):
-                raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
-            more_body = bool(message.get("more_body", False))
-            denial = self._denial
-            if denial is not None:
-                # cleared only once the head is written: if deny() refuses a header the
-                # head is still pending, and the app's failure becomes a 500
-                self.stream.deny(denial[0], denial[1], bytes(body), more_body)
-                self._denial = None
-            else:
-                self.stream.deny_body(bytes(body), more_body)
-            if not more_body:
-                self.feed_disconnect(1006)
-            return
-        raise RuntimeError(f"ASGI app sent an unexpected message type {message_type!r}")
+        if state == _DENYING:
+            raise RuntimeError("ASGI app sent 'websocket.close' during a denial response")
+        try:
+            self.stream.close(code, reason)
+        except LocalProtocolError as exc:
+            raise ValueError(str(exc)) from None
+        self.close_code = code
+        self.feed_disconnect(code, reason)
+
+    def _deny_start(self, message: Message, state: int) -> None:
+        if state != _CONNECTING:
+            raise RuntimeError("'websocket.http.response.start' is only allowed before accept")
+        status = message.get("status")
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"'status' must be an int between 200 and 599, got {status!r:.50}")
+        self._pending_denial(status, message.get("headers") or ())
+
+    def _deny_body(self, message: Message, state: int) -> None:
+        if state != _DENYING:
+            raise RuntimeError("'websocket.http.response.body' without 'websocket.http.response.start'")
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
+        more_body = bool(message.get("more_body", False))
+        denial = self._denial
+        if denial is not None:
+            # cleared only once the head is written: if deny() refuses a header the
+            # head is still pending, and the app's failure becomes a 500
+            self.stream.deny(denial[0], denial[1], bytes(body), more_body)
+            self._denial = None
+        else:
+            self.stream.deny_body(bytes(body), more_body)
+        if not more_body:
+            self.feed_disconnect(1006)
 
     def _pending_denial(self, status: int, headers: Any) -> None:
         self._denial = (status, headers)
