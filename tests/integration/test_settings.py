@@ -603,15 +603,11 @@ def test_heron_run_accepts_settings_and_sets_up_logging(app_dir: Path) -> None:
 
 def test_settings_docs_are_generated_from_the_registry() -> None:
     committed = (ROOT / "docs" / "settings.md").read_text()
-    assert committed == markdown(), (
-        "docs/settings.md is stale: run python -m heron.settings_docs > docs/settings.md"
-    )
+    assert committed == markdown(), "docs/settings.md is stale: run python -m heron.settings_docs > docs/settings.md"
     for f in settings():
         assert f"| `{f.name}`" in committed
 
 
 def test_markdown_command() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "heron.settings_docs"], capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([sys.executable, "-m", "heron.settings_docs"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0 and result.stdout == markdown()

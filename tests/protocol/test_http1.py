@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heron.protocol.errors import LocalProtocolError, RemoteProtocolError
-from heron.protocol.http1 import _DONE as _PARSER_DONE
 from heron.protocol.http1 import (
     NEED_DATA,
     PAUSED,
@@ -29,6 +28,7 @@ from heron.protocol.http1 import (
     simple_response,
     status_line,
 )
+from heron.protocol.http1.connection import _DONE as _PARSER_DONE
 
 # --- the feeding helper --------------------------------------------------------
 

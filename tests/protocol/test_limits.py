@@ -19,10 +19,10 @@ import hpack
 import pytest
 
 from heron.asgi.budget import PIECE_OVERHEAD, BodyBuffer, ReadBudget
-from heron.protocol import http1 as http1_module
 from heron.protocol._cache import ENTRY_OVERHEAD, BoundedCache
 from heron.protocol.errors import WebSocketProtocolError
 from heron.protocol.http1 import CHUNKS_PER_EVENT, NEED_DATA, Data, EndOfMessage, H1Connection, Request
+from heron.protocol.http1 import grammar as http1_module
 from heron.protocol.http2 import (
     FRAMES_PER_CALL,
     PREFACE,

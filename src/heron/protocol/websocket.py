@@ -77,6 +77,7 @@ from collections.abc import Callable
 
 from ._mask import apply_mask as _unmask
 from ._mask import apply_mask_join as _unmask_join
+from ._sentinel import Sentinel as _Sentinel
 from .errors import LocalProtocolError, WebSocketProtocolError
 from .permessage_deflate import DeflateParams, Deflater, Inflater
 
@@ -173,16 +174,6 @@ class CloseReceived(_Event):
 
     def __repr__(self) -> str:
         return f"<CloseReceived {self.code} {self.reason!r}>"
-
-
-class _Sentinel:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
 
 
 #: More bytes are needed before another event can be produced. Also returned
