@@ -28,7 +28,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote
 
 from ..protocol.errors import LocalProtocolError
@@ -94,17 +94,31 @@ class HTTPStream(Protocol):
     async def drain(self) -> None:
         """Wait until the peer has read enough of what was written."""
 
-    # Optional, for the ASGI extensions a protocol supports (HTTP/2 today). The
-    # protocol names them in ``HTTPCycle(extensions=...)``; the cycle announces
-    # exactly those in ``scope["extensions"]`` and calls:
-    #   "http.response.trailers"   -> send_trailers(headers)  (ends the response)
-    #   "http.response.early_hint" -> send_early_hint(links)  (before the response starts)
-    #   "http.response.push"       -> push(path, headers)
-    #
-    # Optional capability (cleartext HTTP/1.1 today): a ``send_file`` attribute,
-    # None or a coroutine function ``send_file(fd, offset, count)`` that writes
-    # ``count`` bytes of the open file ``fd`` as the next piece of the body
-    # (zero copy). ``http.response.pathsend`` uses it after the head is written.
+    #: None, or (cleartext HTTP/1.1 today) a coroutine function ``send_file(fd,
+    #: offset, count)`` that writes ``count`` bytes of the open file ``fd`` as the
+    #: next piece of the body, zero copy; ``http.response.pathsend`` uses it
+    #: after the head is written.
+    send_file: Callable[[int, int, int], Awaitable[None]] | None
+
+
+# The ASGI extensions a stream supports beyond HTTPStream. The stream names them
+# in ``HTTPCycle(extensions=...)``; the cycle announces exactly those in
+# ``scope["extensions"]`` and calls their method only then.
+
+
+class TrailersStream(HTTPStream, Protocol):
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """``http.response.trailers``: end the response with these trailers."""
+
+
+class EarlyHintStream(HTTPStream, Protocol):
+    def send_early_hint(self, links: list[bytes]) -> None:
+        """``http.response.early_hint``: a 103 with these Link values (before the response)."""
+
+
+class PushStream(HTTPStream, Protocol):
+    def push(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """``http.response.push``: promise a GET of ``path`` (HTTP/2 server push)."""
 
 
 def http_scope(
@@ -441,7 +455,7 @@ class HTTPCycle:
             if declared is None:
                 headers.append((b"content-length", b"%d" % remaining))
             self._headers = headers
-            send_file = getattr(self.stream, "send_file", None)
+            send_file = self.stream.send_file
             # (a Content-Length that contradicts the file is the app's error:
             # the threaded path reports it before the head is written)
             if send_file is not None and remaining and (declared is None or declared == b"%d" % remaining):
@@ -487,7 +501,7 @@ class HTTPCycle:
         self._fail()
 
     def _send_extension(self, message_type: str, message: Message, state: int) -> None:
-        stream: Any = self.stream
+        stream = self.stream
         if self._disconnected:
             raise ClientDisconnected("client disconnected")
         try:
@@ -502,19 +516,19 @@ class HTTPCycle:
                 if not message.get("more_trailers", False):
                     self._state = _DONE
                     self._release_body()
-                    stream.send_trailers(collected)
+                    cast(TrailersStream, stream).send_trailers(collected)
                     self._wake()
             elif message_type == "http.response.early_hint":
                 if state == _START:  # only before the response (ignored after)
                     links = message.get("links") or ()
                     if not all(isinstance(link, bytes) for link in links):
                         raise TypeError("'links' must be an iterable of bytes")
-                    stream.send_early_hint(list(links))
+                    cast(EarlyHintStream, stream).send_early_hint(list(links))
             else:  # http.response.push
                 path = message.get("path")
                 if not isinstance(path, str):
                     raise TypeError(f"'path' must be a str, got {path!r:.50}")
-                stream.push(path, list(message.get("headers") or ()))
+                cast(PushStream, stream).push(path, list(message.get("headers") or ()))
         except LocalProtocolError as exc:
             logger.error("Invalid %r from ASGI app for %s: %s", message_type, self.scope.get("path"), exc)
             if message_type == "http.response.trailers":

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..asgi.budget import ReadBudget
@@ -156,7 +156,7 @@ class H1Protocol(asyncio.Protocol):
         self._h2_preface: bytes | None = b"" if ctx.config.http2 else None  # bytes held back, or None: decided
         # optional HTTPStream capability, offered in connection_made on plain
         # sockets only (TLS encrypts in user space: no sendfile there)
-        self.send_file: Any = None
+        self.send_file: Callable[[int, int, int], Awaitable[None]] | None = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
         self._log_peer = ""  # the forwarded client as the access log shows it (proxied requests)
         self._budget: ReadBudget | None = None  # made with the first request body (see budget)

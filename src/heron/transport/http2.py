@@ -27,7 +27,7 @@ reset) never starts the app.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import ReadBudget
@@ -150,6 +150,9 @@ class H2Stream(_Stream):
     """One request/response stream: the :class:`~heron.asgi.http.HTTPStream` of its cycle."""
 
     __slots__ = ("cycle", "_head_sent", "_request_complete", "budget", "deadline")
+
+    #: no zero-copy file sending on HTTP/2 (pathsend reads the file in a thread)
+    send_file: Callable[[int, int, int], Awaitable[None]] | None = None
 
     def __init__(self, proto: H2Protocol, sid: int, request_complete: bool) -> None:
         # _Stream.__init__, inlined (one of these per request)
