@@ -441,20 +441,11 @@ class WebSocketConnection:
             opcode = self._opcode
             remaining = self._remaining
             raw = self._raw
-            if raw is not None:
-                # a binary frame collected as it came in (see _collect)
-                if remaining:
-                    return self._need_data()
-                self._raw = None
-                payload = _unmask_join(raw, self._mask)
-                self._state = _HEADER
-                if self._fin and not self._msg_size:  # the whole message: no join
-                    self._msg_type = 0
-                    return BytesMessage(payload)
-                self._append(payload)
-                if self._fin:
-                    return self._end_message()
-                continue
+            if raw is not None:  # a binary frame collected as it came in (see _collect)
+                event = self._collected_frame(raw, remaining)
+                if event is None:
+                    continue
+                return event
             buf = self._buf
             pos = self._pos
             avail = len(buf) - pos
@@ -488,37 +479,63 @@ class WebSocketConnection:
                     return TextMessage(payload.decode("utf-8"))
                 except UnicodeDecodeError:
                     raise WebSocketProtocolError("invalid UTF-8 in a text message", 1007) from None
+            # the slow path: a fragment, a compressed frame, or a payload that spans reads
+            event = self._partial_frame(buf, pos, avail, remaining)
+            if event is not None:
+                return event
+
+    def _collected_frame(self, raw: list[bytes | memoryview], remaining: int) -> Event | None:
+        """A binary frame gathered piece by piece: the message (or its end), or
+        None when it was a fragment taken into the message (go on parsing)."""
+        if remaining:
+            return self._need_data()
+        self._raw = None
+        payload = _unmask_join(raw, self._mask)
+        self._state = _HEADER
+        if self._fin and not self._msg_size:  # the whole message: no join
+            self._msg_type = 0
+            return BytesMessage(payload)
+        self._append(payload)
+        if self._fin:
+            return self._end_message()
+        return None
+
+    def _partial_frame(self, buf: bytes | bytearray, pos: int, avail: int, remaining: int) -> Event | None:
+        """Take what is here of a data frame's payload into the message: the
+        message, :data:`NEED_DATA`, :data:`NO_ROOM`, or None (the frame is done
+        and the message goes on: parse the next frame)."""
+        if remaining:
+            if avail == 0:
+                return self._need_data()
+            if avail < remaining and self._msg_type == _BINARY and not self._msg_compressed:
+                self._collect(buf, pos, avail)
+                return self._need_data()
+            n = min(remaining, avail)
+            with memoryview(buf) as view:  # a partial payload is processed now: fail fast
+                chunk = _unmask(view[pos : pos + n], self._mask)
+            self._pos = pos + n
+            if n < remaining:
+                k = n & 3
+                if k:
+                    self._mask = self._mask[k:] + self._mask[:k]
+            remaining -= n
+            self._remaining = remaining
+            if self._msg_compressed:
+                if not remaining:
+                    self._state = _HEADER
+                if not self._inflate(chunk):
+                    self._end_pending = not remaining and self._fin
+                    return NO_ROOM
+            else:
+                self._append(chunk)
             if remaining:
-                if avail == 0:
-                    return self._need_data()
-                if avail < remaining and self._msg_type == _BINARY and not self._msg_compressed:
-                    self._collect(buf, pos, avail)
-                    return self._need_data()
-                n = min(remaining, avail)
-                with memoryview(buf) as view:  # a partial payload is processed now: fail fast
-                    chunk = _unmask(view[pos : pos + n], self._mask)
-                self._pos = pos + n
-                if n < remaining:
-                    k = n & 3
-                    if k:
-                        self._mask = self._mask[k:] + self._mask[:k]
-                remaining -= n
-                self._remaining = remaining
-                if self._msg_compressed:
-                    if not remaining:
-                        self._state = _HEADER
-                    if not self._inflate(chunk):
-                        self._end_pending = not remaining and self._fin
-                        return NO_ROOM
-                else:
-                    self._append(chunk)
-                if remaining:
-                    return self._need_data()
-            elif not self._fin:
-                self._empty_frame()  # a fragment without payload that doesn't end its message
-            self._state = _HEADER
-            if self._fin:
-                return self._end_message()
+                return self._need_data()
+        elif not self._fin:
+            self._empty_frame()  # a fragment without payload that doesn't end its message
+        self._state = _HEADER
+        if self._fin:
+            return self._end_message()
+        return None
 
     def _inflate(self, chunk: bytes) -> bool:
         """Inflate ``chunk`` into the message, as far as :attr:`room` allows;
