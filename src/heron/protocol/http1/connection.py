@@ -438,7 +438,6 @@ class H1Connection(ResponseWriter):
         so a client's chunking costs no objects downstream, and the work of one
         call stays bounded."""
         buf = self._buf
-        limits = self.limits
         pos = 0  # bytes of buf consumed by this call (deleted once, at the end)
         parts: list[bytes | bytearray] = []  # (bytes.join takes both)
         chunks = 0
@@ -452,32 +451,15 @@ class H1Connection(ResponseWriter):
                     # the data goes first, as it would if the bytes came apart)
                     end = buf.find(b"\r\n", pos)
                     if end == -1:
-                        if len(buf) - pos > _MAX_CHUNK_SIZE_DIGITS + limits.max_chunk_extensions + 2:
-                            if parts:
-                                break
-                            raise self._fail("chunk size line too long")
-                        if buf.find(b"\n", pos) != -1:
-                            if parts:
-                                break
-                            raise self._fail("bare LF in a chunk size line")
+                        if not parts:  # (with data before it, the next call says what is wrong)
+                            self._check_partial_size_line(pos)
                         break
                     if end == pos + 1 and _HEX_VALUE[buf[pos]] >= 0:
                         size = _HEX_VALUE[buf[pos]]  # one digit, no extensions: small chunks go fast
-                    else:
-                        match = _CHUNK_LINE.fullmatch(buf, pos, end)
-                        if match is None:
-                            if parts:
-                                break
-                            raise self._fail("invalid chunk size line")
-                        extensions = match.group(2)
-                        if extensions:
-                            ext_bytes = self._chunk_ext_bytes + len(extensions)
-                            if ext_bytes > limits.max_chunk_extensions:
-                                if parts:
-                                    break
-                                raise self._fail("chunk extensions too large")
-                            self._chunk_ext_bytes = ext_bytes
-                        size = int(match.group(1), 16)
+                    else:  # (a call here costs ~0.07 us a chunk, ~3% for 1 KiB chunks, measured)
+                        size = self._chunk_size(pos, end, bool(parts))
+                        if size < 0:
+                            break
                     pos = end + 2
                     chunks += 1
                     data_end = pos + size
@@ -531,6 +513,33 @@ class H1Connection(ResponseWriter):
         if parts:
             return Data(b"".join(parts))  # (one bytes part is returned as it is, not copied)
         return self._body_need_data()
+
+    def _check_partial_size_line(self, pos: int) -> None:
+        """A chunk size line without its CRLF yet: fail now if it can't become valid."""
+        buf = self._buf
+        if len(buf) - pos > _MAX_CHUNK_SIZE_DIGITS + self.limits.max_chunk_extensions + 2:
+            raise self._fail("chunk size line too long")
+        if buf.find(b"\n", pos) != -1:
+            raise self._fail("bare LF in a chunk size line")
+
+    def _chunk_size(self, pos: int, end: int, after_data: bool) -> int:
+        """The size of a chunk size line with more than one digit or with
+        extensions (bounded in bytes per message); -1 when it is invalid and
+        ``after_data`` (the data goes first, the next call raises)."""
+        match = _CHUNK_LINE.fullmatch(self._buf, pos, end)
+        if match is None:
+            if after_data:
+                return -1
+            raise self._fail("invalid chunk size line")
+        extensions = match.group(2)
+        if extensions:
+            ext_bytes = self._chunk_ext_bytes + len(extensions)
+            if ext_bytes > self.limits.max_chunk_extensions:
+                if after_data:
+                    return -1
+                raise self._fail("chunk extensions too large")
+            self._chunk_ext_bytes = ext_bytes
+        return int(match.group(1), 16)
 
     def _parse_trailers(self) -> Event:
         buf = self._buf
