@@ -91,12 +91,15 @@ def _s(
     notice: Callable[[Any], str | None] | None = None,
     default_factory: Callable[[], Any] | None = None,
     bounds: Bounds | None = None,
+    clearable: bool = True,
 ) -> Any:
     """One setting. ``uvicorn``: also read ``UVICORN_<FIELD>`` (the field is a
     uvicorn option of the same name); ``env``: further variables read last
     (e.g. ``WEB_CONCURRENCY``); ``notice``: given a non-default value, the
     one-line warning heron logs at start-up (for accepted-but-ignored values);
-    ``bounds``: the range a number must be in (checked unless it is None)."""
+    ``bounds``: the range a number must be in (checked unless it is None);
+    ``clearable``: an optional setting whose None means "the default", not
+    "off", takes no ``none`` from text (it would read as "off")."""
     metadata = {
         "help": help,
         "section": section,
@@ -110,6 +113,7 @@ def _s(
         "env": env,
         "notice": notice,
         "bounds": bounds,
+        "clearable": clearable,
     }
     if default_factory is not None:
         return field(default_factory=default_factory, metadata=metadata)
@@ -511,6 +515,7 @@ class Config:
         section="logging",
         choices=LOG_LEVELS,
         uvicorn=True,
+        clearable=False,  # (none would read as "log nothing"; unset means info)
     )
     access_log: bool = _s(
         True, "Log one line per request on heron.access.", section="logging", negatable=True, uvicorn=True
@@ -797,7 +802,7 @@ def describe(f: dataclasses.Field[Any]) -> str:
         text = "a list of strings"
     else:
         text = _TYPE_NAMES.get(kind.base, "a value")
-    return text + (", or none" if kind.optional else "")
+    return text + (", or none" if kind.optional and f.metadata.get("clearable", True) else "")
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:

@@ -74,7 +74,7 @@ def convert_text(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
     if isinstance(raw, bool):
         return raw
     text = raw.strip()
-    if kind.optional and text.lower() in ("none", ""):
+    if kind.optional and (not text or (text.lower() == "none" and f.metadata["clearable"])):
         return None
     base = kind.base
     try:

@@ -468,3 +468,13 @@ def test_control_characters_cannot_reach_the_access_log(app_dir: Path) -> None:
         assert not any(line.startswith(("INFO: forged", "INFO:forged")) for line in stream.splitlines())
         assert "\r" not in stream
     assert srv.stderr.count("Bad request from 127.0.0.1:") == 3
+
+
+def test_log_level_none_is_refused_not_silently_info(app_dir: Path) -> None:
+    """None means "the default level" for log_level: the word none would read as "log nothing"."""
+    result = run(["cliapp:app", "--log-level", "none"], app_dir)
+    assert result.returncode == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert "log_level" in line and "trace" in line and "none" not in line.split("expected")[1], line
+    result = run(["cliapp:app", "--log-level", "nope"], app_dir, HERON_LOG_LEVEL="")
+    assert result.returncode == 2 and "or none" not in result.stderr
