@@ -189,8 +189,13 @@ class Supervisor:
                 DEFAULT_RELOAD_EXCLUDES + tuple(self.config.reload_excludes),
             )
             watcher.changes()
-        starting = [self._spawn() for _ in range(self.target)]
-        ready = await asyncio.gather(*(worker.ready for worker in starting))
+        # One worker first, then the others: an app that can't start fails once,
+        # with one traceback, not once per worker (the others then start side by
+        # side: N workers take about two start-ups, not N).
+        ready = [await self._spawn().ready] if self.target else []
+        if all(ready) and not self._stop.is_set():
+            starting = [self._spawn() for _ in range(self.target - 1)]
+            ready += await asyncio.gather(*(worker.ready for worker in starting))
         if not all(ready) and not self.config.reload:
             logger.error("A worker process failed to start: stopping")
             await self._stop_workers()

@@ -364,3 +364,37 @@ def test_shutdown_timeout_does_not_hang_the_server(errors: pytest.LogCaptureFixt
     assert srv.exit_code == 0
     assert time.monotonic() - start < 8
     assert any("shutdown timed out" in m for m in messages(errors)), messages(errors)
+
+
+STARLETTE_FAILING_STARTUP = """
+import contextlib
+from starlette.applications import Starlette
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    raise RuntimeError("database unreachable")
+    yield
+
+app = Starlette(lifespan=lifespan)
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failing_startup_prints_its_traceback_once(tmp_path: Any, workers: int) -> None:
+    """Starlette sends lifespan.startup.failed with the traceback as its message, then
+    raises it again; with several workers the first one's failure stops the start."""
+    import subprocess
+    import sys
+
+    (tmp_path / "failing_app.py").write_text(STARLETTE_FAILING_STARTUP)
+    result = subprocess.run(
+        [sys.executable, "-m", "heron", "failing_app:app", "--port", "0", "--workers", str(workers)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == STARTUP_FAILURE, result.stderr
+    assert result.stderr.count("Traceback (most recent call last)") == 1, result.stderr
+    assert result.stderr.count("RuntimeError: database unreachable") == 1, result.stderr
+    assert "Application startup failed" in result.stderr

@@ -32,6 +32,7 @@ class Lifespan:
         self._shutdown_done = asyncio.Event()
         self._failure: str | None = None
         self._answered_startup = False
+        self._shutdown_failed = False
         self._task: asyncio.Task[None] | None = None
 
     async def _receive(self) -> Message:
@@ -50,6 +51,7 @@ class Lifespan:
             if not self._startup_done.is_set():
                 raise RuntimeError(f"ASGI lifespan: {message_type!r} before startup completed")
             if message_type == "lifespan.shutdown.failed":
+                self._shutdown_failed = True
                 logger.error("Application shutdown failed: %s", message.get("message", ""))
             self._shutdown_done.set()
         else:
@@ -74,6 +76,10 @@ class Lifespan:
                 else:
                     logger.error("Exception in 'lifespan' protocol", exc_info=exc)
                     self._failure = f"{type(exc).__name__}: {exc}"
+            elif self._failure is not None or self._shutdown_failed:
+                # the app reported its failure already (Starlette sends the traceback
+                # as the message, then raises it again): say it once
+                logger.debug("Exception in 'lifespan' protocol after the app reported its failure", exc_info=exc)
             else:
                 logger.error("Exception in 'lifespan' protocol", exc_info=exc)
         finally:
