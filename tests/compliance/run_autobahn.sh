@@ -22,6 +22,8 @@ CONF="$(cd "$CONF" && pwd)"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
+# a relative path would break once the server starts in the reports folder
+case "$PYTHON" in /*) ;; */*) PYTHON="$(cd "$(dirname "$PYTHON")" && pwd)/$(basename "$PYTHON")" ;; esac
 "$PYTHON" -c "import heron" 2>/dev/null || { echo "$PYTHON cannot import heron (set PYTHON)" >&2; exit 2; }
 export REPORTS="${REPORTS:-$ROOT/conformance-reports}"
 mkdir -p "$REPORTS"
