@@ -53,6 +53,8 @@ class Server:
         self.stop_signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
         #: log the start-up banner (a supervisor logs it once for all its workers)
         self.banner = True
+        #: the loaded app takes WebSocket sessions (not a WSGI app, --ws not none)
+        self.serves_websocket = True
         #: one of a supervisor's worker processes
         self.worker = False
         self.started = asyncio.Event()
@@ -159,6 +161,10 @@ class Server:
         except Exception:
             logger.exception("Error loading ASGI app.")
             return None
+        from .asgi.wsgi import WSGIAdapter
+
+        # a WSGI app refuses WebSocket upgrades (403): the banner must not offer them
+        self.serves_websocket = config.ws != "none" and not isinstance(app, WSGIAdapter)
         if config.log_level in ("trace", TRACE):
             from .asgi.trace import MessageLogger
 
@@ -281,7 +287,11 @@ class Server:
     def _log_started(self, loop: asyncio.AbstractEventLoop) -> None:
         loop_name = type(loop).__module__.split(".")[0]
         log_banner(
-            self.config, self.sockets, self.metrics_socket, f"{loop_name} loop, pid {os.getpid()}, 1 worker process"
+            self.config,
+            self.sockets,
+            self.metrics_socket,
+            f"{loop_name} loop, pid {os.getpid()}, 1 worker process",
+            websocket=self.serves_websocket,
         )
 
     # --- signals ----------------------------------------------------------
@@ -349,9 +359,15 @@ async def serve_metrics(
 
 
 def log_banner(
-    config: Config, sockets: list[socket.socket], metrics_socket: socket.socket | None, processes: str
+    config: Config,
+    sockets: list[socket.socket],
+    metrics_socket: socket.socket | None,
+    processes: str,
+    *,
+    websocket: bool = True,
 ) -> None:
-    """The start-up banner: what is served where, by which processes, and how to stop it."""
+    """The start-up banner: what is served where, by which processes, and how to stop it
+    (``websocket``: the app takes WebSocket sessions, which a WSGI app does not)."""
     logger.info(
         "Started heron %s (%s %s, %s)",
         __version__,
@@ -362,9 +378,9 @@ def log_banner(
     tls = bool(config.ssl_certfile or config.ssl_keyfile)
     scheme = "https" if tls else "http"
     extras = []
-    if getattr(config, "http2", False):
+    if config.http2:
         extras.append("HTTP/2 via ALPN" if tls else "HTTP/2 h2c")
-    if config.ws != "none":
+    if websocket and config.ws != "none":
         extras.append("WebSocket")
     extras.append("TLS" if tls else "no TLS")
     for sock in sockets:

@@ -130,6 +130,7 @@ class Supervisor:
         self.config = config
         self.target = 1 if config.reload else (config.workers or 1)
         self.workers: list[_Worker] = []
+        self._serves_websocket = True  # what the workers' app does (they say when ready)
         self.sockets: list[socket.socket] = []
         self.metrics_socket: socket.socket | None = None
         self._unix_paths: list[str] = []
@@ -247,6 +248,7 @@ class Supervisor:
             return
         kind = message[0]
         if kind == "ready":
+            self._serves_websocket = bool(message[1])
             if not worker.ready.done():
                 worker.ready.set_result(True)
         elif kind == "pong":
@@ -442,7 +444,13 @@ class Supervisor:
 
     def _log_banner(self, loop: asyncio.AbstractEventLoop) -> None:
         mode = "reloading on file changes" if self.config.reload else f"{len(self.workers)} worker processes"
-        log_banner(self.config, self.sockets, self.metrics_socket, f"supervisor pid {os.getpid()}, {mode}")
+        log_banner(
+            self.config,
+            self.sockets,
+            self.metrics_socket,
+            f"supervisor pid {os.getpid()}, {mode}",
+            websocket=self._serves_websocket,
+        )
 
 
 class FileWatcher:
@@ -544,7 +552,7 @@ def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, 
         def announce(_: Any) -> None:
             if server.started.is_set():
                 logger.info("Worker process %d ready", os.getpid())
-                link.send(("ready",))
+                link.send(("ready", server.serves_websocket))
 
         started = loop.create_task(server.started.wait())
         started.add_done_callback(announce)

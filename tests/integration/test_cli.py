@@ -478,3 +478,26 @@ def test_log_level_none_is_refused_not_silently_info(app_dir: Path) -> None:
     assert "log_level" in line and "trace" in line and "none" not in line.split("expected")[1], line
     result = run(["cliapp:app", "--log-level", "nope"], app_dir, HERON_LOG_LEVEL="")
     assert result.returncode == 2 and "or none" not in result.stderr
+
+
+WSGI_APP = """
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"wsgi"]
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_banner_of_a_wsgi_app_offers_no_websocket(tmp_path: Path, workers: str) -> None:
+    """A WSGI app refuses WebSocket upgrades (403): the banner says what is served."""
+    (tmp_path / "wsgiapp.py").write_text(WSGI_APP)
+    (tmp_path / "asgiapp.py").write_text("async def app(scope, receive, send):\n    pass\n")
+    for target, websocket in (("wsgiapp:app", False), ("asgiapp:app", True)):
+        port = free_port()
+        with heron_server([target, "--port", str(port), "--workers", workers], tmp_path, port=port) as srv:
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=10).status_code in (200, 500)
+            if workers != "1":
+                time.sleep(1.5)  # the supervisor's banner follows once every worker is ready
+            assert srv.stop() == 0
+        (line,) = [line for line in srv.stderr.splitlines() if "Serving HTTP/1.1 on" in line]
+        assert ("WebSocket" in line) == websocket, line
