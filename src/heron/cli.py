@@ -10,6 +10,7 @@ line naming the setting, its source and what is allowed; start-up failures
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
@@ -27,7 +28,22 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line naming the option, like heron's own value errors (argparse
         # would print the whole, very long, usage first).
-        self.exit(EXIT_INVALID, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        hint = self._suggestion(message)
+        self.exit(EXIT_INVALID, f"{self.prog}: error: {message}{hint} (see '{self.prog} --help')\n")
+
+    def _suggestion(self, message: str) -> str:
+        """'; did you mean --port?' for a mistyped option (the nearest known one)."""
+        prefix = "unrecognized arguments: "
+        if not message.startswith(prefix):
+            return ""
+        known = [option for option in self._option_string_actions if option.startswith("--")]
+        for word in message[len(prefix) :].split():
+            name = word.split("=", 1)[0]
+            if name.startswith("--"):
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                if close:
+                    return f"; did you mean {close[0]}?"
+        return ""
 
 
 # Actions that also record the option string as typed (``-b`` or ``--bind``),

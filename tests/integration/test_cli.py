@@ -501,3 +501,12 @@ def test_banner_of_a_wsgi_app_offers_no_websocket(tmp_path: Path, workers: str) 
             assert srv.stop() == 0
         (line,) = [line for line in srv.stderr.splitlines() if "Serving HTTP/1.1 on" in line]
         assert ("WebSocket" in line) == websocket, line
+
+
+def test_mistyped_option_gets_the_nearest_one(tmp_path: Path) -> None:
+    result = run(["--prot", "8000"], tmp_path)
+    assert result.returncode == 2 and "did you mean --port?" in result.stderr, result.stderr
+    result = run(["--timeout-keepalive=3"], tmp_path)
+    assert "did you mean --timeout-keep-alive?" in result.stderr, result.stderr
+    result = run(["--zzzz"], tmp_path)
+    assert result.returncode == 2 and "did you mean" not in result.stderr, result.stderr
