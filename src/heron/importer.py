@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import inspect
 import logging
@@ -31,7 +32,9 @@ def import_from_string(target: str) -> Any:
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise AppLoadError(f"Attribute {attrs!r} not found in module {module_name!r}") from None
+            close = difflib.get_close_matches(attr, [name for name in dir(obj) if not name.startswith("__")], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AppLoadError(f"Attribute {attrs!r} not found in module {module_name!r}{hint}") from None
     return obj
 
 
@@ -55,6 +58,9 @@ def load_app(
             app = app()
         except TypeError as exc:
             raise AppLoadError(f"Error calling the app factory: {exc}") from None
+    if not callable(app):  # refused now, not answered 500 on every request
+        named = f" {target!r}" if isinstance(target, str) else ""
+        raise AppLoadError(f"The app{named} is {type(app).__name__}, not a callable ASGI or WSGI app")
     if interface == "auto":
         if _is_asgi3(app):
             interface = "asgi3"

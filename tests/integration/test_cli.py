@@ -58,7 +58,7 @@ async def app(scope, receive, send):
 
 @pytest.fixture
 def app_dir(tmp_path: Path) -> Path:
-    (tmp_path / "cliapp.py").write_text(APP_SOURCE)
+    (tmp_path / "cliapp.py").write_text(APP_SOURCE + "\n\napplication = app\nnot_an_app = None\n")
     return tmp_path
 
 
@@ -215,8 +215,10 @@ def test_demo_page_without_app(tmp_path: Path) -> None:
         ("no_such_module_xyz:app", "no_such_module_xyz"),
         ("cliapp:missing_attribute", "missing_attribute"),
         ("cliapp", "module:attribute"),
+        ("cliapp:aplication", "did you mean 'application'?"),
+        ("cliapp:not_an_app", "is NoneType, not a callable"),
     ],
-    ids=["module-not-found", "attribute-not-found", "no-colon"],
+    ids=["module-not-found", "attribute-not-found", "no-colon", "nearest-name", "not-callable"],
 )
 def test_app_load_failure_exits_3_with_one_line(app_dir: Path, target: str, expected: str) -> None:
     result = run([target, "--port", str(free_port())], app_dir)
