@@ -198,6 +198,12 @@ def create_ssl_context(config: TLSSettings) -> ssl.SSLContext:
     return context
 
 
+#: what OpenSSL says when the key is not the certificate's: the same type but another key
+#: (values mismatch), or another type (an RSA key for an EC certificate: "no certificate
+#: assigned" to the key's type)
+_MISMATCH_REASONS = ("KEY_VALUES_MISMATCH", "KEY_TYPE_MISMATCH", "NO_CERTIFICATE_ASSIGNED")
+
+
 def _load_cert_chain(context: ssl.SSLContext, certfile: str, keyfile: str | None, password: str | None) -> None:
     asked = []
 
@@ -216,10 +222,10 @@ def _load_cert_chain(context: ssl.SSLContext, certfile: str, keyfile: str | None
         reason = _reason(exc)
         if asked:
             message = f"ssl_keyfile_password: wrong password for ssl_keyfile {keyfile or certfile!r}"
-        elif getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
-            message = f"ssl_keyfile {keyfile!r} is not the key of the certificate in ssl_certfile {certfile!r}"
         elif _first_certificate(certfile) is None:
             message = f"ssl_certfile {certfile!r} holds no PEM certificate"
+        elif getattr(exc, "reason", None) in _MISMATCH_REASONS:
+            message = f"ssl_keyfile {keyfile!r} is not the key of the certificate in ssl_certfile {certfile!r}"
         else:
             message = f"ssl_keyfile {keyfile or certfile!r} holds no usable PEM private key ({reason})"
         raise TLSSetupError(message) from None

@@ -420,7 +420,14 @@ def test_key_loading_failures_are_one_clear_line(certs: Certs) -> None:
     other.private_key_pem.write_to_path(str(other_key))
     not_a_cert = certs.dir / "not-a-cert.pem"
     not_a_cert.write_text("hello\n")
+    ec_cert, rsa_key = certs.dir / "ec.pem", certs.dir / "rsa.key"  # an EC certificate with an RSA key
+    trustme.CA().issue_cert("localhost", key_type=trustme.KeyType.ECDSA).cert_chain_pems[0].write_to_path(str(ec_cert))
+    trustme.CA().issue_cert("localhost", key_type=trustme.KeyType.RSA).private_key_pem.write_to_path(str(rsa_key))
     cases = [
+        (
+            certs.tls(ssl_certfile=str(ec_cert), ssl_keyfile=str(rsa_key)),
+            "is not the key of the certificate in ssl_certfile",
+        ),
         (
             certs.tls(ssl_keyfile=certs.encrypted_keyfile, ssl_keyfile_password="wrong"),
             "ssl_keyfile_password: wrong password",
