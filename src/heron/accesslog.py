@@ -441,12 +441,13 @@ class RequestObserver:
     metrics, or both. ``ServerContext.observer`` is None when neither is on, so
     the transports do no per-request work for them at all."""
 
-    __slots__ = ("access", "metrics", "loop_time", "wants_response_headers")
+    __slots__ = ("access", "metrics", "clock", "wants_response_headers")
 
-    def __init__(self, access: AccessLog | None, metrics: MetricsSink | None, loop_time: Callable[[], float]) -> None:
+    def __init__(self, access: AccessLog | None, metrics: MetricsSink | None, clock: Callable[[], float]) -> None:
         self.access = access
         self.metrics = metrics
-        self.loop_time = loop_time
+        #: what request start times were read from (time.perf_counter: microseconds)
+        self.clock = clock
         self.wants_response_headers = access is not None and access.wants_response_headers
 
     def http(
@@ -458,7 +459,7 @@ class RequestObserver:
         started: float,
         response_headers: Iterable[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        duration = self.loop_time() - started
+        duration = self.clock() - started
         if self.metrics is not None:
             self.metrics.request(request.method, status, duration, nbytes)
         if self.access is not None:
@@ -474,7 +475,7 @@ class RequestObserver:
         bytes_out: int,
         started: float,
     ) -> None:
-        duration = self.loop_time() - started
+        duration = self.clock() - started
         if self.metrics is not None:
             self.metrics.websocket_closed(code, bytes_in)
         if self.access is not None:
@@ -482,11 +483,11 @@ class RequestObserver:
 
 
 def build_observer(
-    access_log_format: str | None, json_records: bool, loop_time: Callable[[], float], metrics: MetricsSink | None
+    access_log_format: str | None, json_records: bool, clock: Callable[[], float], metrics: MetricsSink | None
 ) -> RequestObserver | None:
     """The observer for a server: an access log in ``access_log_format`` (None: no
     access log; ``json_records``: --log-format json), metrics, both, or None."""
     access = AccessLog(access_log_format, json_records) if access_log_format is not None else None
     if access is None and metrics is None:
         return None
-    return RequestObserver(access, metrics, loop_time)
+    return RequestObserver(access, metrics, clock)

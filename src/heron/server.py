@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from . import __version__
@@ -212,7 +213,7 @@ class Server:
             self.metrics = Metrics()
         metrics = self.metrics
         observer = build_observer(
-            config.access_log_format if config.access_log else None, config.log_format == "json", loop.time, metrics
+            config.access_log_format if config.access_log else None, config.log_format == "json", perf_counter, metrics
         )
         ctx = ServerContext(config, app, loop, metrics, observer)
         if metrics is not None:

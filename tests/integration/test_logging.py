@@ -341,3 +341,12 @@ def test_colours_only_when_asked_or_on_a_terminal(app_dir: Path) -> None:
     assert "\x1b[32mINFO\x1b[0m:" in srv.stderr and "\x1b[32mINFO\x1b[0m:" in srv.stdout
     srv = serve_and_request(app_dir, ["--no-use-colors"])
     assert "\x1b" not in srv.stderr + srv.stdout
+
+
+def test_request_durations_have_microseconds_under_uvloop(app_dir: Path) -> None:
+    """uvloop's loop.time() ticks in milliseconds: durations must come from a finer clock."""
+    srv = serve_and_request(app_dir, ["--loop", "uvloop", "--access-log-format", "%(D)s"], [REQUEST] * 20)
+    micros = [int(line) for line in lines(srv.stdout)]
+    assert len(micros) == 20 and all(m >= 0 for m in micros), micros
+    # not whole milliseconds (give or take a float's rounding): most requests here take well under one
+    assert any(5 < m % 1000 < 995 for m in micros), micros

@@ -33,6 +33,7 @@ import asyncio
 import errno
 import os
 from collections.abc import Awaitable, Callable, Iterable
+from time import perf_counter
 from typing import Any
 
 from ..asgi.budget import ReadBudget
@@ -339,7 +340,7 @@ class H1Protocol(asyncio.Protocol):
         self._awaiting_continue = request.expect_continue
         method = _METHODS.get(request.method) or request.method.decode("ascii")
         if ctx.observer is not None:
-            self._request_start = ctx.loop.time()
+            self._request_start = perf_counter()  # (microseconds: uvloop's loop.time() ticks in ms)
             self._request = request
         if request.upgrade is not None:
             if b"h2c" in request.upgrade and self._upgrade_h2c(request):

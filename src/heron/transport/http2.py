@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import ReadBudget
@@ -717,7 +718,7 @@ class H2Protocol(asyncio.Protocol):
         stream = H2Stream(self, sid, request.end_stream)
         self.streams[sid] = stream
         if ctx.observer is not None:
-            stream._start = ctx.loop.time()
+            stream._start = perf_counter()
             target = request.path + (b"?" + request.query if request.query else b"")
             stream._request = _RequestView(request.method, target, request.headers)
         if ctx.limit_concurrency is not None and ctx.over_capacity(self):
@@ -791,7 +792,7 @@ class H2Protocol(asyncio.Protocol):
         ws_stream = H2WebSocket(self, sid)
         if ctx.observer is not None:
             ws_stream._request = _RequestView(b"GET", target, request.headers)
-        ws_stream._start = ctx.loop.time()
+        ws_stream._start = perf_counter()
         self.streams[sid] = ws_stream
         client, scheme = self._client_and_scheme(request.headers)
         scope = websocket_scope(
@@ -825,7 +826,7 @@ class H2Protocol(asyncio.Protocol):
         stream = H2Stream(self, 1, True)
         self.streams[1] = stream
         if ctx.observer is not None:
-            stream._start = ctx.loop.time()
+            stream._start = perf_counter()
             stream._request = _RequestView(request.method, request.target, request.headers)
         headers = [
             (name, value)
@@ -864,7 +865,7 @@ class H2Protocol(asyncio.Protocol):
         stream = H2Stream(self, sid, True)
         self.streams[sid] = stream
         if ctx.observer is not None:
-            stream._start = ctx.loop.time()
+            stream._start = perf_counter()
             stream._request = _RequestView(b"GET", path, list(headers))
         request_headers = [h for h in parent["headers"] if h[0] == b"host"]
         request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")

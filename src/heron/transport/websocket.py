@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.websocket import websocket_scope
@@ -65,7 +66,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
-        self._opened_at = ctx.loop.time()
+        self._opened_at = perf_counter()
         self._bytes_in = 0
         self._bytes_out = 0
         self._target = ""
