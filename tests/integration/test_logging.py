@@ -350,3 +350,33 @@ def test_request_durations_have_microseconds_under_uvloop(app_dir: Path) -> None
     assert len(micros) == 20 and all(m >= 0 for m in micros), micros
     # not whole milliseconds (give or take a float's rounding): most requests here take well under one
     assert any(5 < m % 1000 < 995 for m in micros), micros
+
+
+INVALID_RESPONSE_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    body = b"x" * 1000
+    # a header value with a newline: heron refuses the head and answers 500 itself
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-bad", b"a\\nb")]})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+@pytest.mark.parametrize("http2", [False, True], ids=["http/1.1", "h2c"])
+def test_heron_500_logs_the_bytes_it_sent(tmp_path: Path, http2: bool) -> None:
+    """After an invalid response heron answers 500 itself: the record says 500 and
+    the size of that answer, not of the body the app had tried to send."""
+    (tmp_path / "badapp.py").write_text(INVALID_RESPONSE_APP)
+    port = free_port()
+    with heron_server(
+        ["badapp:app", "--port", str(port), "--access-log-format", "%(s)s %(b)s"], tmp_path, port=port
+    ) as srv:
+        if http2:
+            subprocess.run(
+                ["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/"], capture_output=True, timeout=10
+            )
+        else:
+            raw_request(port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        assert srv.stop() == 0
+    assert lines(srv.stdout) == ["500 22"], (srv.stdout, srv.stderr)

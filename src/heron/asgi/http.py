@@ -54,6 +54,10 @@ class ClientDisconnected(OSError):
     """``send()`` was called after the client went away (ASGI spec 2.4+)."""
 
 
+#: the body of the 500 a stream answers for a failed app (HTTPStream.send_server_error)
+SERVER_ERROR_BODY = b"Internal Server Error\n"
+
+
 class HTTPStream(Protocol):
     """What a protocol provides to a cycle. All writes happen here."""
 
@@ -66,7 +70,7 @@ class HTTPStream(Protocol):
         """Write a further body piece (and the end of the response when not more_body)."""
 
     def send_server_error(self) -> None:
-        """Answer 500 (nothing of this response was written yet)."""
+        """Answer 500 with :data:`SERVER_ERROR_BODY` (nothing of this response was written yet)."""
 
     def abort(self) -> None:
         """Close the connection: the response can't be completed."""
@@ -598,6 +602,9 @@ class HTTPCycle:
         if state == _START or state == _HEAD_PENDING:
             if not self._disconnected:
                 self.status = 500
+                # what the access log reports (it is written as the 500 goes out): our
+                # answer's body, not the one the app had tried to send
+                self.bytes_sent = len(SERVER_ERROR_BODY)
                 self.stream.send_server_error()
         elif state == _BODY:
             self.stream.abort()

@@ -32,7 +32,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import ReadBudget
-from ..asgi.http import HTTPCycle, http_scope
+from ..asgi.http import SERVER_ERROR_BODY, HTTPCycle, http_scope
 from ..asgi.proxy import ProxyTrust
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import HandshakeError, LocalProtocolError
@@ -269,7 +269,7 @@ class H2Stream(_Stream):
         if self._head_sent:
             self.abort()
             return
-        body = b"Internal Server Error\n"
+        body = SERVER_ERROR_BODY
         self.start_response(500, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
 
     def abort(self) -> None:
