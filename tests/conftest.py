@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import socket
 import threading
 import time
@@ -14,6 +16,34 @@ import pytest
 
 from heron.config import Config
 from heron.server import Server, _new_loop
+
+#: program -> the Debian package that has it (what .ci/run installs)
+PACKAGES = {"curl": "curl", "h2load": "nghttp2-client", "chromium": "chromium"}
+
+
+def need_program(name: str, *aliases: str) -> str:
+    """The path of a program a test needs. Missing: the test is skipped with one line
+    naming it, except under CI (``CI`` set, as .ci/run is run), where it fails: CI
+    installs every program the tests use, so a skip there would hide a failure."""
+    for candidate in (name, *aliases):
+        path = shutil.which(candidate)
+        if path is not None:
+            return path
+    package = PACKAGES.get(name, name)
+    message = f"needs {name} (apt-get install {package}; .ci/run installs it)"
+    if os.environ.get("CI"):
+        pytest.fail(message + ": missing under CI")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def curl_path() -> str:
+    return need_program("curl")
+
+
+@pytest.fixture
+def h2load_path() -> str:
+    return need_program("h2load")
 
 
 class RunningServer:

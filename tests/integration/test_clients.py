@@ -11,7 +11,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import recv_until_closed, serve
+from ..conftest import need_program, recv_until_closed, serve
 from . import apps
 
 WAIT = 5.0
@@ -143,13 +142,11 @@ def expected_stream(total: int, base: bytes) -> tuple[int, str]:
 
 # --- curl ------------------------------------------------------------------------------------------
 
-CURL = shutil.which("curl")
-
 
 def curl(*args: str, timeout: float = 20.0, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    assert CURL is not None, "curl is required by the test suite (.ci/run installs it)"
+    curl_path = need_program("curl")
     return subprocess.run(
-        [CURL, "--silent", "--show-error", "--noproxy", "*", *args],
+        [curl_path, "--silent", "--show-error", "--noproxy", "*", *args],
         capture_output=True,
         timeout=timeout,
         input=input,
@@ -158,7 +155,6 @@ def curl(*args: str, timeout: float = 20.0, input: bytes | None = None) -> subpr
 
 
 def test_curl_is_installed() -> None:
-    assert CURL is not None, "curl is required by the test suite (.ci/run installs it)"
     assert curl("--version").returncode == 0
 
 

@@ -8,7 +8,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -708,7 +707,7 @@ def test_httpx_http2_concurrent_requests() -> None:
             assert json.loads(response.headers["x-scope"])["path"] == f"/p{i}"
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("curl_path")
 def test_curl_prior_knowledge_and_upgrade_with_a_body() -> None:
     with serve(apps.echo) as srv:
         out = subprocess.run(
@@ -742,7 +741,7 @@ def test_upgrade_ignored_with_no_http2() -> None:
         sock.close()
 
 
-@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+@pytest.mark.usefixtures("h2load_path")
 def test_h2load() -> None:
     with serve(apps.hello) as srv:
         out = subprocess.run(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ..conftest import need_program
 from .test_cli import free_port, heron_server, lines, raw_request
 
 APP_SOURCE = """
@@ -374,7 +375,9 @@ def test_heron_500_logs_the_bytes_it_sent(tmp_path: Path, http2: bool) -> None:
     ) as srv:
         if http2:
             subprocess.run(
-                ["curl", "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/"], capture_output=True, timeout=10
+                [need_program("curl"), "-s", "--http2-prior-knowledge", f"http://127.0.0.1:{port}/"],
+                capture_output=True,
+                timeout=10,
             )
         else:
             raw_request(port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")

@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -41,7 +40,7 @@ from websockets.asyncio.client import connect as ws_connect
 from heron.config import Config, SettingError
 from heron.tls import TLSSetupError, create_ssl_context, rfc4514_name
 
-from ..conftest import read_response, serve
+from ..conftest import need_program, read_response, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -485,7 +484,7 @@ def test_cli_invalid_tls_option_exits_2(certs: Certs, tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--ssl-cert-reqs" in err
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("curl_path")
 def test_cli_serves_https_to_curl(certs: Certs, tmp_path: Path) -> None:
     """The heron command with TLS options (and HERON_SSL_* variables), curl --cacert, mutual TLS."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HERON_")}
@@ -529,7 +528,7 @@ def test_cli_serves_https_to_curl(certs: Certs, tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("curl_path")
 def test_curl_sees_the_client_certificate(certs: Certs) -> None:
     seen: list[dict[str, Any]] = []
     with serve(make_app(seen), **certs.tls(ssl_cert_reqs=2, ssl_ca_certs=certs.ca_file)) as srv:
@@ -610,7 +609,7 @@ def test_httpx_http2_over_tls(certs: Certs, loop: str) -> None:
     assert all(scope["extensions"]["tls"] is seen[0]["extensions"]["tls"] for scope in seen)  # once per connection
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("curl_path")
 def test_curl_http2_over_tls(certs: Certs) -> None:
     with serve(make_app([]), **certs.tls(http2=True)) as srv:
         result = subprocess.run(
@@ -650,9 +649,7 @@ def test_headless_chromium_loads_a_page_over_tls(certs: Certs) -> None:
     With HTTP/2 (once heron has it) every resource must arrive as HTTP/2 over
     one connection; until then the page is served over HTTP/1.1.
     """
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed (.ci/run installs it; locally: apt-get install -y chromium)")
+    chromium = need_program("chromium", "chromium-browser")
     requests: list[tuple[str, str, Any, str]] = []
     lock = threading.Lock()
 

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import os
 import queue
-import shutil
 import socket
 import struct
 import subprocess
@@ -34,7 +33,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # module level: Fas
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from ..conftest import RunningServer, read_response, serve
+from ..conftest import RunningServer, need_program, read_response, serve
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -1526,9 +1525,7 @@ ws.onerror = () => { document.title = "error"; fetch("/result?msg=ERROR"); };
 
 
 def test_headless_chromium_page_talks_to_heron() -> None:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("chromium is not installed (.ci/run installs it; locally: apt-get install -y chromium)")
+    chromium = need_program("chromium", "chromium-browser")
     events = Events()
     port_box: list[int] = []
     session_over: dict[str, asyncio.Event] = {}  # created in the server's loop
