@@ -44,6 +44,7 @@ can't carry terminal control sequences.
 
 from __future__ import annotations
 
+import http
 import json
 import logging
 import os
@@ -165,7 +166,11 @@ def compile_format(fmt: str) -> Callable[[AccessEntry], str]:
 
 
 def _default_http(e: AccessEntry) -> str:
-    return f'{e.peer} - "{e.request_line}" {e.status} {e.nbytes} {e.duration * 1000:.1f}ms'
+    # uvicorn's line (peer - "request line" status phrase), then heron's size and time
+    return f'{e.peer} - "{e.request_line}" {e.status} {_PHRASES.get(e.status, "")} {e.nbytes} {e.duration * 1000:.1f}ms'
+
+
+_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 
 
 def _default_websocket(e: AccessEntry) -> str:

@@ -105,6 +105,7 @@ class Server:
         if app is None or tls is None or not self._bind_sockets(sockets):
             return STARTUP_FAILURE
         ctx = self._ctx = self._context(app, loop)
+        logger.info("Started server process [%d]", os.getpid())  # (uvicorn's words: log parsers know them)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.base_events.Server] = []
@@ -132,6 +133,7 @@ class Server:
             await self._shutdown(ctx, servers)
             if not self.force_exit:
                 await self._lifespan_shutdown(lifespan)
+            logger.info("Finished server process [%d]", os.getpid())
             return 0
         finally:
             ctx.stop()
@@ -388,7 +390,10 @@ def log_banner(
         logger.info("Serving HTTP/1.1 on %s (%s)", _url(sock, scheme), ", ".join(extras))
     if metrics_socket is not None:
         logger.info("Prometheus metrics on %s/metrics", _url(metrics_socket, "http"))
-    logger.info("Press CTRL+C to quit")
+    if sockets:  # (uvicorn's line, for what watches for it)
+        logger.info("Heron running on %s (Press CTRL+C to quit)", _url(sockets[0], scheme))
+    else:
+        logger.info("Press CTRL+C to quit")
 
 
 def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:

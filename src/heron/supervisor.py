@@ -179,6 +179,7 @@ class Supervisor:
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()
+        logger.info("Started parent process [%d]", os.getpid())
         self._stop = asyncio.Event()
         self._install_signals(loop)
         watcher = None
@@ -214,6 +215,7 @@ class Supervisor:
         if metrics_server is not None:
             metrics_server.close()
         await self._stop_workers()
+        logger.info("Stopping parent process [%d]", os.getpid())
         return 0
 
     def _spawn_task(self, coro: Any) -> None:

@@ -416,8 +416,10 @@ def test_sigint_when_idle_exits_0(app_dir: Path) -> None:
 # --- logging -------------------------------------------------------------------------------------------
 
 ACCESS_LINE = re.compile(
-    r'^INFO: +127\.0\.0\.1:(\d+) - "(?P<line>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) (?P<ms>\d+\.\d)ms$'
+    r'^INFO: +127\.0\.0\.1:(\d+) - "(?P<line>[^"]*)" (?P<status>\d{3}) (?P<phrase>[A-Za-z -]*) (?P<bytes>\d+) (?P<ms>\d+\.\d)ms$'
 )
+#: what log parsers written for uvicorn match (its access line; heron's fields follow the phrase)
+UVICORN_ACCESS_LINE = re.compile(r'^INFO: +(\S+) - "(\S+) (\S+) HTTP/([\d.]+)" (\d{3}) ([A-Za-z -]+)')
 
 
 def test_access_log_format(app_dir: Path) -> None:
@@ -429,7 +431,8 @@ def test_access_log_format(app_dir: Path) -> None:
     access = [m for m in map(ACCESS_LINE.match, lines(srv.stdout)) if m]
     assert len(access) == 2, srv.stdout
     assert access[0]["line"] == "GET /hello?x=1 HTTP/1.1"
-    assert (access[0]["status"], access[0]["bytes"]) == ("200", "14")
+    assert (access[0]["status"], access[0]["phrase"], access[0]["bytes"]) == ("200", "OK", "14")
+    assert all(UVICORN_ACCESS_LINE.match(line) for line in lines(srv.stdout)), srv.stdout
     assert access[1]["line"] == "POST /p HTTP/1.1" and access[1]["status"] == "200"
     assert "Started heron" in srv.stderr and "Started heron" not in srv.stdout
 
@@ -512,3 +515,36 @@ def test_mistyped_option_gets_the_nearest_one(tmp_path: Path) -> None:
     assert "did you mean --timeout-keep-alive?" in result.stderr, result.stderr
     result = run(["--zzzz"], tmp_path)
     assert result.returncode == 2 and "did you mean" not in result.stderr, result.stderr
+
+
+UVICORN_BANNER = [
+    r"INFO: +Started server process \[(\d+)\]",
+    r"INFO: +Waiting for application startup\.",
+    r"INFO: +Application startup complete\.",
+    r"INFO: +Heron running on http://127\.0\.0\.1:{port} \(Press CTRL\+C to quit\)",
+    r"INFO: +Shutting down",
+    r"INFO: +Waiting for application shutdown\.",
+    r"INFO: +Application shutdown complete\.",
+    r"INFO: +Finished server process \[(\d+)\]",
+]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_start_and_stop_lines_are_uvicorns(app_dir: Path, workers: str) -> None:
+    """What a log pipeline written for uvicorn looks for, in uvicorn's order (heron's own
+    lines may come between); with workers, the parent process says so too."""
+    port = free_port()
+    with heron_server(["cliapp:app", "--port", str(port), "--workers", workers], app_dir, port=port) as srv:
+        assert raw_request(port, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")[0] == 200
+        time.sleep(1.0 if workers != "1" else 0)  # (the parent's banner follows the workers' start)
+        assert srv.stop() == 0
+    text = srv.stderr
+    position = 0
+    for pattern in UVICORN_BANNER:
+        match = re.compile(pattern.format(port=port), re.MULTILINE).search(text, position)
+        assert match is not None, (pattern, text)
+        position = match.end()
+    pids = re.findall(r"Started server process \[(\d+)\]", text)
+    assert len(pids) == int(workers) and re.findall(r"Finished server process \[(\d+)\]", text) != []
+    if workers != "1":
+        assert re.search(r"Started parent process \[\d+\]", text) and re.search(r"Stopping parent process", text)

@@ -75,7 +75,7 @@ def test_default_access_line(app_dir: Path) -> None:
     srv = serve_and_request(app_dir, [])
     out = lines(srv.stdout)
     assert len(out) == 1
-    assert re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "GET /items\?page=2 HTTP/1\.1" 200 5 \d+\.\dms', out[0]), out
+    assert re.fullmatch(r'INFO: +127\.0\.0\.1:\d+ - "GET /items\?page=2 HTTP/1\.1" 200 OK 5 \d+\.\dms', out[0]), out
     assert "\x1b" not in srv.stderr + srv.stdout  # not a terminal: no colours
 
 
@@ -168,7 +168,7 @@ def test_json_records_for_errors_and_access(app_dir: Path) -> None:
     }
     assert {k: first[k] for k in expected} == expected
     assert first["client"].startswith("127.0.0.1:") and isinstance(first["duration_ms"], float)
-    assert first["message"].startswith(first["client"] + ' - "GET /items?page=2 HTTP/1.1" 200 5')
+    assert first["message"].startswith(first["client"] + ' - "GET /items?page=2 HTTP/1.1" 200 OK 5')
     assert "request_id" not in access[1]
 
 
