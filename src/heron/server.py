@@ -277,10 +277,12 @@ class Server:
             await asyncio.sleep(0.05)
         for task in list(ctx.tasks):
             task.cancel()
+        if ctx.tasks:
+            # the cancelled apps first answer what they had not answered yet (503), then
+            # their connections go
+            await asyncio.wait(list(ctx.tasks), timeout=1.0)
         for connection in list(ctx.connections):
             connection.transport.abort()
-        if ctx.tasks:
-            await asyncio.wait(list(ctx.tasks), timeout=1.0)
 
     # --- sockets ----------------------------------------------------------
 

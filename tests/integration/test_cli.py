@@ -392,12 +392,9 @@ def test_second_sigint_exits_promptly(app_dir: Path) -> None:
             srv.proc.send_signal(signal.SIGINT)
             status = srv.finish(10)
             assert time.monotonic() - start < 3
-            # the hanging request was cancelled: its connection is closed, without a response
+            # the hanging request was cancelled: it is answered 503, and its connection closed
             sock.settimeout(5)
-            try:
-                assert sock.recv(100) == b""
-            except ConnectionResetError:
-                pass
+            assert recv_all(sock).startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
         finally:
             sock.close()
     assert status == 0
@@ -548,3 +545,34 @@ def test_start_and_stop_lines_are_uvicorns(app_dir: Path, workers: str) -> None:
     assert len(pids) == int(workers) and re.findall(r"Finished server process \[(\d+)\]", text) != []
     if workers != "1":
         assert re.search(r"Started parent process \[\d+\]", text) and re.search(r"Stopping parent process", text)
+
+
+def recv_all(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def test_request_cancelled_at_shutdown_is_answered_and_logged_503(app_dir: Path) -> None:
+    """When --timeout-graceful-shutdown is up, a request still without a response gets
+    503 (retryable) before its connection closes, and the access log says 503, not 0."""
+    port = free_port()
+    args = ["cliapp:app", "--port", str(port), "--timeout-graceful-shutdown", "1"]
+    with heron_server(args, app_dir, port=port) as srv:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            sock.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\n\r\n")
+            wait_for_file(app_dir / "hang-started", srv.proc)
+            srv.proc.send_signal(signal.SIGTERM)
+            response = recv_all(sock)
+        finally:
+            sock.close()
+        assert srv.finish(15) == 0
+    assert response.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), response
+    assert b"connection: close" in response.lower()
+    (line,) = [line for line in lines(srv.stdout) if "GET /hang" in line]
+    assert '"GET /hang HTTP/1.1" 503 Service Unavailable' in line, line

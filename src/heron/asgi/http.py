@@ -54,8 +54,10 @@ class ClientDisconnected(OSError):
     """``send()`` was called after the client went away (ASGI spec 2.4+)."""
 
 
-#: the body of the 500 a stream answers for a failed app (HTTPStream.send_server_error)
+#: the bodies of the answers a stream gives in the app's place (HTTPStream.send_server_error):
+#: 500 for a failed app, 503 for a request cancelled at shutdown before it answered
 SERVER_ERROR_BODY = b"Internal Server Error\n"
+ERROR_BODIES = {500: SERVER_ERROR_BODY, 503: b"Service Unavailable\n"}
 
 
 class HTTPStream(Protocol):
@@ -69,8 +71,9 @@ class HTTPStream(Protocol):
     def send_body(self, body: bytes, more_body: bool) -> None:
         """Write a further body piece (and the end of the response when not more_body)."""
 
-    def send_server_error(self) -> None:
-        """Answer 500 with :data:`SERVER_ERROR_BODY` (nothing of this response was written yet)."""
+    def send_server_error(self, status: int = 500) -> None:
+        """Answer ``status`` (500 or 503) with its :data:`ERROR_BODIES` body (nothing of this
+        response was written yet)."""
 
     def abort(self) -> None:
         """Close the connection: the response can't be completed."""
@@ -554,9 +557,17 @@ class HTTPCycle:
                 self._state = _DONE
                 self.stream.abort()
         except asyncio.CancelledError:
-            if self._state != _DONE:
+            state = self._state
+            if state != _DONE:
                 self._state = _DONE
-                self.stream.abort()
+                if (state == _START or state == _HEAD_PENDING) and not self._disconnected:
+                    # cancelled before it answered (shutdown's time is up): the client gets a
+                    # 503 it may retry, and the access log says so, not status 0
+                    self.status = 503
+                    self.bytes_sent = len(ERROR_BODIES[503])
+                    self.stream.send_server_error(503)
+                else:
+                    self.stream.abort()
             raise
         except LocalProtocolError:
             pass  # raised by our send(), which logged it and answered already

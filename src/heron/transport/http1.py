@@ -37,7 +37,7 @@ from time import perf_counter
 from typing import Any
 
 from ..asgi.budget import ReadBudget
-from ..asgi.http import BODY_HIGH_WATER, SERVER_ERROR_BODY, HTTPCycle, http_scope
+from ..asgi.http import BODY_HIGH_WATER, ERROR_BODIES, HTTPCycle, http_scope
 from ..asgi.proxy import ProxyTrust
 from ..protocol.errors import LocalProtocolError, RemoteProtocolError
 from ..protocol.http1 import (
@@ -75,11 +75,11 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
-_INTERNAL_ERROR_BODY = SERVER_ERROR_BODY
-_INTERNAL_ERROR_HEADERS = [
-    (b"content-type", b"text/plain; charset=utf-8"),
-    (b"content-length", b"%d" % len(_INTERNAL_ERROR_BODY)),
-]
+#: status -> the head fields of heron's own answer in the app's place (ERROR_BODIES)
+_ERROR_HEADERS = {
+    status: [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    for status, body in ERROR_BODIES.items()
+}
 
 # ASGI extensions announced on HTTP/1.1 requests; trailers only to clients
 # that said ``TE: trailers`` (and they are sent only on chunked responses)
@@ -576,19 +576,20 @@ class H1Protocol(asyncio.Protocol):
         if not more_body:
             self._response_complete()
 
-    def send_server_error(self) -> None:
+    def send_server_error(self, status: int = 500) -> None:
         if self._closed:
             return
         if self._head_written:
             self.abort()
             return
+        body = ERROR_BODIES[status]
         if self.conn.response_started:
             # the framer was left mid-response: answer outside it, then close
             self.conn.send_failed()
-            self.transport.write(simple_response(500, self.ctx.date_line + self.ctx.server_line, _INTERNAL_ERROR_BODY))
+            self.transport.write(simple_response(status, self.ctx.date_line + self.ctx.server_line, body))
             self._close()
             return
-        self.start_response(500, _INTERNAL_ERROR_HEADERS, _INTERNAL_ERROR_BODY, False)
+        self.start_response(status, _ERROR_HEADERS[status], body, False)
 
     def abort(self) -> None:
         self.conn.send_failed()

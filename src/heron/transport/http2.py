@@ -32,7 +32,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import ReadBudget
-from ..asgi.http import SERVER_ERROR_BODY, HTTPCycle, http_scope
+from ..asgi.http import ERROR_BODIES, HTTPCycle, http_scope
 from ..asgi.proxy import ProxyTrust
 from ..asgi.websocket import WebSocketCycle, websocket_scope
 from ..protocol.errors import HandshakeError, LocalProtocolError
@@ -263,14 +263,14 @@ class H2Stream(_Stream):
         if promised is not None:
             proto.start_pushed(promised, raw, self.cycle.scope, headers)
 
-    def send_server_error(self) -> None:
+    def send_server_error(self, status: int = 500) -> None:
         if self._finished or self.proto.closed:
             return
         if self._head_sent:
             self.abort()
             return
-        body = SERVER_ERROR_BODY
-        self.start_response(500, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
+        body = ERROR_BODIES[status]
+        self.start_response(status, _TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
 
     def abort(self) -> None:
         proto = self.proto
