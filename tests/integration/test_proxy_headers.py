@@ -99,6 +99,61 @@ def test_forwarded_proto(value: bytes, scheme: str, expected: str) -> None:
     assert resolve("127.0.0.1", [(b"x-forwarded-proto", value)], scheme)[1] == expected
 
 
+# --- RFC 7239 Forwarded ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, allow, client",
+    [
+        (b"for=203.0.113.7", "127.0.0.1", ("203.0.113.7", 0)),
+        (b'for="203.0.113.7:5555";proto=https', "127.0.0.1", ("203.0.113.7", 5555)),
+        (b'For="[2001:db8:cafe::17]:4711"', "127.0.0.1", ("2001:db8:cafe::17", 4711)),
+        (b'for="[2001:db8::1]"', "127.0.0.1", ("2001:db8::1", 0)),
+        # read from the right, trusted hops skipped
+        (b"for=203.0.113.7, for=10.0.0.2;by=10.0.0.1", "127.0.0.1,10.0.0.0/8", ("203.0.113.7", 0)),
+        (b"for=203.0.113.7, for=10.0.0.2", "127.0.0.1", ("10.0.0.2", 0)),
+        (b"for=1.1.1.1, for=198.51.100.9", "127.0.0.1", ("198.51.100.9", 0)),  # a spoofed prefix
+        (b"for=203.0.113.7, for=10.0.0.2", "*", ("203.0.113.7", 0)),
+        # nodes that are no address: never trusted, the client is unknown
+        (b"for=unknown", "127.0.0.1", None),
+        (b"for=_hidden, for=10.0.0.2", "127.0.0.1,10.0.0.0/8", None),
+        (b"for=2001:db8::1", "127.0.0.1", None),  # IPv6 must be bracketed (and quoted)
+        (b'for="[192.0.2.1]"', "127.0.0.1", None),
+        # elements without for=, quoted commas, malformed pairs: skipped, not fatal
+        (b'for=192.0.2.1;by="a,b", by=10.0.0.1', "127.0.0.1", ("192.0.2.1", 0)),
+        (b"for=192.0.2.1, garbage, ;;", "127.0.0.1", ("192.0.2.1", 0)),
+        (b"proto=https", "127.0.0.1", LOCAL),
+    ],
+)
+def test_rfc7239_forwarded_for(value: bytes, allow: str, client: Any) -> None:
+    assert resolve(allow, [(b"forwarded", value)])[0] == client
+
+
+def test_rfc7239_forwarded_proto_is_the_chosen_elements() -> None:
+    headers = [(b"forwarded", b"for=203.0.113.7;proto=https, for=10.0.0.2;proto=http")]
+    assert resolve("127.0.0.1,10.0.0.0/8", headers) == (("203.0.113.7", 0), "https")
+    assert resolve("127.0.0.1", headers) == (("10.0.0.2", 0), "http")
+    assert resolve("127.0.0.1", [(b"forwarded", b"for=192.0.2.1;PROTO=HTTPS")], "ws")[1] == "wss"
+    assert resolve("127.0.0.1", [(b"forwarded", b"for=192.0.2.1;proto=gopher")], "https")[1] == "https"
+
+
+def test_rfc7239_forwarded_fields_are_joined_and_win_over_x_forwarded() -> None:
+    headers = [
+        (b"x-forwarded-for", b"198.51.100.1"),
+        (b"forwarded", b"for=192.0.2.1"),
+        (b"x-forwarded-proto", b"https"),
+        (b"forwarded", b"for=10.0.0.3"),
+    ]
+    assert resolve("127.0.0.1,10.0.0.0/8", headers) == (("192.0.2.1", 0), "http")
+
+
+def test_rfc7239_through_a_real_socket() -> None:
+    with serve(apps.scope_json) as srv:
+        data = httpx.get(srv.url + "/", headers={"Forwarded": 'for="[2001:db8::7]:1234";proto=https'}).json()
+    assert data["client"] == ["2001:db8::7", 1234]
+    assert data["scheme"] == "https"
+
+
 # --- through real sockets --------------------------------------------------------
 
 FORWARDED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
@@ -201,5 +256,6 @@ def test_parser_flags_requests_with_forwarding_fields() -> None:
 
     assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: https\r\n\r\n").forwarded is True
     assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nx-forwarded-for: 1.2.3.4\r\n\r\n").forwarded is True
+    assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=1.2.3.4\r\n\r\n").forwarded is True
     assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Host: b\r\n\r\n").forwarded is False
     assert parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").forwarded is False

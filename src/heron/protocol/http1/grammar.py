@@ -88,7 +88,7 @@ def is_field_value(value: bytes) -> bool:
 _FRAMING_HEADERS = frozenset(
     (b"content-length", b"transfer-encoding", b"host", b"connection", b"expect", b"upgrade", b"te")
 )
-_FORWARDING_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto"))
+_FORWARDING_HEADERS = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 _RESPONSE_SPECIAL = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
 
 
