@@ -1,0 +1,337 @@
+"""The ``HTTPStream`` side of :class:`~heron.transport.http1.H1Protocol`: what
+the request's :class:`~heron.asgi.http.HTTPCycle` calls to answer (the head,
+body pieces, trailers, interim responses, a file by ``os.sendfile``, heron's
+own error answers), and what follows a complete response: the next request
+on the connection, or draining the unread rest of this one's body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Iterable
+
+from ..asgi.http import ERROR_BODIES
+from ..protocol.errors import LocalProtocolError
+from ..protocol.http1 import simple_response
+from .context import error_logger
+from .h1_base import (
+    BODY_DEADLINE,
+    HEADER_DEADLINE,
+    KEEP_ALIVE_DEADLINE,
+    MAX_DRAIN,
+    NO_DEADLINE,
+    PAUSED_BY_BODY,
+    PAUSED_BY_PIPELINE,
+    WRITE_DEADLINE,
+    H1ProtocolBase,
+)
+
+#: sendfile errors that mean the client went away (any other is a file error)
+_CLIENT_GONE = (ConnectionError, TimeoutError)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+#: status -> the head fields of heron's own answer in the app's place (ERROR_BODIES)
+_ERROR_HEADERS = {
+    status: [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+    for status, body in ERROR_BODIES.items()
+}
+
+
+class H1ResponseWriter(H1ProtocolBase):
+    """Part of H1Protocol: the HTTPStream interface and the cycle transitions."""
+
+    __slots__ = ()
+
+    # --- HTTPStream interface (called by the cycle) ----------------------------
+
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
+        if self._closed:
+            return
+        if self._request is not None:  # observed: the access log may show response headers
+            self._response_headers = headers
+        ctx = self.ctx
+        conn = self.conn
+        # Close after this response when the unread body is too big to drain,
+        # or when the client still waits for 100-continue (it may never send
+        # the body now), or when the server is shutting down.
+        close = ctx.shutting_down or (
+            not conn.request_complete and (self._awaiting_continue or self._draining_needed())
+        )
+        if not more_body:
+            # the whole response in one message: one call, one write
+            self.transport.write(
+                conn.send_response(
+                    status,
+                    headers,
+                    server_line=ctx.server_line,
+                    date_line=ctx.date_line,
+                    extra_lines=ctx.extra_lines,
+                    close=close,
+                    complete_body=body,
+                )
+            )
+            self._head_written = True
+            self._response_complete()
+            return
+        head = conn.send_response(
+            status,
+            headers,
+            server_line=ctx.server_line,
+            date_line=ctx.date_line,
+            extra_lines=ctx.extra_lines,
+            close=close,
+        )
+        try:
+            data = conn.send_data(body) if body else b""
+        except LocalProtocolError:
+            conn.send_failed()  # nothing written: send_server_error() can still answer
+            raise
+        self._head_written = True
+        self.transport.write(head + data if data else head)
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        if self._closed or self._transport_lost():
+            return
+        conn = self.conn
+        data = conn.send_data(body) if body else b""
+        if not more_body:
+            data += conn.send_end()
+        if data:
+            self.transport.write(data)
+        if not more_body:
+            self._response_complete()
+
+    def send_server_error(self, status: int = 500) -> None:
+        if self._closed:
+            return
+        if self._head_written:
+            self.abort()
+            return
+        body = ERROR_BODIES[status]
+        if self.conn.response_started:
+            # the framer was left mid-response: answer outside it, then close
+            self.conn.send_failed()
+            self.transport.write(simple_response(status, self.ctx.date_line + self.ctx.server_line, body))
+            self._close()
+            return
+        self.start_response(status, _ERROR_HEADERS[status], body, False)
+
+    def abort(self) -> None:
+        self.conn.send_failed()
+        cycle = self.cycle
+        if cycle is not None:
+            self._log_access(cycle)
+            self.cycle = None
+            # an app still sending (write timeout) must learn the connection is gone
+            cycle.disconnect()
+        self._close()
+
+    def send_continue(self) -> None:
+        if self._awaiting_continue and not self._closed and not self.conn.response_started:
+            self._awaiting_continue = False
+            self.transport.write(self.conn.send_informational(100))
+
+    def refuse(self, status: int) -> None:
+        """Answer ``status`` outside the framer (nothing of the response was
+        written) and close: the rest of the request body is never read."""
+        if self._closed:
+            return
+        cycle = self.cycle
+        if cycle is not None and self._request is not None:
+            self._log_access(cycle)
+        self.conn.send_failed()
+        self.transport.write(simple_response(status, self.ctx.date_line + self.ctx.server_line))
+        self._close()
+
+    def wait_for_body(self, waiting: bool) -> None:
+        """Arm (True) or clear the ``timeout_request_body`` deadline (a write
+        deadline, armed while the client reads slowly, is left alone)."""
+        kind = self.deadline_kind
+        if waiting:
+            timeout = self.ctx.config.timeout_request_body
+            if timeout and (kind == NO_DEADLINE or kind == BODY_DEADLINE) and not self._closed:
+                self.deadline = self.ctx.clock + timeout
+                self.deadline_kind = BODY_DEADLINE
+        elif kind == BODY_DEADLINE:
+            self.deadline = 0.0
+            self.deadline_kind = NO_DEADLINE
+
+    def send_early_hint(self, links: list[bytes]) -> None:
+        """103 Early Hints (RFC 8297), one Link field per link."""
+        if not self._closed and not self.conn.response_started:
+            self.transport.write(self.conn.send_informational(103, [(b"link", link) for link in links]))
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """End a response announced with trailers; they go on the wire only
+        when it is chunked (with a Content-Length there is nowhere to put them)."""
+        if self._closed:
+            return
+        conn = self.conn
+        data = conn.send_end(headers if conn.chunked_response else None)
+        if data:
+            self.transport.write(data)
+        self._response_complete()
+
+    async def drain(self) -> None:
+        if not self.writing_paused or self._closed:
+            return
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self.ctx.loop.create_future()
+        await waiter
+
+    async def _send_file(self, fd: int, offset: int, count: int) -> None:
+        """``send_file`` of the HTTPStream interface: ``count`` bytes of the
+        open file ``fd`` from ``offset`` are the next piece of the body.
+
+        Zero copy with ``os.sendfile``. The transport knows nothing of these
+        bytes, so they go out only once everything written before them has
+        left its buffer, and nothing is written through it meanwhile (the
+        cycle is busy in this call). uvloop has no ``loop.sendfile`` and won't
+        watch a transport's own fd, so the socket is ``dup()``'d: a second
+        descriptor of the same connection that the loop polls while the
+        client is slow. As for ordinary writes, a client that reads nothing
+        for ``timeout_write`` seconds is disconnected; one that goes away
+        aborts the connection (the cycle then sees a disconnect).
+
+        Raises LocalProtocolError, writing nothing, when the file is longer
+        than the response's Content-Length (or later, when it turns out
+        shorter than ``count``), and OSError for a file error.
+        """
+        if self._closed or self._transport_lost():
+            return
+        framing = self.conn.frame_data(count)
+        if framing is None:
+            return  # HEAD, 204, 304: no body on the wire
+        prefix, suffix = framing
+        transport = self.transport
+        if prefix:
+            transport.write(prefix)
+        if transport.get_write_buffer_size():
+            # With both limits at 0 the transport pauses us at once and calls
+            # resume_writing exactly when its buffer is empty (drain() waits
+            # for that, bounded by timeout_write through pause_writing).
+            low, high = transport.get_write_buffer_limits()
+            transport.set_write_buffer_limits(high=0, low=0)
+            try:
+                await self.drain()
+            finally:
+                if not self._closed:
+                    transport.set_write_buffer_limits(high=high, low=low)
+            if self._closed:
+                return
+        metrics = self.ctx.metrics
+        out = os.dup(transport.get_extra_info("socket").fileno())
+        try:
+            while True:
+                try:
+                    sent = os.sendfile(out, fd, offset, count)
+                except BlockingIOError:
+                    sent = -1
+                except _CLIENT_GONE as exc:
+                    error_logger.debug("Client %s went away during sendfile: %s", self.peer, exc)
+                    self.abort()
+                    return
+                except OSError as exc:
+                    if exc.errno != errno.ENOTCONN:
+                        raise
+                    self.abort()
+                    return
+                if sent == 0:
+                    raise LocalProtocolError(
+                        f"the file ended {count} bytes short of its size when the response started"
+                    )
+                if sent > 0:
+                    if metrics is not None:  # these bytes bypass the counting transport
+                        metrics.bytes_out += sent
+                    offset += sent
+                    count -= sent
+                    if not count:
+                        break
+                # The socket took what it could: wait until the client reads.
+                # (After a short send this also lets other connections run.)
+                if not await self._wait_writable(out):
+                    return
+        finally:
+            os.close(out)
+        if suffix:
+            transport.write(suffix)
+
+    async def _wait_writable(self, fd: int) -> bool:
+        """Wait until the socket ``fd`` can take more (False: the connection
+        closed meanwhile, e.g. after ``timeout_write`` without progress)."""
+        loop = self.ctx.loop
+        # in _drain_waiter, so connection_lost wakes it too
+        waiter = self._drain_waiter = loop.create_future()
+        self._set_deadline(WRITE_DEADLINE, self.ctx.config.timeout_write)
+        loop.add_writer(fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            loop.remove_writer(fd)
+            if self._drain_waiter is waiter:
+                self._drain_waiter = None
+            if self.deadline_kind == WRITE_DEADLINE:
+                self.deadline = 0.0
+                self.deadline_kind = NO_DEADLINE
+        return not self._closed
+
+    # --- cycle transitions -------------------------------------------------------
+
+    def _draining_needed(self) -> bool:
+        """True when the unread request body is too big to drain: close instead."""
+        remaining = self.conn.body_remaining
+        return remaining is not None and remaining > MAX_DRAIN
+
+    def _write_simple(self, status: int, body: bytes, close: bool = False) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        if close:
+            headers.append((b"connection", b"close"))
+        self.start_response(status, headers, body, False)
+
+    def _response_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None and self._request is not None:
+            self._log_access(cycle)
+        conn = self.conn
+        if not conn.keep_alive:
+            self.cycle = None
+            self._close()
+        elif conn.request_complete:
+            self._next_cycle()
+        else:
+            # The app answered without reading the whole body: discard the
+            # rest (bounded) so the connection can be reused.
+            self.cycle = None
+            self._draining = True
+            self._drained = 0
+            self._set_deadline(HEADER_DEADLINE, self.ctx.config.timeout_request_header)
+            self._resume_reading(PAUSED_BY_BODY)
+            self.ctx.loop.call_soon(self._process)
+
+    def _next_cycle(self) -> None:
+        self.cycle = None
+        pipelined = self.conn.start_next_cycle()
+        ctx = self.ctx
+        if ctx.shutting_down:
+            self._close()
+            return
+        if ctx.timeout_keep_alive:
+            self.deadline = ctx.clock + ctx.timeout_keep_alive
+            self.deadline_kind = KEEP_ALIVE_DEADLINE
+        else:
+            self.deadline = 0.0
+            self.deadline_kind = NO_DEADLINE
+        if self._reading_paused_by:
+            self._resume_reading(PAUSED_BY_BODY | PAUSED_BY_PIPELINE)
+        if pipelined or self._eof:
+            # pipelined requests: parse them on the next loop turn, not inside
+            # the send() of the previous app
+            self.ctx.loop.call_soon(self._process)
