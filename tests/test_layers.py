@@ -28,6 +28,7 @@ LAYERS = [
     ("heron.sources", 5),
     ("heron.importer", 5),
     ("heron.demo", 5),
+    ("heron.systemd", 5),
     ("heron.settings_docs", 5),
     ("heron.server", 6),
     ("heron.supervisor", 7),

@@ -29,6 +29,7 @@ from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
 from .logs import TRACE
 from .metrics import Metrics, metrics_app
+from .systemd import Notifier, activated_sockets
 from .transport.context import ServerContext
 from .transport.http1 import H1Protocol
 from .transport.metered import MeteredProtocol
@@ -68,6 +69,8 @@ class Server:
         #: the --metrics-bind listener, once bound
         self.metrics_socket: socket.socket | None = None
         self._unix_paths: list[str] = []  # UNIX socket files to remove on exit
+        #: sd_notify, when this process is the one systemd started and watches
+        self.notifier: Notifier | None = None
 
     # --- public control ---------------------------------------------------
 
@@ -129,7 +132,13 @@ class Server:
             if self.banner:
                 self._log_started(loop)
             self.started.set()
+            if self.notifier is not None:
+                scheme = "https" if tls else "http"
+                self.notifier.ready(f"Serving on {', '.join(socket_url(sock, scheme) for sock in self.sockets)}")
+                self.notifier.start_watchdog(loop)
             await self._exit.wait()
+            if self.notifier is not None:
+                self.notifier.stopping()
             await self._shutdown(ctx, servers)
             if not self.force_exit:
                 await self._lifespan_shutdown(lifespan)
@@ -144,6 +153,8 @@ class Server:
             self._release_sockets(own=sockets is None)
             if restore_signals is not None:
                 restore_signals()
+            if self.notifier is not None:
+                self.notifier.close()
 
     # --- the steps of serve() ------------------------------------------------------
 
@@ -389,19 +400,22 @@ def log_banner(
         extras.append("WebSocket")
     extras.append("TLS" if tls else "no TLS")
     for sock in sockets:
-        logger.info("Serving HTTP/1.1 on %s (%s)", _url(sock, scheme), ", ".join(extras))
+        logger.info("Serving HTTP/1.1 on %s (%s)", socket_url(sock, scheme), ", ".join(extras))
     if metrics_socket is not None:
-        logger.info("Prometheus metrics on %s/metrics", _url(metrics_socket, "http"))
+        logger.info("Prometheus metrics on %s/metrics", socket_url(metrics_socket, "http"))
     if sockets:  # (uvicorn's line, for what watches for it)
-        logger.info("Heron running on %s (Press CTRL+C to quit)", _url(sockets[0], scheme))
+        logger.info("Heron running on %s (Press CTRL+C to quit)", socket_url(sockets[0], scheme))
     else:
         logger.info("Press CTRL+C to quit")
 
 
 def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:
-    """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``);
-    all or none: an address that fails closes the ones already bound. The UNIX
+    """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``),
+    or the sockets systemd passed (socket activation) instead; all or none: an address that fails closes the ones already bound. The UNIX
     socket files created are appended to ``unix_paths`` (to remove at exit)."""
+    activated = activated_sockets()
+    if activated:  # systemd bound them (heron.socket): they replace --host/--port/--uds/--fd/--bind
+        return activated
     bound: list[socket.socket] = []
     created: list[str] = []
     try:
@@ -454,7 +468,7 @@ def bind_listener(listener: Listener, backlog: int) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket, scheme: str) -> str:
+def socket_url(sock: socket.socket, scheme: str) -> str:
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         return f"unix:{name}"

@@ -66,7 +66,9 @@ from .server import (
     log_banner,
     run_server,
     serve_metrics,
+    socket_url,
 )
+from .systemd import Notifier
 
 logger = logging.getLogger("heron.error")
 
@@ -88,7 +90,9 @@ def run(config: Config) -> int:
     if not config.reload and (config.reload_dirs or config.reload_includes or config.reload_excludes):
         logger.warning("--reload-dir/--reload-include/--reload-exclude have no effect without --reload")
     if not config.reload and workers == 1:
-        return run_server(config)
+        server = Server(config)
+        server.notifier = Notifier.from_environ()
+        return run_server(config, server)
     if config.app is not None and not isinstance(config.app, str):
         logger.error(
             "--workers above 1 and --reload need the app as an import string ('module:attribute'), "
@@ -136,6 +140,8 @@ class Supervisor:
         self._unix_paths: list[str] = []
         self._mp = multiprocessing.get_context("spawn")
         self._stopping = False
+        #: sd_notify (taken out of the environment here, before any worker is spawned)
+        self.notifier = Notifier.from_environ()
         self._signals = 0
         self._stop: asyncio.Event | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -169,6 +175,8 @@ class Supervisor:
             asyncio.set_event_loop(None)
             loop.close()
             self._close_sockets()
+            if self.notifier is not None:
+                self.notifier.close()
 
     def _close_sockets(self) -> None:
         for sock in self.sockets + ([self.metrics_socket] if self.metrics_socket else []):
@@ -207,11 +215,16 @@ class Supervisor:
             return 0
         self._started = True
         self._log_banner(loop)
+        if self.notifier is not None:
+            self.notifier.ready(self._status())
+            self.notifier.start_watchdog(loop)
         self._spawn_task(self._health_checks())
         if watcher is not None:
             self._spawn_task(self._watch_files(watcher))
         metrics_server = await self._serve_metrics(loop)
         await self._stop.wait()
+        if self.notifier is not None:
+            self.notifier.stopping()
         if metrics_server is not None:
             metrics_server.close()
         await self._stop_workers()
@@ -322,15 +335,27 @@ class Supervisor:
             await asyncio.gather(*(self._retire(worker, self._grace()) for worker in workers))
 
     async def _rolling_restart(self) -> None:
-        for old in list(self.workers):
-            if self._stopping:
-                return
-            new = self._spawn()
-            if not await new.ready:
-                logger.error("Rolling restart stopped: a new worker process failed to start")
-                return
-            await self._retire(old, self._grace())
-        logger.info("Rolling restart done: %d worker process(es)", len(self.workers))
+        if self.notifier is not None:
+            self.notifier.reloading()
+        try:
+            for old in list(self.workers):
+                if self._stopping:
+                    return
+                new = self._spawn()
+                if not await new.ready:
+                    logger.error("Rolling restart stopped: a new worker process failed to start")
+                    return
+                await self._retire(old, self._grace())
+            logger.info("Rolling restart done: %d worker process(es)", len(self.workers))
+        finally:
+            if self.notifier is not None and not self._stopping:
+                self.notifier.ready(self._status())
+
+    def _status(self) -> str:
+        """The STATUS= line systemd shows."""
+        scheme = "https" if self.config.ssl_certfile or self.config.ssl_keyfile else "http"
+        where = ", ".join(socket_url(sock, scheme) for sock in self.sockets)
+        return f"{len(self.workers)} worker process(es) serving on {where}"
 
     # --- health checks ----------------------------------------------------------
 
