@@ -2,8 +2,14 @@
 
 The package: :mod:`.frames` (types, flags, error codes, the frame head),
 :mod:`.fields` (request validation), :mod:`.events`, :mod:`.encoder` (HPACK
-for responses), :mod:`.stream` (what is kept per stream), :mod:`.limits`, and
-:mod:`.connection`, the state machine :class:`H2Core`.
+for responses), :mod:`.stream` (the stream states of RFC 9113 5.1 as a
+transition table, and what is kept per stream), :mod:`.limits`, and
+:class:`H2Core`, the connection, built of :mod:`.base` (its state; closing and
+resetting streams), :mod:`.sending` (response heads, body, trailers),
+:mod:`.control` (SETTINGS, WINDOW_UPDATE, PING, PRIORITY, RST_STREAM, GOAWAY),
+:mod:`.receiving` (the frame loop, header blocks, DATA) and
+:mod:`.connection` (setup, and what the caller does to a stream or the
+connection).
 
 Bytes go in with :meth:`H2Core.receive_data`, heron's own events come out
 (:class:`RequestReceived`, :class:`DataReceived`, :class:`StreamEnded`,
@@ -34,12 +40,13 @@ What this core decides:
   PROTOCOL_ERROR); the connection keeps working. ``:authority`` becomes the
   ``host`` field, first, as the ASGI spec asks; split ``cookie`` fields are
   joined again (RFC 9113 8.2.3).
-* Stream states (RFC 9113 5.1): frames on idle streams, a lower stream id than
-  one already opened, HEADERS on a stream that completed are connection
-  errors (PROTOCOL_ERROR); DATA or HEADERS after END_STREAM, or after the
-  peer's RST_STREAM, are stream errors (STREAM_CLOSED); frames on a stream we
-  reset ourselves are ignored (their DATA still counts on the connection
-  window).
+* Stream states (RFC 9113 5.1, the table in :mod:`.stream`): frames on idle
+  streams, DATA or HEADERS on a stream we promised (reserved (local)), a lower
+  stream id than one already opened, HEADERS on a stream that completed are
+  connection errors (PROTOCOL_ERROR); DATA or HEADERS after END_STREAM, or
+  after the peer's RST_STREAM, are stream errors (STREAM_CLOSED); frames on a
+  stream we reset ourselves are ignored (their DATA still counts on the
+  connection window).
 * HPACK errors are connection errors with COMPRESSION_ERROR.
 * Flow control: window credit is returned only when the caller says the
   bytes were consumed (:meth:`H2Core.acknowledge`), in batches (half a window,

@@ -1,4 +1,5 @@
-"""HPACK (RFC 7541) for responses: heron's encoder, and the static-table facts the decoder's fast path uses."""
+"""HPACK (RFC 7541) for responses: heron's encoder, the cached encoding of a repeated
+response head, and the static-table facts the decoder's fast path uses."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ _ONE_BYTE_INDEXED = bytes(range(0x81, 0xFF))
 _NO_INDEX = frozenset(
     (b"content-length", b"set-cookie", b"etag", b"location", b"last-modified", b"age", b"content-range", b":path")
 )
+
+
+class _CachedHead:
+    """A response head the core has seen before (see ``H2Core.send_headers``): its
+    validated fields and declared content-length, and its encoded block while the
+    encoder's dynamic table is the one it was encoded with."""
+
+    __slots__ = ("fields", "content_length", "block", "version")
+
+    def __init__(self, fields: list[tuple[bytes, bytes]], content_length: int | None) -> None:
+        self.fields = fields
+        self.content_length = content_length
+        #: the encoded block (None: encode again) and the encoder version it is valid for
+        self.block: bytes | None = None
+        self.version = -1
 
 
 def _hpack_int(value: int, bits: int, flags: int) -> bytes:

@@ -4,7 +4,6 @@ grammar a response's fields are checked against."""
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _LOWER_TOKEN = _TCHAR
@@ -23,18 +22,32 @@ class _Malformed(Exception):
     pass
 
 
-class RequestFields(NamedTuple):
+class RequestFields:
     """What a valid request header block says (cached per block by the core)."""
 
-    method: bytes
-    scheme: bytes  # b"" for a plain CONNECT
-    authority: bytes | None  # :authority as sent
-    target: bytes  # :path before "?" (b"" for a plain CONNECT)
-    query: bytes
-    protocol: bytes | None  # :protocol (extended CONNECT, RFC 8441)
-    regular: tuple[tuple[bytes, bytes], ...]  # host first, cookies joined
-    expected: int | None  # content-length
-    host: bytes  # :authority or host (b"" when neither): the authority of pushed requests
+    __slots__ = ("method", "scheme", "authority", "target", "query", "protocol", "regular", "expected", "host")
+
+    def __init__(
+        self,
+        method: bytes,
+        scheme: bytes,
+        authority: bytes | None,
+        target: bytes,
+        query: bytes,
+        protocol: bytes | None,
+        regular: tuple[tuple[bytes, bytes], ...],
+        expected: int | None,
+        host: bytes,
+    ) -> None:
+        self.method = method
+        self.scheme = scheme  # b"" for a plain CONNECT
+        self.authority = authority  # :authority as sent
+        self.target = target  # :path before "?" (b"" for a plain CONNECT)
+        self.query = query
+        self.protocol = protocol  # :protocol (extended CONNECT, RFC 8441)
+        self.regular = regular  # host first, cookies joined
+        self.expected = expected  # content-length
+        self.host = host  # :authority or host (b"" when neither): the authority of pushed requests
 
 
 def validate_request(headers: list[tuple[bytes, bytes]], extended_connect: bool) -> RequestFields:

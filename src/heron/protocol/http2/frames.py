@@ -1,6 +1,7 @@
-"""HTTP/2 frames (RFC 9113 4, 6): types, flags, error codes and the frame head.
+"""HTTP/2 frames (RFC 9113 4, 6): types, flags, error codes, the frame head, and a
+header block collected across HEADERS and CONTINUATION frames.
 
-The ``_``-prefixed ints are for the hot paths of :mod:`.connection` (plain ints
+The ``_``-prefixed ints are for the hot paths of the core (plain ints
 compare and pack faster than enum members); :class:`ErrorCodes` names them.
 """
 
@@ -79,3 +80,18 @@ def _frame_head(kind: int, flags: int, sid: int, length: int) -> bytes:
 
 _SETTINGS_ACK = _frame_head(_SETTINGS, _ACK, 0, 0)
 _PING_ACK = _frame_head(_PING, _ACK, 0, 8)
+
+
+class _HeaderBlock:
+    """A header block whose HEADERS frame came without END_HEADERS: its fragments
+    are collected until the CONTINUATION frame that ends it."""
+
+    __slots__ = ("sid", "flags", "depends_on", "fragments", "size", "frames")
+
+    def __init__(self, sid: int, flags: int, depends_on: int, first: bytes) -> None:
+        self.sid = sid
+        self.flags = flags  # of the HEADERS frame (END_STREAM)
+        self.depends_on = depends_on  # its priority's stream dependency (-1: none)
+        self.fragments = [first]
+        self.size = len(first)
+        self.frames = 1
