@@ -218,21 +218,42 @@ def _kind(status: int) -> str:
 # --- the endpoint ------------------------------------------------------------------
 
 
-def metrics_app(source: Metrics | Callable[[], Awaitable[str]]) -> Any:
+class Health(Protocol):
+    """What ``/livez`` and ``/readyz`` report (a server, or a supervisor for its workers)."""
+
+    def is_live(self) -> bool: ...
+
+    def is_ready(self) -> bool: ...
+
+
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+def metrics_app(source: Metrics | Callable[[], Awaitable[str]], health: Health | None = None) -> Any:
     """A tiny ASGI app: ``GET /metrics`` (and ``/``) answer the exposition of
     ``source``: this process's :class:`Metrics`, or a coroutine function that
-    renders it (the supervisor's, which asks its workers)."""
+    renders it (the supervisor's, which asks its workers). ``/livez`` and
+    ``/readyz`` answer 200 or 503 from ``health``: an orchestrator's probes
+    (readiness turns 503 the moment a graceful shutdown starts)."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        if scope["path"] in ("/metrics", "/"):
+        path = scope["path"]
+        extra: list[tuple[bytes, bytes]] = []
+        if path in ("/metrics", "/"):
             text = source.render() if isinstance(source, Metrics) else await source()
             status, body = 200, text.encode("utf-8")
             content_type = b"text/plain; version=0.0.4; charset=utf-8"
+        elif path in ("/livez", "/readyz") and health is not None:
+            ok = health.is_live() if path == "/livez" else health.is_ready()
+            status = 200 if ok else 503
+            body = b"ok\n" if ok else (b"not live\n" if path == "/livez" else b"not ready: shutting down\n")
+            content_type = b"text/plain; charset=utf-8"
+            extra.append(_NO_STORE)
         else:
             status, body, content_type = 404, b"Not Found: try /metrics\n", b"text/plain; charset=utf-8"
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 

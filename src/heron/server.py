@@ -25,14 +25,16 @@ from . import __version__
 from .accesslog import build_observer
 from .asgi.http import ASGIApp
 from .asgi.lifespan import Lifespan, LifespanFailure
+from .asgi.proxy import ProxyTrust
 from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
 from .logs import TRACE
-from .metrics import Metrics, metrics_app
+from .metrics import Health, Metrics, metrics_app
 from .systemd import Notifier, activated_sockets
-from .transport.context import ServerContext
+from .transport.context import ConnectionAddresses, ServerContext
 from .transport.http1 import H1Protocol
 from .transport.metered import MeteredProtocol
+from .transport.proxy_listener import ProxyProtocolListener
 
 logger = logging.getLogger("heron.error")
 
@@ -69,10 +71,19 @@ class Server:
         #: the --metrics-bind listener, once bound
         self.metrics_socket: socket.socket | None = None
         self._unix_paths: list[str] = []  # UNIX socket files to remove on exit
+        self._ready = False
         #: sd_notify, when this process is the one systemd started and watches
         self.notifier: Notifier | None = None
 
     # --- public control ---------------------------------------------------
+
+    def is_live(self) -> bool:
+        """``/livez``: the event loop answers (it runs this very call)."""
+        return True
+
+    def is_ready(self) -> bool:
+        """``/readyz``: serving, and no shutdown started."""
+        return self._ready
 
     def shutdown(self, force: bool = False) -> None:
         """Ask the server to stop (thread-unsafe: call from the loop)."""
@@ -111,7 +122,7 @@ class Server:
         logger.info("Started server process [%d]", os.getpid())  # (uvicorn's words: log parsers know them)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
-        servers: list[asyncio.base_events.Server] = []
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         metrics_endpoint: MetricsListener | None = None
         try:
             try:
@@ -124,21 +135,27 @@ class Server:
                 return 0
             ctx.lifespan_state = lifespan.state if lifespan.supported else None
             ctx.start()
-            factory = protocol_factory(ctx, self.metrics)
-            for sock in self.sockets:
-                servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
+            if config.proxy_protocol:
+                servers.extend(self._proxy_protocol_listeners(ctx, loop, tls))
+            else:
+                factory = protocol_factory(ctx, self.metrics)
+                for sock in self.sockets:
+                    servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
             if self.metrics is not None and self.metrics_socket is not None:
-                metrics_endpoint = await serve_metrics(config, self.metrics, self.metrics_socket, loop)
+                metrics_endpoint = await serve_metrics(config, self.metrics, self.metrics_socket, loop, self)
             if self.banner:
                 self._log_started(loop)
             self.started.set()
+            self._ready = True
             if self.notifier is not None:
                 scheme = "https" if tls else "http"
                 self.notifier.ready(f"Serving on {', '.join(socket_url(sock, scheme) for sock in self.sockets)}")
                 self.notifier.start_watchdog(loop)
             await self._exit.wait()
+            self._ready = False  # /readyz: 503 from now on
             if self.notifier is not None:
                 self.notifier.stopping()
+            await self._shutdown_delay()
             await self._shutdown(ctx, servers)
             if not self.force_exit:
                 await self._lifespan_shutdown(lifespan)
@@ -202,6 +219,21 @@ class Server:
                 tls["ssl_handshake_timeout"] = config.timeout_request_header
         return tls
 
+    def _proxy_protocol_listeners(
+        self, ctx: ServerContext, loop: asyncio.AbstractEventLoop, tls: dict[str, Any]
+    ) -> list[ProxyProtocolListener]:
+        """--proxy-protocol: listeners that read each trusted connection's header first."""
+        config, metrics = self.config, self.metrics
+        trust = ProxyTrust(config.forwarded_allow_ips or "127.0.0.1,::1")
+
+        def make_protocol(addresses: ConnectionAddresses | None) -> asyncio.Protocol:
+            protocol = H1Protocol(ctx)
+            protocol.proxied = addresses
+            return protocol if metrics is None else MeteredProtocol(protocol, metrics)
+
+        timeout = config.timeout_request_header or None
+        return [ProxyProtocolListener(loop, sock, make_protocol, trust, tls, timeout) for sock in self.sockets]
+
     def _bind_sockets(self, sockets: list[socket.socket] | None) -> bool:
         """The listeners (given, or bound now) and the metrics listener; False
         (logged, nothing left bound) when one can't be bound."""
@@ -264,7 +296,20 @@ class Server:
         )
         self.shutdown()
 
-    async def _shutdown(self, ctx: ServerContext, servers: list[asyncio.base_events.Server]) -> None:
+    async def _shutdown_delay(self) -> None:
+        """--shutdown-delay: keep serving, new connections included, while load balancers
+        see /readyz answer 503 and stop sending; a second signal ends the wait."""
+        delay = self.config.shutdown_delay
+        if delay and not self.force_exit:
+            logger.info("Shutdown delay: still serving for %gs (/readyz answers 503)", delay)
+            try:
+                await asyncio.wait_for(self._forced.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _shutdown(
+        self, ctx: ServerContext, servers: list[asyncio.AbstractServer | ProxyProtocolListener]
+    ) -> None:
         logger.info("Shutting down")
         ctx.shutting_down = True
         for srv in servers:
@@ -365,10 +410,13 @@ async def serve_metrics(
     source: Metrics | Callable[[], Awaitable[str]],
     sock: socket.socket,
     loop: asyncio.AbstractEventLoop,
+    health: Health | None = None,
 ) -> MetricsListener:
     """Answer ``GET /metrics`` on ``sock`` from ``source``: this process's
-    :class:`Metrics`, or the supervisor's renderer that asks every worker."""
-    ctx = ServerContext(config.replace(access_log=False, headers=()), metrics_app(source), loop)
+    :class:`Metrics`, or the supervisor's renderer that asks every worker;
+    and ``/livez``, ``/readyz`` from ``health``."""
+    app = metrics_app(source, health)
+    ctx = ServerContext(config.replace(access_log=False, headers=(), proxy_protocol=False), app, loop)
     ctx.start()
     server = await loop.create_server(lambda: H1Protocol(ctx), sock=sock)
     return MetricsListener(ctx, server)

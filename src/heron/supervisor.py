@@ -140,6 +140,7 @@ class Supervisor:
         self._unix_paths: list[str] = []
         self._mp = multiprocessing.get_context("spawn")
         self._stopping = False
+        self._second_signal: asyncio.Event | None = None  # ends --shutdown-delay early
         #: sd_notify (taken out of the environment here, before any worker is spawned)
         self.notifier = Notifier.from_environ()
         self._signals = 0
@@ -225,9 +226,10 @@ class Supervisor:
         await self._stop.wait()
         if self.notifier is not None:
             self.notifier.stopping()
-        if metrics_server is not None:
-            metrics_server.close()
+        await self._shutdown_delay()
         await self._stop_workers()
+        if metrics_server is not None:  # /readyz said 503 until the last worker stopped
+            metrics_server.close()
         logger.info("Stopping parent process [%d]", os.getpid())
         return 0
 
@@ -241,7 +243,8 @@ class Supervisor:
     def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
         parent, child = self._mp.Pipe()
-        worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1)
+        # (the supervisor keeps the shutdown delay: its workers stop when it tells them)
+        worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1, shutdown_delay=0.0)
         process = self._mp.Process(
             target=worker_main,
             args=(worker_config, self.sockets, child, self.config.metrics_bind is not None),
@@ -328,6 +331,28 @@ class Supervisor:
         timeout = self.config.timeout_graceful_shutdown
         return None if timeout is None else timeout + KILL_MARGIN
 
+    # --- health (/livez, /readyz on the metrics listener) ----------------------------
+
+    def is_live(self) -> bool:
+        """At least one worker process serves (and this loop answers)."""
+        return any(w.ready.done() and w.ready.result() and not w.retiring for w in self.workers)
+
+    def is_ready(self) -> bool:
+        """Serving, and no shutdown started."""
+        return self._started and self._stop is not None and not self._stop.is_set() and self.is_live()
+
+    async def _shutdown_delay(self) -> None:
+        """--shutdown-delay: the workers keep serving while /readyz says 503; a second
+        signal ends the wait."""
+        delay = self.config.shutdown_delay
+        if delay and self._signals < 2:
+            logger.info("Shutdown delay: still serving for %gs (/readyz answers 503)", delay)
+            self._second_signal = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._second_signal.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
     async def _stop_workers(self) -> None:
         self._stopping = True
         workers = list(self.workers)
@@ -389,7 +414,7 @@ class Supervisor:
     async def _serve_metrics(self, loop: asyncio.AbstractEventLoop) -> MetricsListener | None:
         if self.metrics_socket is None:
             return None
-        return await serve_metrics(self.config, self._render_metrics, self.metrics_socket, loop)
+        return await serve_metrics(self.config, self._render_metrics, self.metrics_socket, loop, self)
 
     async def _render_metrics(self) -> str:
         loop = asyncio.get_running_loop()
@@ -447,6 +472,8 @@ class Supervisor:
         self._signals += 1
         if self._signals > 1:
             logger.warning("Second %s: asking the workers to stop now", signal.Signals(sig).name)
+            if self._second_signal is not None:
+                self._second_signal.set()
             for worker in self.workers:
                 worker.signal(signal.SIGTERM)  # a worker's second signal skips its graceful wait
         else:

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 import heron
+from heron.config import Config
 
 from ..conftest import read_response
 
@@ -480,6 +481,15 @@ def test_log_level_none_is_refused_not_silently_info(app_dir: Path) -> None:
     assert "log_level" in line and "trace" in line and "none" not in line.split("expected")[1], line
     result = run(["cliapp:app", "--log-level", "nope"], app_dir, HERON_LOG_LEVEL="")
     assert result.returncode == 2 and "or none" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["proxy.internal", "10.0.0.0/33", "127.0.0.1,lb"])
+def test_forwarded_allow_ips_that_are_not_addresses_are_refused(app_dir: Path, value: str) -> None:
+    for args, env in ((["--forwarded-allow-ips", value], {}), ([], {"FORWARDED_ALLOW_IPS": value})):
+        result = run(["cliapp:app", "--port", str(free_port()), *args], app_dir, **env)
+        assert result.returncode == 2, result.stderr
+        assert "forwarded_allow_ips" in result.stderr and "is neither" in result.stderr, result.stderr
+    assert Config(forwarded_allow_ips="10.0.0.0/8, ::1,192.0.2.7,*").validate()
 
 
 WSGI_APP = """

@@ -42,7 +42,7 @@ def resolve(allow: str, headers: list[tuple[bytes, bytes]], scheme: str = "http"
         ("*", "198.51.100.1", True),
         ("*", None, True),  # UNIX-socket peer
         ("127.0.0.1", None, False),
-        ("proxy.internal", "proxy.internal", True),  # a literal
+        ("127.0.0.1", "proxy.internal", False),  # a name in X-Forwarded-For is never a trusted proxy
         ("", "127.0.0.1", False),
     ],
 )

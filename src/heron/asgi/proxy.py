@@ -46,25 +46,20 @@ class ProxyTrust:
     def __init__(self, allow: str) -> None:
         self.everyone = False
         self.networks: list[_Network] = []
-        self.literals: set[str] = set()
         for item in (part.strip() for part in allow.split(",")):
             if not item:
                 continue
             if item == "*":
                 self.everyone = True
                 continue
-            try:
-                self.networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                self.literals.add(item)  # e.g. a host name some setups put in XFF
+            # ValueError for anything else (Config.validate has refused it already)
+            self.networks.append(ipaddress.ip_network(item, strict=False))
 
     def trusts(self, host: str | None) -> bool:
         if self.everyone:
             return True
         if host is None:
             return False
-        if host in self.literals:
-            return True
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import types
 import typing
 from typing import Any, NamedTuple, Union
@@ -153,3 +154,17 @@ def parse_header(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise SettingError(f"headers: {text!r} is not valid; expected 'Name:Value'", "headers", text, "'Name:Value'")
     return name.strip(), value.strip()
+
+
+def check_forwarded_allow_ips(value: str | None) -> None:
+    """Each entry an IP address or network (CIDR), or ``*``: an entry that is neither
+    (a host name, a typo) would silently trust nobody, so it is an error."""
+    if value is None:
+        return
+    for item in (part.strip() for part in value.split(",")):
+        if not item or item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            fail("forwarded_allow_ips", value, f"IP addresses or networks (CIDR), or '*'; {item!r} is neither")

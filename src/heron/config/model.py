@@ -11,7 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..tls import check_settings as check_tls_settings
-from .checks import check_access_log_format, check_field, check_header, check_implementation, fail, kinds_of
+from .checks import (
+    check_access_log_format,
+    check_field,
+    check_forwarded_allow_ips,
+    check_header,
+    check_implementation,
+    fail,
+    kinds_of,
+)
 from .fields import (
     HTTP_IMPLEMENTATIONS,
     LOG_LEVELS,
@@ -231,6 +239,13 @@ class Config:
         section="timeouts",
         bounds=SECONDS,
     )
+    shutdown_delay: float = setting(
+        0.0,
+        "After SIGTERM/SIGINT, keep serving (and accepting) this many seconds with /readyz answering 503, "
+        "so load balancers stop sending before the listener closes; then shut down gracefully.",
+        section="timeouts",
+        bounds=SECONDS,
+    )
     timeout_graceful_shutdown: float | None = setting(
         30.0,
         "On shutdown, wait this many seconds for in-flight requests before cancelling them (none: wait forever).",
@@ -263,10 +278,17 @@ class Config:
         negatable=True,
         uvicorn=True,
     )
+    proxy_protocol: bool = setting(
+        False,
+        "Read a PROXY protocol header (v1 or v2, as HAProxy's send-proxy/send-proxy-v2 and AWS NLB send) "
+        "at the start of each connection from a peer in --forwarded-allow-ips: its client address is the "
+        "connection's. Such a peer must send one; a malformed one closes the connection.",
+        section="http",
+    )
     forwarded_allow_ips: str | None = setting(
         None,
-        "Comma-separated IPs, networks (CIDR) or literals trusted to send proxy headers; '*' trusts all "
-        "(default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1).",
+        "Comma-separated IPs and networks (CIDR) trusted to send proxy headers and PROXY protocol headers; "
+        "'*' trusts all (default: $FORWARDED_ALLOW_IPS or 127.0.0.1,::1).",
         section="http",
         metavar="IPS",
         uvicorn=True,
@@ -545,6 +567,7 @@ class Config:
         for header in self.headers:
             check_header(header)
         check_tls_settings(self)
+        check_forwarded_allow_ips(self.forwarded_allow_ips)
         return self
 
     @property

@@ -208,9 +208,11 @@ class ServerContext:
             error_logger.info("Bad request from %s: %s (%d)", peer, message, status)
 
 
-def connection_addresses(
-    transport: asyncio.BaseTransport,
-) -> tuple[tuple[str, int] | None, tuple[str, int | None] | None, str]:
+#: (client, server, peer) of a connection: the ASGI ``client`` and ``server``, the peer as logs show it
+ConnectionAddresses = tuple[tuple[str, int] | None, tuple[str, int | None] | None, str]
+
+
+def connection_addresses(transport: asyncio.BaseTransport) -> ConnectionAddresses:
     """(client, server, peer) of a connection: the ASGI ``client`` and ``server``
     (``[path, None]`` for a UNIX socket) and the peer as logs show it."""
     peername = transport.get_extra_info("peername")

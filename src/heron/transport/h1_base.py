@@ -21,7 +21,7 @@ from ..asgi.budget import ReadBudget
 from ..asgi.http import BODY_HIGH_WATER, HTTPCycle
 from ..asgi.proxy import ProxyTrust
 from ..protocol.http1 import H1Connection, Request
-from .context import ServerContext, format_peer
+from .context import ConnectionAddresses, ServerContext, format_peer
 
 #: Unread request body the server will read and discard to keep a connection.
 MAX_DRAIN = 64 * 1024
@@ -69,6 +69,7 @@ class H1ProtocolBase(asyncio.Protocol):
         "_h2_preface",
         "send_file",
         "proxy",
+        "proxied",
         "_log_peer",
         "_budget",
         "_turn_pending",
@@ -84,6 +85,8 @@ class H1ProtocolBase(asyncio.Protocol):
         self.scheme = "http"
         self.tls: dict[str, Any] | None = None  # the ASGI tls extension, once per TLS connection
         self.peer = ""
+        #: the addresses a PROXY protocol header gave (set before connection_made), or None
+        self.proxied: ConnectionAddresses | None = None
         self.deadline = 0.0
         self.deadline_kind = NO_DEADLINE
         self.writing_paused = False

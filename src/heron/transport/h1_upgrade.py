@@ -28,6 +28,7 @@ class H1Upgrades(H1ProtocolBase):
 
         self._closed = True  # this protocol never serves the connection
         protocol = H2Protocol(self.ctx)
+        protocol.proxied = self.proxied
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
 

@@ -102,7 +102,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
         elif _HAVE_SENDFILE and transport.get_extra_info("socket") is not None:
             self.send_file = self._send_file
         ctx.connections.add(self)
-        self.client, self.server, self.peer = connection_addresses(transport)
+        self.client, self.server, self.peer = connection_addresses(transport) if self.proxied is None else self.proxied
         if ctx.proxy is not None and ctx.proxy.trusts_peer(self.client):
             self.proxy = ctx.proxy
         if ctx.shutting_down:

@@ -50,7 +50,7 @@ from ..protocol.http2 import (
     StreamReset,
 )
 from ..tls import tls_extension
-from .context import ServerContext, connection_addresses, error_logger, format_peer, write_pieces
+from .context import ConnectionAddresses, ServerContext, connection_addresses, error_logger, format_peer, write_pieces
 from .http2_stream import EXTENSIONS_PUSH, METHODS, H2RequestView, H2Stream, H2StreamBase, http_cycle, open_upgraded
 from .http2_websocket import H2WebSocket, open_websocket
 from .ws_session import WebSocketSession
@@ -115,6 +115,8 @@ class H2Protocol(asyncio.Protocol):
         self._defaults: list[tuple[bytes, bytes]] = []
         self._upgrade: tuple[bytes, Request, bytes] | None = None
         self.proxy: ProxyTrust | None = None  # set when the peer is a trusted proxy (--proxy-headers)
+        #: the addresses a PROXY protocol header gave (set before connection_made), or None
+        self.proxied: ConnectionAddresses | None = None
 
     # --- entry points -----------------------------------------------------------
 
@@ -149,7 +151,7 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.client, self.server, self.peer = connection_addresses(transport)
+        self.client, self.server, self.peer = connection_addresses(transport) if self.proxied is None else self.proxied
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.scheme = "https"
