@@ -1,4 +1,4 @@
-"""HTTP/2 against a real heron: an h2 client over a raw socket, raw frames for the
+"""HTTP/2 against a real heron: an h2 client over a raw socket, raw frames (tests/rawclients.py) for the
 attacks, httpx (http2=True), curl, h2load, Starlette and FastAPI."""
 
 from __future__ import annotations
@@ -19,18 +19,33 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.settings
-import hpack
 import httpx
 import pytest
 
 from ..conftest import serve
+from ..rawclients import (
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    GOAWAY,
+    HEADERS,
+    OP_CLOSE,
+    OP_TEXT,
+    PING,
+    PREFACE,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    RawH2,
+    close_payload,
+    ws_frame,
+)
+from ..rawclients import h2_frame as frame
 from . import apps
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
-END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
-ENHANCE_YOUR_CALM, REFUSED_STREAM, PROTOCOL_ERROR, CANCEL, INTERNAL_ERROR = 11, 7, 1, 8, 2
-
 
 # --- clients ---------------------------------------------------------------------------------------
 
@@ -140,54 +155,6 @@ class H2Client:
         self.sock.close()
 
 
-class RawConn:
-    """Hand-made frames, for the attacks."""
-
-    def __init__(self, port: int, *settings: tuple[int, int], rcvbuf: int | None = None) -> None:
-        self.sock = socket.socket()
-        if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(5)
-        self.sock.connect(("127.0.0.1", port))
-        self.enc = hpack.Encoder()
-        self.buf = b""
-        self.sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in settings)))
-
-    def headers(
-        self, sid: int, path: str = "/", flags: int = END_STREAM | END_HEADERS, extra: list[Any] | None = None
-    ) -> bytes:
-        fields = [(":method", "GET"), (":scheme", "http"), (":path", path), (":authority", "localhost")] + (extra or [])
-        return frame(HEADERS, flags, sid, self.enc.encode(fields))
-
-    def frames(self, timeout: float = 5.0) -> list[tuple[int, int, int, bytes]]:
-        """Read until EOF (or timeout); return every frame."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                break
-            except ConnectionResetError:
-                break
-            if not data:
-                break
-            self.buf += data
-        out = []
-        buf = self.buf
-        while len(buf) >= 9:
-            n = int.from_bytes(buf[:3], "big")
-            if len(buf) < 9 + n:
-                break
-            out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big"), buf[9 : 9 + n]))
-            buf = buf[9 + n :]
-        return out
-
-
-def frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", sid) + payload
-
-
 def goaway_code(frames: list[tuple[int, int, int, bytes]]) -> int | None:
     for kind, _, _, payload in frames:
         if kind == GOAWAY:
@@ -289,7 +256,7 @@ def test_multiplexing_many_concurrent_streams_each_with_its_own_scope() -> None:
 
 def test_malformed_request_is_a_stream_error_and_the_connection_goes_on() -> None:
     with serve(apps.hello) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         raw.sock.sendall(
             raw.headers(1, extra=[("X-Upper", "1")]) + raw.headers(3, extra=[("connection", "close")]) + raw.headers(5)
         )
@@ -457,7 +424,7 @@ def test_graceful_shutdown_sends_goaway_and_finishes_streams_in_flight() -> None
         await apps.hello(scope, receive, send)
 
     with serve(app) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         raw.sock.sendall(raw.headers(1))
         assert started.wait(5)
         srv.call(srv.server.shutdown)
@@ -483,11 +450,11 @@ def test_streams_beyond_max_concurrent_streams_are_refused() -> None:
         await apps.hello(scope, receive, send)
 
     with serve(app, http2_max_concurrent_streams=2) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         raw.sock.sendall(raw.headers(1) + raw.headers(3) + raw.headers(5))
         frames = raw.frames(timeout=0.5)
         assert resets(frames) == {5: REFUSED_STREAM}
-        raw2 = RawConn(srv.port)
+        raw2 = RawH2(srv.port)
         raw2.sock.sendall(raw2.headers(1, "/release"))
         raw2.frames(timeout=0.5)
         frames = raw.frames(timeout=0.5)
@@ -498,7 +465,7 @@ def test_streams_beyond_max_concurrent_streams_are_refused() -> None:
 def test_reset_flood_gets_goaway_enhance_your_calm(provoked: bool) -> None:
     counter: list[int] = []
     with serve(counting_app(counter), http2_max_resets=100) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         burst = []
         for i in range(300):
             sid = 1 + 2 * i
@@ -518,7 +485,7 @@ def test_reset_flood_gets_goaway_enhance_your_calm(provoked: bool) -> None:
 
 def test_continuation_flood_is_cut_off() -> None:
     with serve(apps.hello) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         raw.sock.sendall(raw.headers(1, flags=END_STREAM))
         junk = frame(CONTINUATION, 0, 1, raw.enc.encode([("x-f", "a" * 8000)]) * 2)
         sent = 0
@@ -534,7 +501,7 @@ def test_continuation_flood_is_cut_off() -> None:
 
 def test_hpack_bomb_and_header_list_size() -> None:
     with serve(apps.hello) as srv:
-        raw = RawConn(srv.port)
+        raw = RawH2(srv.port)
         raw.sock.sendall(raw.headers(1, extra=[("x-bomb", "a" * 4000)]))
         raw.sock.sendall(
             frame(
@@ -560,7 +527,7 @@ def test_hpack_bomb_and_header_list_size() -> None:
 def test_control_frame_flood_from_a_peer_that_does_not_read(kind: str) -> None:
     """The server stops reading once its replies pile up, then drops the connection."""
     with serve(apps.hello, timeout_write=1, http2_max_control_frames=2000) as srv:
-        raw = RawConn(srv.port, rcvbuf=4096)
+        raw = RawH2(srv.port, rcvbuf=4096)
         one = frame(PING, 0, 0, b"12345678") if kind == "ping" else frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 65535))
         burst = one * 2000
         raw.sock.settimeout(0.5)
@@ -642,13 +609,6 @@ def test_http11_announces_only_its_own_extensions() -> None:
         assert httpx.get(srv.url).json()["extensions"] == ["http.response.early_hint", "http.response.pathsend"]
 
 
-def _ws_frame(opcode: int, payload: bytes) -> bytes:
-    mask = b"\x01\x02\x03\x04"
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    assert len(payload) < 126
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
-
-
 def test_websocket_over_http2() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         assert scope["type"] == "websocket" and scope["http_version"] == "2" and scope["scheme"] == "ws"
@@ -676,7 +636,7 @@ def test_websocket_over_http2() -> None:
                 (b"sec-websocket-protocol", b"chat"),
             ],
         )
-        client.conn.send_data(sid, _ws_frame(1, b"hi"))
+        client.conn.send_data(sid, ws_frame(OP_TEXT, b"hi"))
         client.flush()
         client.pump(lambda: any(isinstance(e, h2.events.DataReceived) for e in client.events))
         response = next(e for e in client.events if isinstance(e, h2.events.ResponseReceived))
@@ -684,7 +644,7 @@ def test_websocket_over_http2() -> None:
         assert dict(response.headers)[b"sec-websocket-protocol"] == b"chat"
         data = b"".join(e.data for e in client.events if isinstance(e, h2.events.DataReceived))
         assert data == b"\x81\x07echo:hi"
-        client.conn.send_data(sid, _ws_frame(8, struct.pack(">H", 1000)), end_stream=True)
+        client.conn.send_data(sid, ws_frame(OP_CLOSE, close_payload(1000)), end_stream=True)
         client.flush()
         client.pump(lambda: client.ended(sid))
         data = b"".join(e.data for e in client.events if isinstance(e, h2.events.DataReceived))

@@ -13,8 +13,6 @@ is made in the test thread with a bounded wait.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import os
 import queue
 import socket
@@ -34,13 +32,21 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
 from ..conftest import RunningServer, need_program, read_response, serve
+from ..rawclients import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    RawWS,
+    close_payload,
+    handshake_request,
+)
 
 pytestmark = pytest.mark.timeout(40)
 
 WAIT = 5.0
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 #: heron's default loop is uvloop; serve() defaults to asyncio. Transport behaviour runs on both.
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
@@ -129,155 +135,6 @@ def echo_app(events: Events | None = None) -> Callable[..., Awaitable[None]]:
                 await send({"type": "websocket.send", "bytes": message["bytes"]})
 
     return app
-
-
-# raw-socket client ---------------------------------------------------------------------------------
-
-
-def make_key() -> bytes:
-    return base64.b64encode(os.urandom(16))
-
-
-def handshake_request(path: str = "/", extra: bytes = b"", key: bytes | None = None, method: bytes = b"GET") -> bytes:
-    key = make_key() if key is None else key
-    return (
-        method + b" " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n"
-    )
-
-
-class RawWS:
-    """A hand-driven WebSocket client on a plain socket (frames are built and parsed here)."""
-
-    def __init__(self, sock: socket.socket, buf: bytes = b"") -> None:
-        self.sock = sock
-        self.buf = bytearray(buf)
-
-    @classmethod
-    def open(
-        cls,
-        srv: RunningServer,
-        path: str = "/",
-        extra: bytes = b"",
-        sock: socket.socket | None = None,
-    ) -> tuple[RawWS, dict[bytes, bytes]]:
-        if sock is None:
-            sock = srv.connect()
-        sock.settimeout(WAIT)
-        key = make_key()
-        sock.sendall(handshake_request(path, extra, key))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = sock.recv(1)  # byte by byte: nothing past the head is consumed
-            if not data:
-                raise ConnectionError(f"closed during the handshake: {head!r}")
-            head += data
-        lines = head.split(b"\r\n")
-        assert lines[0].startswith(b"HTTP/1.1 101 "), head
-        headers = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(b":")
-                headers[name.strip().lower()] = value.strip()
-        expected = base64.b64encode(hashlib.sha1(key + GUID).digest())
-        assert headers[b"sec-websocket-accept"] == expected
-        return cls(sock), headers
-
-    @staticmethod
-    def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
-        b0 = (0x80 if fin else 0) | rsv | opcode
-        n = len(payload)
-        mbit = 0x80 if mask else 0
-        if n < 126:
-            head = struct.pack("!BB", b0, mbit | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", b0, mbit | 126, n)
-        else:
-            head = struct.pack("!BBQ", b0, mbit | 127, n)
-        if not mask:
-            return head + payload
-        key = os.urandom(4)
-        return head + key + mask_bytes(payload, key)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def send_frame(self, opcode: int, payload: bytes = b"", **kwargs: Any) -> None:
-        self.sock.sendall(self.frame(opcode, payload, **kwargs))
-
-    def _fill(self, n: int, deadline: float) -> None:
-        while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("frame not complete in time")
-            self.sock.settimeout(left)
-            data = self.sock.recv(65536)
-            if not data:
-                raise EOFError(f"connection closed by the server (buffered {bytes(self.buf[:40])!r})")
-            self.buf += data
-
-    def read_frame(self, timeout: float = WAIT) -> tuple[bool, int, int, bytes]:
-        """(fin, rsv bits, opcode, payload) of the next server frame."""
-        deadline = time.monotonic() + timeout
-        self._fill(2, deadline)
-        b0, b1 = self.buf[0], self.buf[1]
-        assert not b1 & 0x80, "server frames must not be masked"
-        n = b1 & 0x7F
-        pos = 2
-        if n == 126:
-            self._fill(4, deadline)
-            n = struct.unpack("!H", self.buf[2:4])[0]
-            pos = 4
-        elif n == 127:
-            self._fill(10, deadline)
-            n = struct.unpack("!Q", self.buf[2:10])[0]
-            pos = 10
-        self._fill(pos + n, deadline)
-        payload = bytes(self.buf[pos : pos + n])
-        del self.buf[: pos + n]
-        return bool(b0 & 0x80), b0 & 0x70, b0 & 0x0F, payload
-
-    def read_close(self, timeout: float = WAIT) -> tuple[int | None, str, list[tuple[int, bytes]]]:
-        """Skip to the server's Close frame: (code, reason, frames seen before it)."""
-        deadline = time.monotonic() + timeout
-        before = []
-        while True:
-            _, _, opcode, payload = self.read_frame(max(0.0, deadline - time.monotonic()))
-            if opcode == OP_CLOSE:
-                if not payload:
-                    return None, "", before
-                return struct.unpack("!H", payload[:2])[0], payload[2:].decode("utf-8"), before
-            before.append((opcode, payload))
-
-    def closed_by_server(self, timeout: float = WAIT) -> bool:
-        """True once the server has closed the TCP connection (EOF or reset), after any leftover data."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return False
-            except ConnectionResetError:
-                return True
-            if not data:
-                return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def mask_bytes(payload: bytes, key: bytes) -> bytes:
-    if not payload:
-        return b""
-    n = len(payload)
-    k = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(payload, "big") ^ int.from_bytes(k, "big")).to_bytes(n, "big")
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return struct.pack("!H", code) + reason.encode()
 
 
 def server_protocols(srv: RunningServer) -> list[Any]:

@@ -8,126 +8,22 @@ case that found the bug is named in each docstring.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import os
 import queue
-import struct
 import time
 from typing import Any
 
 import pytest
 
-from ..conftest import RunningServer, serve
+from ..conftest import serve
+from ..rawclients import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_TEXT, RawWS, close_payload
+from ..rawclients import ws_frame as frame
 
 pytestmark = pytest.mark.timeout(40)
 
 WAIT = 5.0
-GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 #: serve() defaults to the asyncio loop; heron's default is uvloop. The transport runs on both.
 LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-
-
-# --- a raw client ---------------------------------------------------------------------------------
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, rsv: int = 0) -> bytes:
-    """A masked client frame."""
-    n = len(payload)
-    b0 = (0x80 if fin else 0) | rsv | opcode
-    if n < 126:
-        head = struct.pack("!BB", b0, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, 0x80 | 127, n)
-    key = os.urandom(4)
-    if not payload:
-        return head + key
-    stream = (key * (n // 4 + 1))[:n]
-    return head + key + (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return struct.pack("!H", code) + reason.encode()
-
-
-class Client:
-    def __init__(self, srv: RunningServer) -> None:
-        self.sock = srv.connect()
-        self.sock.settimeout(WAIT)
-        key = base64.b64encode(os.urandom(16))
-        self.sock.sendall(
-            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = self.sock.recv(1)  # nothing past the head is consumed
-            assert data, f"closed during the handshake: {head!r}"
-            head += data
-        assert head.startswith(b"HTTP/1.1 101 "), head
-        assert base64.b64encode(hashlib.sha1(key + GUID).digest()) in head
-        self.buf = bytearray()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self, n: int, deadline: float) -> None:
-        while len(self.buf) < n:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = self.sock.recv(1 << 20)
-            if not data:
-                raise EOFError(f"the server closed the connection (buffered {bytes(self.buf[:40])!r})")
-            self.buf += data
-
-    def read_frame(self, timeout: float = WAIT) -> tuple[int, bytes]:
-        """(opcode, payload) of the next (unfragmented) server frame."""
-        deadline = time.monotonic() + timeout
-        self._fill(2, deadline)
-        b0, b1 = self.buf[0], self.buf[1]
-        assert b0 & 0x80, "heron sends no fragments"
-        n, pos = b1 & 0x7F, 2
-        if n == 126:
-            self._fill(4, deadline)
-            n, pos = struct.unpack("!H", self.buf[2:4])[0], 4
-        elif n == 127:
-            self._fill(10, deadline)
-            n, pos = struct.unpack("!Q", self.buf[2:10])[0], 10
-        self._fill(pos + n, deadline)
-        payload = bytes(self.buf[pos : pos + n])
-        del self.buf[: pos + n]
-        return b0 & 0x0F, payload
-
-    def frames_until_close(self, timeout: float = WAIT) -> tuple[list[tuple[int, bytes]], int | None]:
-        """The frames before the server's Close frame, and the Close frame's code."""
-        deadline = time.monotonic() + timeout
-        before = []
-        while True:
-            opcode, payload = self.read_frame(max(0.0, deadline - time.monotonic()))
-            if opcode == OP_CLOSE:
-                return before, (struct.unpack("!H", payload[:2])[0] if payload else None)
-            before.append((opcode, payload))
-
-    def closed_by_server(self, timeout: float = WAIT) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                data = self.sock.recv(65536)
-            except TimeoutError:
-                return False
-            except ConnectionResetError:
-                return True
-            if not data:
-                return True
-            self.buf += data
-        return False
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Reports:
@@ -184,7 +80,7 @@ def test_message_before_a_protocol_error_is_answered_before_the_close(loop: str)
     """Autobahn 3.2: a text message, a frame with RSV2 set, a Ping, all in one write."""
     reports = Reports()
     with serve(echo_app(reports), loop=loop) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         ws.send(frame(OP_TEXT, b"Hello, world!") + frame(OP_TEXT, b"Hello, world!", rsv=0x20) + frame(OP_PING))
         before, code = ws.frames_until_close()
         assert before == [(OP_TEXT, b"Hello, world!")]  # the echo, and no Pong
@@ -198,7 +94,7 @@ def test_message_before_a_protocol_error_is_answered_before_the_close(loop: str)
 def test_all_messages_queued_before_a_protocol_error_are_answered_in_order(loop: str) -> None:
     """Autobahn 4.1.3 and 5.15: several messages (one fragmented), then a bad frame, in one write."""
     with serve(echo_app(), loop=loop) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         ws.send(
             frame(OP_TEXT, b"one")
             + frame(OP_BINARY, b"two")
@@ -220,7 +116,7 @@ def test_messages_before_the_peer_close_are_answered_before_the_close_reply(loop
     reports = Reports()
     big = b"BAsd7&jh23" * 26215
     with serve(echo_app(reports), loop=loop) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         ws.send(
             frame(OP_TEXT, big)
             + frame(OP_TEXT, b"Hello World!")
@@ -245,7 +141,7 @@ def test_close_is_not_held_back_by_an_app_that_does_not_read(loop: str) -> None:
         await asyncio.sleep(30)  # never reads (cancelled by the server's shutdown)
 
     with serve(app, loop=loop, timeout_graceful_shutdown=1) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         started = time.monotonic()
         ws.send(frame(OP_TEXT, b"unread") + frame(OP_CLOSE, close_payload(1000)))
         before, code = ws.frames_until_close()
@@ -264,14 +160,14 @@ def test_close_is_not_held_back_by_an_app_that_does_not_read(loop: str) -> None:
 def test_text_in_many_small_fragments_in_one_write_is_joined_correctly() -> None:
     text = ("κόσμε €𝄞 " * 4000).encode()
     with serve(echo_app()) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         # 7-byte fragments split multi-byte characters across frames
         pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
         wire = b"".join(
             frame(OP_TEXT if i == 0 else OP_CONT, p, fin=i == len(pieces) - 1) for i, p in enumerate(pieces)
         )
         ws.send(wire)
-        assert ws.read_frame() == (OP_TEXT, text)
+        assert ws.read_frame()[2:] == (OP_TEXT, text)
         ws.close()
 
 
@@ -288,7 +184,7 @@ def test_text_in_many_small_fragments_in_one_write_is_joined_correctly() -> None
 )
 def test_invalid_utf8_fails_before_what_follows_it(wire: bytes) -> None:
     with serve(echo_app()) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         ws.send(wire)
         before, code = ws.frames_until_close()
         assert before == [] and code == 1007
@@ -298,7 +194,7 @@ def test_invalid_utf8_fails_before_what_follows_it(wire: bytes) -> None:
 def test_invalid_utf8_fails_fast_without_waiting_for_the_rest_of_the_message() -> None:
     """Autobahn 6.4.x: the bad fragment is refused before the message's end arrives."""
     with serve(echo_app()) as srv:
-        ws = Client(srv)
+        ws, _ = RawWS.open(srv)
         ws.send(frame(OP_TEXT, "κόσμε".encode(), fin=False))
         time.sleep(0.1)
         ws.send(frame(OP_CONT, b"\xf4\x90\x80\x80", fin=False))  # U+110000: out of range

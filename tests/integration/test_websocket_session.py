@@ -27,40 +27,44 @@ import pytest
 from heron.transport import ws_session
 
 from ..conftest import RunningServer, serve
-from .test_websocket_regressions import (
+from ..rawclients import (
+    ACK,
+    DATA,
+    ENABLE_CONNECT_PROTOCOL,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    NO_ERROR,
     OP_BINARY,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    Client,
-    Reports,
+    PING,
+    PREFACE,
+    RST_STREAM,
+    SETTINGS,
+    WINDOW_UPDATE,
+    RawWS,
     close_payload,
-    echo_app,
-    frame,
+    h2_frame,
+    parse_h2_frames,
+    ws_frame_extent,
 )
+from ..rawclients import ws_frame as frame
+from .test_websocket_regressions import Reports, echo_app
 
 pytestmark = pytest.mark.timeout(40)
 
 WAIT = 5.0
-NO_ERROR = 0
 
 CARRIERS = pytest.mark.parametrize("carrier", ["http/1.1", "h2"])
 
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY, _WINDOW_UPDATE = 0, 1, 3, 4, 6, 7, 8
-_END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
-_ENABLE_CONNECT_PROTOCOL = 0x8
-
-
-def _h2_frame(kind: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
-    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", sid) + payload
-
-
 class H2WebSocketClient:
     """A WebSocket over one HTTP/2 stream (extended CONNECT), with the same
-    methods as the raw HTTP/1.1 :class:`Client` of the regression tests.
+    methods as the raw HTTP/1.1 client, :class:`tests.rawclients.RawWS`.
 
     Hand-made frames rather than the h2 library: h2 refuses every frame after a
     GOAWAY, while a graceful shutdown lets the streams in flight finish.
@@ -78,14 +82,14 @@ class H2WebSocketClient:
         self.gone = False  # EOF
         self.goaway = False
         self.decoder = hpack.Decoder()
-        self.sock.sendall(_PREFACE + _h2_frame(_SETTINGS, 0, 0))
+        self.sock.sendall(PREFACE + h2_frame(SETTINGS, 0, 0))
         deadline = time.monotonic() + WAIT
         assert self._pump(lambda: self.connect_protocol, deadline), "no SETTINGS_ENABLE_CONNECT_PROTOCOL"
         fields = [
             (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "http"),
             (":path", "/"), (":authority", "localhost"), ("sec-websocket-version", "13"),
         ]  # fmt: skip
-        self.sock.sendall(_h2_frame(_HEADERS, _END_HEADERS, self.sid, hpack.Encoder().encode(fields)))
+        self.sock.sendall(h2_frame(HEADERS, END_HEADERS, self.sid, hpack.Encoder().encode(fields)))
         assert self._pump(lambda: self.status is not None, deadline), "no answer to the CONNECT"
         assert self.status == 200, self.status
 
@@ -107,65 +111,60 @@ class H2WebSocketClient:
             if not data:
                 self.gone = True
                 continue
-            self.raw += data
-            while len(self.raw) >= 9:
-                n = int.from_bytes(self.raw[:3], "big")
-                if len(self.raw) < 9 + n:
-                    break
-                kind, flags, sid = self.raw[3], self.raw[4], int.from_bytes(self.raw[5:9], "big") & 0x7FFFFFFF
-                payload = self.raw[9 : 9 + n]
-                self.raw = self.raw[9 + n :]
+            frames, self.raw = parse_h2_frames(self.raw + data)
+            for kind, flags, sid, payload in frames:
                 self._on_frame(kind, flags, sid, payload)
         return True
 
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if kind == _SETTINGS and not flags & _ACK:
+        if kind == SETTINGS and not flags & ACK:
             for i in range(0, len(payload), 6):
                 key, value = struct.unpack(">HI", payload[i : i + 6])
-                if key == _ENABLE_CONNECT_PROTOCOL:
+                if key == ENABLE_CONNECT_PROTOCOL:
                     self.connect_protocol = value == 1
-            self.sock.sendall(_h2_frame(_SETTINGS, _ACK, 0))
-        elif kind == _PING and not flags & _ACK:
-            self.sock.sendall(_h2_frame(_PING, _ACK, 0, payload))
-        elif kind == _GOAWAY:
+            self.sock.sendall(h2_frame(SETTINGS, ACK, 0))
+        elif kind == PING and not flags & ACK:
+            self.sock.sendall(h2_frame(PING, ACK, 0, payload))
+        elif kind == GOAWAY:
             self.goaway = True
         elif sid != self.sid:
             return
-        elif kind == _HEADERS:
+        elif kind == HEADERS:
             self.status = int(dict(self.decoder.decode(payload, raw=True))[b":status"])
-        elif kind == _DATA:
+        elif kind == DATA:
             self.buf += payload
             if payload:  # give the credit back at once
                 credit = struct.pack(">I", len(payload))
-                self.sock.sendall(_h2_frame(_WINDOW_UPDATE, 0, 0, credit) + _h2_frame(_WINDOW_UPDATE, 0, sid, credit))
-        elif kind == _RST_STREAM:
+                self.sock.sendall(h2_frame(WINDOW_UPDATE, 0, 0, credit) + h2_frame(WINDOW_UPDATE, 0, sid, credit))
+        elif kind == RST_STREAM:
             self.reset = struct.unpack(">I", payload)[0]
-        if kind in (_DATA, _HEADERS) and sid == self.sid and flags & _END_STREAM:
+        if kind in (DATA, HEADERS) and sid == self.sid and flags & END_STREAM:
             self.ended = True
 
     def send(self, data: bytes) -> None:
         """WebSocket bytes, in DATA frames (no END_STREAM)."""
         for i in range(0, len(data), 16384):
-            self.sock.sendall(_h2_frame(_DATA, 0, self.sid, data[i : i + 16384]))
+            self.sock.sendall(h2_frame(DATA, 0, self.sid, data[i : i + 16384]))
 
-    def read_frame(self, timeout: float = WAIT) -> tuple[int, bytes]:
+    def read_frame(self, timeout: float = WAIT) -> tuple[bool, int, int, bytes]:
+        """(fin, rsv bits, opcode, payload) of the next WebSocket frame on the stream."""
         deadline = time.monotonic() + timeout
-        if not self._pump(lambda: _frame_at_start(self.buf) is not None, deadline):
+        if not self._pump(lambda: ws_frame_extent(self.buf) is not None, deadline):
             raise EOFError(f"no complete frame (stream ended={self.ended}, reset={self.reset})")
-        found = _frame_at_start(self.buf)
+        found = ws_frame_extent(self.buf)
         assert found is not None
         pos, n = found
         b0 = self.buf[0]
-        assert b0 & 0x80, "heron sends no fragments"
         payload = bytes(self.buf[pos : pos + n])
         del self.buf[: pos + n]
-        return b0 & 0x0F, payload
+        return bool(b0 & 0x80), b0 & 0x70, b0 & 0x0F, payload
 
     def frames_until_close(self, timeout: float = WAIT) -> tuple[list[tuple[int, bytes]], int | None]:
         deadline = time.monotonic() + timeout
         before = []
         while True:
-            opcode, payload = self.read_frame(max(0.0, deadline - time.monotonic()))
+            fin, _, opcode, payload = self.read_frame(max(0.0, deadline - time.monotonic()))
+            assert fin, "heron sends no fragments"
             if opcode == OP_CLOSE:
                 return before, (struct.unpack("!H", payload[:2])[0] if payload else None)
             before.append((opcode, payload))
@@ -178,25 +177,8 @@ class H2WebSocketClient:
         self.sock.close()
 
 
-def _frame_at_start(buf: bytearray) -> tuple[int, int] | None:
-    """(header length, payload length) of the unmasked server frame that starts
-    ``buf``, once all of it is there."""
-    if len(buf) < 2:
-        return None
-    n, pos = buf[1] & 0x7F, 2
-    if n == 126:
-        if len(buf) < 4:
-            return None
-        n, pos = struct.unpack("!H", buf[2:4])[0], 4
-    elif n == 127:
-        if len(buf) < 10:
-            return None
-        n, pos = struct.unpack("!Q", buf[2:10])[0], 10
-    return (pos, n) if len(buf) >= pos + n else None
-
-
 def open_ws(srv: RunningServer, carrier: str) -> Any:
-    return Client(srv) if carrier == "http/1.1" else H2WebSocketClient(srv)
+    return RawWS.open(srv)[0] if carrier == "http/1.1" else H2WebSocketClient(srv)
 
 
 def h2_reset_is_graceful(ws: Any) -> None:
@@ -259,7 +241,7 @@ def test_peer_close_without_pending_messages_is_answered_at_once(carrier: str) -
     with serve(echo_app()) as srv:
         ws = open_ws(srv, carrier)
         ws.send(frame(OP_TEXT, b"ping?"))
-        assert ws.read_frame() == (OP_TEXT, b"ping?")
+        assert ws.read_frame()[2:] == (OP_TEXT, b"ping?")
         ws.send(frame(OP_CLOSE, close_payload(4001, "bye")))
         before, code = ws.frames_until_close()
         assert before == [] and code == 4001
@@ -340,7 +322,7 @@ def test_unanswered_keepalive_ping_closes_1011(carrier: str) -> None:
     reports = Reports()
     with serve(echo_app(reports), ws_ping_interval=0.5, ws_ping_timeout=0.5) as srv:
         ws = open_ws(srv, carrier)
-        assert ws.read_frame(timeout=WAIT) == (OP_PING, b"heron")
+        assert ws.read_frame(timeout=WAIT)[2:] == (OP_PING, b"heron")
         before, code = ws.frames_until_close()
         assert before == [] and code == 1011
         assert ws.closed_by_server()
@@ -353,14 +335,14 @@ def test_answered_keepalive_pings_keep_the_session(carrier: str) -> None:
     with serve(echo_app(), ws_ping_interval=0.5, ws_ping_timeout=0.5) as srv:
         ws = open_ws(srv, carrier)
         for _ in range(3):
-            opcode, payload = ws.read_frame()
+            _, _, opcode, payload = ws.read_frame()
             assert opcode == OP_PING
             ws.send(frame(OP_PONG, payload))
         ws.send(frame(OP_TEXT, b"still here"))
-        opcode, payload = ws.read_frame()
+        _, _, opcode, payload = ws.read_frame()
         while opcode == OP_PING:
             ws.send(frame(OP_PONG, payload))
-            opcode, payload = ws.read_frame()
+            _, _, opcode, payload = ws.read_frame()
         assert (opcode, payload) == (OP_TEXT, b"still here")
         ws.close()
 
@@ -382,7 +364,7 @@ def test_graceful_shutdown_closes_1001(carrier: str) -> None:
     with serve(app, timeout_graceful_shutdown=10) as srv:
         ws = open_ws(srv, carrier)
         ws.send(frame(OP_TEXT, b"up"))
-        assert ws.read_frame() == (OP_TEXT, b"up")
+        assert ws.read_frame()[2:] == (OP_TEXT, b"up")
         stopper = threading.Thread(target=srv.stop)
         stopper.start()
         before, code = ws.frames_until_close()
