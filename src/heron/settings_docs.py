@@ -11,11 +11,11 @@ import argparse
 import dataclasses
 from typing import Any
 
-from .config import SECTIONS, _default, cli_flags, env_names, field_kind, settings
+from .config import SECTIONS, cli_flags, default_value, env_names, field_kind, settings
 
 
 def show_default(f: dataclasses.Field[Any]) -> str:
-    value = _default(f)
+    value = default_value(f)
     if f.name == "app":
         return "the demo page"
     if f.name == "workers":

@@ -43,9 +43,6 @@ from .listeners import Listener, parse_bind
 from .model import Config
 from .registry import describe, field_kind, settings
 
-#: the name :mod:`heron.settings_docs` imports :func:`default_value` by
-_default = default_value
-
 __all__ = [
     "Config",
     "SettingError",
