@@ -36,6 +36,25 @@ def need_program(name: str, *aliases: str) -> str:
     pytest.skip(message)
 
 
+#: how the tests run headless Chromium: no sandbox (root in CI), no QUIC, nothing in the background
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
+
+def chromium_command(profile: str, *args: str) -> list[str]:
+    """A headless Chromium command line with its own profile directory (skips or fails as need_program)."""
+    return [need_program("chromium", "chromium-browser"), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+
+
 @pytest.fixture
 def curl_path() -> str:
     return need_program("curl")

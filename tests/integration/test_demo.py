@@ -34,7 +34,7 @@ from websockets.sync.client import connect as ws_connect
 import heron
 from heron import demo
 
-from ..conftest import need_program, serve
+from ..conftest import chromium_command, need_program, serve
 
 
 def test_routes_over_http1() -> None:
@@ -151,25 +151,10 @@ class DevTools:
 
 @pytest.fixture
 def chromium_devtools() -> Iterator[DevTools]:
-    chromium = need_program("chromium", "chromium-browser")
+    need_program("chromium", "chromium-browser")  # (skips before anything starts)
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--ignore-certificate-errors",
-                "--remote-debugging-port=0",
-                f"--user-data-dir={profile}",
-                "about:blank",
-            ],
+            chromium_command(profile, "--ignore-certificate-errors", "--remote-debugging-port=0", "about:blank"),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

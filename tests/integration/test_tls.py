@@ -40,7 +40,7 @@ from websockets.asyncio.client import connect as ws_connect
 from heron.config import Config, SettingError
 from heron.tls import TLSSetupError, create_ssl_context, rfc4514_name
 
-from ..conftest import need_program, read_response, serve
+from ..conftest import chromium_command, need_program, read_response, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -649,7 +649,7 @@ def test_headless_chromium_loads_a_page_over_tls(certs: Certs) -> None:
     With HTTP/2 (once heron has it) every resource must arrive as HTTP/2 over
     one connection; until then the page is served over HTTP/1.1.
     """
-    chromium = need_program("chromium", "chromium-browser")
+    need_program("chromium", "chromium-browser")  # (skips before anything starts)
     requests: list[tuple[str, str, Any, str]] = []
     lock = threading.Lock()
 
@@ -673,23 +673,9 @@ def test_headless_chromium_loads_a_page_over_tls(certs: Certs) -> None:
     settings = certs.tls(http2=True)
     with serve(app, **settings) as srv, tempfile.TemporaryDirectory() as profile:
         proc = subprocess.run(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                "--ignore-certificate-errors",
-                f"--user-data-dir={profile}",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                https(srv.port),
-            ],
+            chromium_command(
+                profile, "--ignore-certificate-errors", "--virtual-time-budget=10000", "--dump-dom", https(srv.port)
+            ),
             capture_output=True,
             timeout=60,
         )

@@ -31,7 +31,7 @@ from fastapi import FastAPI, WebSocket, WebSocketDisconnect  # module level: Fas
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from ..conftest import RunningServer, need_program, read_response, serve
+from ..conftest import RunningServer, chromium_command, need_program, read_response, serve
 from ..rawclients import (
     OP_BINARY,
     OP_CLOSE,
@@ -1382,7 +1382,7 @@ ws.onerror = () => { document.title = "error"; fetch("/result?msg=ERROR"); };
 
 
 def test_headless_chromium_page_talks_to_heron() -> None:
-    chromium = need_program("chromium", "chromium-browser")
+    need_program("chromium", "chromium-browser")  # (skips before anything starts)
     events = Events()
     port_box: list[int] = []
     session_over: dict[str, asyncio.Event] = {}  # created in the server's loop
@@ -1429,21 +1429,7 @@ def test_headless_chromium_page_talks_to_heron() -> None:
     with serve(app) as srv, tempfile.TemporaryDirectory() as profile:
         port_box.append(srv.port)
         proc = subprocess.Popen(
-            [
-                chromium,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
-                f"--user-data-dir={profile}",
-                "--dump-dom",
-                srv.url + "/",
-            ],
+            chromium_command(profile, "--dump-dom", srv.url + "/"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
