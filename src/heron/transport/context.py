@@ -2,9 +2,10 @@
 
 One :class:`ServerContext` per :class:`heron.server.Server`. It also runs the
 housekeeping tick: every half second it refreshes the cached clock and
-``Date`` header and fires connection deadlines (header, keep-alive and write
-timeouts) and those of WebSocket sessions (``timers``: ping, closing
-handshake). One timer for the whole server is far cheaper than a timer handle
+``Date`` header and fires the deadlines that came due (``deadlines``, the
+timing wheel of :mod:`heron.transport.deadlines`: header, keep-alive, write and
+body timeouts of connections and streams, WebSocket pings and closing
+handshakes). One timer for the whole server is far cheaper than a timer handle
 per request; the price is a timeout precision of half a second (never early,
 up to half a second late).
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi.proxy import ProxyTrust
 from ..protocol.http1 import H1Limits
+from .deadlines import TICK, Deadlines
 
 if TYPE_CHECKING:
     from ..accesslog import RequestObserver
@@ -29,7 +31,6 @@ if TYPE_CHECKING:
     from ..config import Config
     from ..metrics import Metrics
 
-TICK = 0.5
 _EAGER = sys.version_info >= (3, 12)
 
 error_logger = logging.getLogger("heron.error")
@@ -56,9 +57,8 @@ class ServerContext:
         self.root_path = config.root_path
         self.lifespan_state: dict[str, Any] | None = None
         self.connections: set[Any] = set()
-        #: other objects with a ``deadline`` and ``on_deadline()`` for the tick to fire:
-        #: open WebSocket sessions (one HTTP/2 connection may carry many)
-        self.timers: set[Any] = set()
+        #: every deadline of the server's connections, streams and sessions
+        self.deadlines = Deadlines()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
         self.limit_concurrency = config.limit_concurrency
@@ -124,12 +124,10 @@ class ServerContext:
         # one TICK: a deadline is due a TICK after it reads, so that a timeout
         # never fires early (it fires up to half a second late instead).
         due = now - TICK
-        expired = [c for c in self.connections if 0 < c.deadline <= due]
-        if self.timers:
-            expired += [t for t in self.timers if 0 < t.deadline <= due]
-        for connection in expired:
+        deadlines = self.deadlines
+        for owner in deadlines.expire(due):
             try:
-                connection.on_deadline()
+                deadlines.fire(owner, due)
             except Exception:  # pragma: no cover - defensive: a timer must not die
                 error_logger.exception("Error while timing out a connection")
         self._tick_handle = self.loop.call_later(TICK, self._tick)

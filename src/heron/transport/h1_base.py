@@ -54,6 +54,7 @@ class H1ProtocolBase(asyncio.Protocol):
         "peer",
         "deadline",
         "deadline_kind",
+        "deadline_slot",
         "writing_paused",
         "_drain_waiter",
         "_reading_paused_by",
@@ -89,6 +90,7 @@ class H1ProtocolBase(asyncio.Protocol):
         self.proxied: ConnectionAddresses | None = None
         self.deadline = 0.0
         self.deadline_kind = NO_DEADLINE
+        self.deadline_slot = 0  # (the wheel's: see heron.transport.deadlines)
         self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused_by = 0  # PAUSED_BY_* bits: why reading is paused
@@ -131,15 +133,21 @@ class H1ProtocolBase(asyncio.Protocol):
 
         def refuse(self, status: int) -> None: ...  # (heron.transport.h1_response)
 
+        def on_deadline(self, kind: int) -> None: ...  # (heron.transport.http1)
+
     # --- deadline, reading paused, closing ----------------------------------------
 
     def _set_deadline(self, kind: int, timeout: float) -> None:
+        """A deadline ``timeout`` seconds from now (0: no deadline)."""
         if timeout:
-            self.deadline = self.ctx.clock + timeout
-            self.deadline_kind = kind
+            self.ctx.deadlines.arm(self, kind, self.ctx.clock + timeout)
         else:
-            self.deadline = 0.0
-            self.deadline_kind = NO_DEADLINE
+            self.ctx.deadlines.clear(self)
+
+    def _clear_deadline(self, kind: int) -> None:
+        """No more deadline, if the one set is of ``kind``."""
+        if self.deadline_kind == kind:
+            self.ctx.deadlines.clear(self)
 
     def _pause_reading(self, reason: int) -> None:
         if not self._reading_paused_by and not self._closed:
@@ -171,7 +179,7 @@ class H1ProtocolBase(asyncio.Protocol):
     def _close(self) -> None:
         if not self._closed:
             self._closed = True
-            self.deadline = 0.0
+            self.ctx.deadlines.clear(self)
             self.transport.close()
         cycle = self.cycle
         if cycle is not None:

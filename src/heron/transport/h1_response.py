@@ -153,15 +153,13 @@ class H1ResponseWriter(H1ProtocolBase):
     def wait_for_body(self, waiting: bool) -> None:
         """Arm (True) or clear the ``timeout_request_body`` deadline (a write
         deadline, armed while the client reads slowly, is left alone)."""
-        kind = self.deadline_kind
         if waiting:
             timeout = self.ctx.config.timeout_request_body
+            kind = self.deadline_kind
             if timeout and (kind == NO_DEADLINE or kind == BODY_DEADLINE) and not self._closed:
-                self.deadline = self.ctx.clock + timeout
-                self.deadline_kind = BODY_DEADLINE
-        elif kind == BODY_DEADLINE:
-            self.deadline = 0.0
-            self.deadline_kind = NO_DEADLINE
+                self.ctx.deadlines.arm(self, BODY_DEADLINE, self.ctx.clock + timeout)
+        else:
+            self._clear_deadline(BODY_DEADLINE)
 
     def send_early_hint(self, links: list[bytes]) -> None:
         """103 Early Hints (RFC 8297), one Link field per link."""
@@ -278,9 +276,7 @@ class H1ResponseWriter(H1ProtocolBase):
             loop.remove_writer(fd)
             if self._drain_waiter is waiter:
                 self._drain_waiter = None
-            if self.deadline_kind == WRITE_DEADLINE:
-                self.deadline = 0.0
-                self.deadline_kind = NO_DEADLINE
+            self._clear_deadline(WRITE_DEADLINE)
         return not self._closed
 
     # --- cycle transitions -------------------------------------------------------
@@ -323,12 +319,7 @@ class H1ResponseWriter(H1ProtocolBase):
         if ctx.shutting_down:
             self._close()
             return
-        if ctx.timeout_keep_alive:
-            self.deadline = ctx.clock + ctx.timeout_keep_alive
-            self.deadline_kind = KEEP_ALIVE_DEADLINE
-        else:
-            self.deadline = 0.0
-            self.deadline_kind = NO_DEADLINE
+        self._set_deadline(KEEP_ALIVE_DEADLINE, ctx.timeout_keep_alive)
         if self._reading_paused_by:
             self._resume_reading(PAUSED_BY_BODY | PAUSED_BY_PIPELINE)
         if pipelined or self._eof:

@@ -49,7 +49,7 @@ class H1Upgrades(H1ProtocolBase):
             self._close()
             return
         self._closed = True  # this protocol is done; the transport now belongs to the WebSocket
-        self.deadline = 0.0
+        self.ctx.deadlines.drop(self)
         self.ctx.connections.discard(self)
         client, scheme, peer = self.client, self.scheme, self.peer
         if request.forwarded and self.proxy is not None:
@@ -125,7 +125,7 @@ class H1Upgrades(H1ProtocolBase):
         from .http2 import H2Protocol
 
         self._closed = True  # the transport now belongs to the HTTP/2 protocol
-        self.deadline = 0.0
+        self.ctx.deadlines.drop(self)
         self.ctx.connections.discard(self)
         H2Protocol.take_over(
             self.ctx,

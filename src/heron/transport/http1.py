@@ -50,7 +50,6 @@ from .h1_base import (
     HEADER_DEADLINE,
     KEEP_ALIVE_DEADLINE,
     MAX_DRAIN,
-    NO_DEADLINE,
     PAUSED_BY_PIPELINE,
     PAUSED_BY_TURN,
     WRITE_DEADLINE,
@@ -113,7 +112,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.ctx.connections.discard(self)
-        self.deadline = 0.0
+        self.ctx.deadlines.drop(self)
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
@@ -161,9 +160,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.deadline_kind == WRITE_DEADLINE:
-            self.deadline = 0.0
-            self.deadline_kind = NO_DEADLINE
+        self._clear_deadline(WRITE_DEADLINE)
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -235,8 +232,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
 
     def _on_request(self, request: Request) -> None:
         ctx = self.ctx
-        self.deadline = 0.0
-        self.deadline_kind = NO_DEADLINE
+        ctx.deadlines.clear(self)
         self._head_written = False
         self._awaiting_continue = request.expect_continue
         method = _METHODS.get(request.method) or request.method.decode("ascii")
@@ -304,10 +300,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
 
     # --- lifecycle ---------------------------------------------------------------
 
-    def on_deadline(self) -> None:
-        kind = self.deadline_kind
-        self.deadline = 0.0
-        self.deadline_kind = NO_DEADLINE
+    def on_deadline(self, kind: int) -> None:
         if self._closed:
             return
         if kind == HEADER_DEADLINE and self.cycle is None and self.conn.buffered and not self._draining:

@@ -96,6 +96,7 @@ class H2Protocol(asyncio.Protocol):
         self.peer = ""
         self.deadline = 0.0
         self.deadline_kind = _NO_DEADLINE
+        self.deadline_slot = 0  # (the wheel's: see heron.transport.deadlines)
         self.writing_paused = False
         self.closed = False
         #: the scheduled flush (streams check it before asking for one)
@@ -277,7 +278,7 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.deadline = 0.0
+        self.ctx.deadlines.drop(self)
         self.ctx.connections.discard(self)
         for stream in list(self.streams.values()):
             stream.lost()
@@ -424,32 +425,24 @@ class H2Protocol(asyncio.Protocol):
             # the usual cases (twice per request): streams in flight, or none
             if self.streams:
                 if self.deadline_kind != _NO_DEADLINE:
-                    self.deadline = 0.0
-                    self.deadline_kind = _NO_DEADLINE
+                    self.ctx.deadlines.clear(self)
                 return
             if self.deadline_kind == _IDLE_DEADLINE:
                 return
-        config = self.ctx.config
-        timeout = config.timeout_write
+        ctx = self.ctx
+        timeout = ctx.config.timeout_write
         if self.writing_paused and timeout:
             if self.deadline_kind != _WRITE_DEADLINE:
-                self.deadline = self.ctx.clock + timeout
-                self.deadline_kind = _WRITE_DEADLINE
+                ctx.deadlines.arm(self, _WRITE_DEADLINE, ctx.clock + timeout)
         elif self.core.blocked and timeout:
-            self.deadline = min(self.core.blocked.values()) + timeout
-            self.deadline_kind = _WINDOW_DEADLINE
-        elif not self.streams and self.ctx.timeout_keep_alive:
+            ctx.deadlines.arm(self, _WINDOW_DEADLINE, min(self.core.blocked.values()) + timeout)
+        elif not self.streams and ctx.timeout_keep_alive:
             if self.deadline_kind != _IDLE_DEADLINE:
-                self.deadline = self.ctx.clock + self.ctx.timeout_keep_alive
-                self.deadline_kind = _IDLE_DEADLINE
+                ctx.deadlines.arm(self, _IDLE_DEADLINE, ctx.clock + ctx.timeout_keep_alive)
         else:
-            self.deadline = 0.0
-            self.deadline_kind = _NO_DEADLINE
+            ctx.deadlines.clear(self)
 
-    def on_deadline(self) -> None:
-        kind = self.deadline_kind
-        self.deadline = 0.0
-        self.deadline_kind = _NO_DEADLINE
+    def on_deadline(self, kind: int) -> None:
         if self.closed:
             return
         if kind == _WRITE_DEADLINE:
@@ -521,7 +514,7 @@ class H2Protocol(asyncio.Protocol):
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.deadline = 0.0
+            self.ctx.deadlines.clear(self)
             self.transport.close()
 
     def log_access(self, stream: H2StreamBase, status: int, size: int) -> None:

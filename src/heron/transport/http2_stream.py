@@ -42,6 +42,8 @@ EXTENSIONS = ("http.response.trailers", "http.response.early_hint", "http.respon
 EXTENSIONS_PUSH = EXTENSIONS + ("http.response.push",)
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 _REASONS = {408: b"Request Timeout", 413: b"Content Too Large"}
+#: a stream's only deadline: timeout_request_body with the app waiting for body bytes
+BODY_DEADLINE = 1
 
 
 class H2StreamOwner(Protocol):
@@ -155,7 +157,7 @@ class H2StreamBase:
 class H2Stream(H2StreamBase):
     """One request/response stream: the :class:`~heron.asgi.http.HTTPStream` of its cycle."""
 
-    __slots__ = ("cycle", "_head_sent", "_request_complete", "budget", "deadline")
+    __slots__ = ("cycle", "_head_sent", "_request_complete", "budget", "deadline", "deadline_kind", "deadline_slot")
 
     #: no zero-copy file sending on HTTP/2 (pathsend reads the file in a thread)
     send_file: Callable[[int, int, int], Awaitable[None]] | None = None
@@ -174,8 +176,10 @@ class H2Stream(H2StreamBase):
         self._request_complete = request_complete
         #: the connection's: every stream's unread body is charged to it
         self.budget = proto.budget
-        #: timeout_request_body while the app waits for body (the stream is in ctx.timers then)
+        #: timeout_request_body while the app waits for body (in ctx.deadlines then)
         self.deadline = 0.0
+        self.deadline_kind = 0
+        self.deadline_slot = 0
 
     def answer_without_app(self, status: int, body: bytes, extra_headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         """Answer ``status`` with a text/plain ``body`` and run no app (a request
@@ -304,21 +308,16 @@ class H2Stream(H2StreamBase):
         self.start_response(status, TEXT_HEADERS + [(b"content-length", b"%d" % len(body))], body, False)
 
     def wait_for_body(self, waiting: bool) -> None:
-        proto = self.proto
-        timers = proto.ctx.timers
+        ctx = self.proto.ctx
         if waiting:
-            timeout = proto.ctx.config.timeout_request_body
+            timeout = ctx.config.timeout_request_body
             if timeout and not self._finished:
-                self.deadline = proto.ctx.clock + timeout
-                timers.add(self)
+                ctx.deadlines.arm(self, BODY_DEADLINE, ctx.clock + timeout)
         elif self.deadline:
-            self.deadline = 0.0
-            timers.discard(self)
+            ctx.deadlines.drop(self)  # (streams are short-lived: out of the wheel at once)
 
-    def on_deadline(self) -> None:
+    def on_deadline(self, kind: int) -> None:
         """timeout_request_body passed with the app waiting for body bytes."""
-        self.deadline = 0.0
-        self.proto.ctx.timers.discard(self)
         if not self._finished:
             self.proto.ctx.log_bad_request(self.proto.peer, "HTTP/2 request body not received in time", 408)
             self.cycle.refuse_body(408)

@@ -35,6 +35,8 @@ from .ws_session import WebSocketSession
 if TYPE_CHECKING:
     from ..protocol.http1 import Request
 
+_WRITE_DEADLINE = 1  # (its only deadline)
+
 
 class WebSocketProtocol(asyncio.Protocol):
     __slots__ = (
@@ -44,6 +46,8 @@ class WebSocketProtocol(asyncio.Protocol):
         "session",
         "peer",
         "deadline",
+        "deadline_kind",
+        "deadline_slot",
         "writing_paused",
         "_drain_waiter",
         "_closed",
@@ -61,8 +65,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self.session: WebSocketSession = None  # type: ignore[assignment]
         self.peer = ""
         #: the ``timeout_write`` deadline while writing is paused (0: none);
-        #: the session's own deadlines (ping, closing handshake) are in ctx.timers
+        #: the session keeps its own deadlines (ping, closing handshake)
         self.deadline = 0.0
+        self.deadline_kind = 0
+        self.deadline_slot = 0
         self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -128,7 +134,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self.deadline = 0.0
+        self.ctx.deadlines.drop(self)
         self.ctx.connections.discard(self)
         self.session.lost()
         waiter = self._drain_waiter
@@ -143,11 +149,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self.writing_paused = True
         timeout = self.ctx.config.timeout_write
         if timeout:
-            self.deadline = self.ctx.clock + timeout
+            self.ctx.deadlines.arm(self, _WRITE_DEADLINE, self.ctx.clock + timeout)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        self.deadline = 0.0
+        self.ctx.deadlines.clear(self)
         waiter = self._drain_waiter
         if waiter is not None:
             self._drain_waiter = None
@@ -244,10 +250,9 @@ class WebSocketProtocol(asyncio.Protocol):
 
     # --- connection API (ctx.connections) ---------------------------------------
 
-    def on_deadline(self) -> None:
+    def on_deadline(self, kind: int) -> None:
         """``timeout_write`` passed with writing paused (also after close(), which
         waits for the write buffer to empty): drop the connection."""
-        self.deadline = 0.0
         if self.writing_paused:
             error_logger.info("Closing WebSocket from %s: client stopped reading", self.peer)
             self._closed = True

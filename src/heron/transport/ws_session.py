@@ -2,7 +2,7 @@
 
 A WebSocket runs over an HTTP/1.1 connection after an Upgrade
 (:class:`~heron.transport.websocket.WebSocketProtocol`) or over one HTTP/2
-stream (:class:`~heron.transport.http2.H2WebSocket`, RFC 8441). The two differ
+stream (:class:`~heron.transport.http2_websocket.H2WebSocket`, RFC 8441). The two differ
 only in how bytes go out, how reading pauses and how the connection or stream
 ends; those are the :class:`WebSocketLink` a carrier provides. Everything else
 lives here, so both carriers behave the same:
@@ -50,10 +50,10 @@ lives here, so both carriers behave the same:
   RFC 6455 5.5.1 permits ("MAY delay sending a Close frame until its current
   message is sent") and what Autobahn's 3.2, 4.x, 5.15 and 7.1.6 check.
 
-Deadlines use the server's housekeeping tick (see
-:mod:`heron.transport.context`): an open session sits in ``ctx.timers`` with
-a ``deadline`` and ``on_deadline()``, like a connection does in
-``ctx.connections``. Nothing here arms an asyncio timer per session.
+Deadlines (ping, pong, closing handshake, drain) are kept in the server's
+timing wheel, ``ctx.deadlines`` (see :mod:`heron.transport.deadlines`), like
+those of connections and streams. Nothing here arms an asyncio timer per
+session.
 """
 
 from __future__ import annotations
@@ -179,6 +179,7 @@ class WebSocketSession:
         "ended",
         "deadline",
         "deadline_kind",
+        "deadline_slot",
         "_ping_interval",
         "_pending",
         "_early_eof",
@@ -207,6 +208,7 @@ class WebSocketSession:
         self.ended = False
         self.deadline = 0.0
         self.deadline_kind = _NO_DEADLINE
+        self.deadline_slot = 0  # (the wheel's: see heron.transport.deadlines)
         self._ping_interval = ctx.config.ws_ping_interval or 0.0
         self._pending = bytearray()  # bytes that arrived before the handshake was answered
         self._early_eof = False
@@ -237,8 +239,7 @@ class WebSocketSession:
         conn.receive_data(data)
         kind = self.deadline_kind
         if kind == _PING_DUE or kind == _PONG_DUE:  # any frame shows the peer is alive
-            self.deadline = self.ctx.clock + self._ping_interval
-            self.deadline_kind = _PING_DUE
+            self.ctx.deadlines.arm(self, _PING_DUE, self.ctx.clock + self._ping_interval)
         self._process()
 
     def receive_eof(self) -> None:
@@ -410,7 +411,6 @@ class WebSocketSession:
                 extension_header, params = agreed
         self.link.send_handshake(self.handshake, subprotocol, extension_header, headers)
         self.conn = conn = WebSocketConnection(max_message_size=config.ws_max_size, deflate=params, clock=ctx.loop.time)
-        ctx.timers.add(self)
         self._schedule_ping()
         if ctx.shutting_down:
             # accepted while the server stops: the session ends at once (1001),
@@ -476,22 +476,16 @@ class WebSocketSession:
     # --- deadlines ------------------------------------------------------------------
 
     def _set_deadline(self, kind: int, timeout: float) -> None:
-        self.deadline = self.ctx.clock + timeout
-        self.deadline_kind = kind
+        self.ctx.deadlines.arm(self, kind, self.ctx.clock + timeout)
 
     def _schedule_ping(self) -> None:
         interval = self._ping_interval
         if interval:
-            self.deadline = self.ctx.clock + interval
-            self.deadline_kind = _PING_DUE
+            self._set_deadline(_PING_DUE, interval)
         else:
-            self.deadline = 0.0
-            self.deadline_kind = _NO_DEADLINE
+            self.ctx.deadlines.clear(self)
 
-    def on_deadline(self) -> None:
-        kind = self.deadline_kind
-        self.deadline = 0.0
-        self.deadline_kind = _NO_DEADLINE
+    def on_deadline(self, kind: int) -> None:
         conn = self.conn
         if self.ended or conn is None:
             return
@@ -520,9 +514,7 @@ class WebSocketSession:
     def _end(self) -> None:
         if not self.ended:
             self.ended = True
-            self.deadline = 0.0
-            self.deadline_kind = _NO_DEADLINE
-            self.ctx.timers.discard(self)
+            self.ctx.deadlines.drop(self)
 
     def _close_link(self) -> None:
         if not self.ended:
