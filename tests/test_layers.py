@@ -31,6 +31,7 @@ LAYERS = [
     ("heron.systemd", 5),
     ("heron.settings_docs", 5),
     ("heron.server", 6),
+    ("heron.worker", 7),  # a --workers process (the supervisor imports it, never the reverse)
     ("heron.supervisor", 7),
     ("heron.cli", 8),
     ("heron.__main__", 8),

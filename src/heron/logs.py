@@ -16,6 +16,10 @@ uvicorn's names are honoured as aliases, both ways:
   or a filter that rejects it. So a log config or an app written for uvicorn
   (``logging.getLogger("uvicorn.access").addFilter(...)``) keeps working.
 
+Log files (a ``logging.FileHandler`` of a ``--log-config`` file, or one the
+app added) are reopened on SIGUSR1 (:func:`reopen_log_files`), so logrotate
+can move them away and signal heron instead of copying and truncating them.
+
 heron never disables loggers it did not create (``disable_existing_loggers``
 is false unless a ``--log-config`` file says otherwise), and
 ``--no-configure-logging`` leaves logging entirely to the app.
@@ -349,12 +353,38 @@ def configure_logging(level: str = "info", access_log: bool = True) -> None:
     setup_logging(Config(log_level=level, access_log=access_log))
 
 
+def reopen_log_files() -> int:
+    """Close and reopen the file of every ``logging.FileHandler`` (SIGUSR1):
+    after logrotate renamed a log file, records go to a new file of the old
+    name. Returns how many files were reopened."""
+    loggers = [logging.getLogger()] + [
+        logger for logger in logging.Logger.manager.loggerDict.values() if isinstance(logger, logging.Logger)
+    ]
+    seen: set[int] = set()
+    reopened = 0
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler) or id(handler) in seen:
+                continue
+            seen.add(id(handler))
+            handler.acquire()
+            try:
+                if handler.stream is not None:  # (delay=True: not opened yet)
+                    handler.stream.close()
+                    handler.stream = handler._open()
+                    reopened += 1
+            finally:
+                handler.release()
+    return reopened
+
+
 __all__ = [
     "TRACE",
     "setup_logging",
     "configure_logging",
     "default_config",
     "install_aliases",
+    "reopen_log_files",
     "load_log_config",
     "DefaultFormatter",
     "AccessFormatter",

@@ -186,6 +186,17 @@ def render(snap: dict[str, Any], workers: int | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+#: the snapshot figures that are gauges (a state now), not counters
+GAUGES = ("in_flight", "websockets_open", "connections_open")
+
+
+def counters_only(snap: dict[str, Any]) -> dict[str, Any]:
+    """``snap`` with its gauges at zero: what a worker that is gone still adds to
+    the totals (it counted those requests; it holds no connection any more)."""
+    empty = Metrics().snapshot()
+    return {key: empty[key] if key in GAUGES else value for key, value in snap.items()}
+
+
 def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     """Add up several workers' snapshots (counters, histogram and gauges alike)."""
     total: dict[str, Any] = Metrics().snapshot()

@@ -28,7 +28,7 @@ from .asgi.lifespan import Lifespan, LifespanFailure
 from .asgi.proxy import ProxyTrust
 from .config import Config, Listener, parse_bind
 from .importer import AppLoadError, load_app
-from .logs import TRACE
+from .logs import TRACE, reopen_log_files
 from .metrics import Health, Metrics, metrics_app
 from .systemd import Notifier, activated_sockets
 from .transport.context import ConnectionAddresses, ServerContext
@@ -361,9 +361,11 @@ class Server:
         if threading.current_thread() is not threading.main_thread():
             return None
         installed = []
-        for sig in self.stop_signals:
+        handlers: list[tuple[int, Callable[[int], None]]] = [(sig, self._on_signal) for sig in self.stop_signals]
+        handlers.append((signal.SIGUSR1, self._on_reopen_logs))
+        for sig, handler in handlers:
             try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
+                loop.add_signal_handler(sig, handler, sig)
                 installed.append(sig)
             except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
                 pass
@@ -373,6 +375,12 @@ class Server:
                 loop.remove_signal_handler(sig)
 
         return restore
+
+    def _on_reopen_logs(self, sig: int) -> None:
+        """SIGUSR1: reopen log files (after logrotate moved them)."""
+        reopened = reopen_log_files()
+        if not self.worker:  # (a worker's supervisor says it for all of them)
+            logger.info("SIGUSR1: reopened %d log file(s)", reopened)
 
     def _on_signal(self, sig: int) -> None:
         self._signal_count += 1
@@ -457,10 +465,13 @@ def log_banner(
         logger.info("Press CTRL+C to quit")
 
 
-def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:
+def bind_all(config: Config, unix_paths: list[str], listen: bool = True) -> list[socket.socket]:
     """One listening socket per address (``bind``, or ``host``/``port``/``uds``/``fd``),
-    or the sockets systemd passed (socket activation) instead; all or none: an address that fails closes the ones already bound. The UNIX
-    socket files created are appended to ``unix_paths`` (to remove at exit)."""
+    or the sockets systemd passed (socket activation) instead; all or none: an
+    address that fails closes the ones already bound. The UNIX socket files
+    created are appended to ``unix_paths`` (to remove at exit). ``--reuse-port``
+    sets SO_REUSEPORT on TCP sockets; ``listen=False`` leaves those bound but not
+    listening (the supervisor holds the port while each worker listens on its own)."""
     activated = activated_sockets()
     if activated:  # systemd bound them (heron.socket): they replace --host/--port/--uds/--fd/--bind
         return activated
@@ -468,7 +479,7 @@ def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:
     created: list[str] = []
     try:
         for listener in config.listeners:
-            bound.append(bind_listener(listener, config.backlog))
+            bound.append(bind_listener(listener, config.backlog, config.reuse_port, listen))
             if listener.kind == "unix":
                 created.append(listener.path)
     except BaseException:
@@ -482,8 +493,9 @@ def bind_all(config: Config, unix_paths: list[str]) -> list[socket.socket]:
     return bound
 
 
-def bind_listener(listener: Listener, backlog: int) -> socket.socket:
-    """A listening, non-blocking socket for one address; OSError names the address."""
+def bind_listener(listener: Listener, backlog: int, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A listening, non-blocking socket for one address; OSError names the address.
+    ``reuse_port``: SO_REUSEPORT on a TCP socket, and ``listen=False`` binds it only."""
     if listener.kind == "fd":
         sock = socket.socket(fileno=listener.fd)
         sock.setblocking(False)
@@ -503,6 +515,8 @@ def bind_listener(listener: Listener, backlog: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # as asyncio does: [::] is IPv6 only, so it can be bound next to 0.0.0.0
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
@@ -511,6 +525,8 @@ def bind_listener(listener: Listener, backlog: int) -> socket.socket:
         except OSError as exc:
             sock.close()
             raise OSError(f"Could not bind to {listener}: {exc.strerror}") from None
+        if reuse_port and not listen:
+            return sock  # (a bound socket outside the kernel's group of listeners)
     sock.listen(backlog)
     sock.setblocking(False)
     return sock

@@ -15,8 +15,12 @@ so a worker whose loop is stuck (a blocking call in the app) is noticed:
   and replaced;
 * ``metrics``: with ``--metrics-bind`` the supervisor owns the metrics
   listener and, per scrape, asks every worker for its counters and adds them
-  up;
+  up; ``final``: a stopping worker's last counters. The supervisor keeps what
+  the workers that are gone counted (their counters, not their gauges), so a
+  total in ``/metrics`` never goes backwards when a worker is replaced;
 * end of file: the supervisor is gone, so the worker shuts down gracefully.
+
+(The worker's side is :mod:`heron.worker`.)
 
 Lifecycle:
 
@@ -26,6 +30,18 @@ Lifecycle:
   10 s) rather than in a tight loop.
 * ``--limit-max-requests``: a worker that served its share shuts down
   gracefully and is replaced.
+* Recycling: ``--workers-lifetime`` (plus a random 0-10% per worker) and
+  ``--workers-max-rss`` (resident memory, read from ``/proc`` every second)
+  replace a worker the way a rolling restart does: a new worker first, the old
+  one retired once the new one is ready, so nothing is dropped. Replacements
+  (these and SIGHUP's) happen one at a time.
+* ``--reuse-port``: the supervisor binds each TCP address with SO_REUSEPORT but
+  does not listen on it (it only holds the port); every worker listens on a
+  socket of its own for the same address, and the kernel spreads new
+  connections evenly between them. When such a worker stops, connections that
+  were still in its own accept queue are reset by the kernel unless
+  ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+): shared sockets (the default)
+  drop nothing in a restart.
 * SIGINT/SIGTERM: SIGTERM to every worker, which finishes its in-flight
   requests (``--timeout-graceful-shutdown``) and runs lifespan shutdown; a
   worker still alive 5 s after that timeout is killed. A second signal asks
@@ -33,6 +49,7 @@ Lifecycle:
   a terminal reaches the whole process group, and the supervisor decides.
 * SIGHUP: rolling restart, one worker at a time, each old worker retired only
   once its replacement is ready. SIGTTIN / SIGTTOU: one worker more / fewer.
+  SIGUSR1: reopen log files (the supervisor's, and every worker's).
 
 ``--reload`` runs one worker under the same supervisor and polls the watched
 files (``--reload-dir``, default the working directory; ``*.py`` plus
@@ -49,14 +66,15 @@ import fnmatch
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import socket
-import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .config import Config, parse_bind
-from .metrics import Metrics, merge, render
+from .config import Config, Listener, parse_bind
+from .logs import reopen_log_files
+from .metrics import counters_only, merge, render
 from .server import (
     STARTUP_FAILURE,
     MetricsListener,
@@ -69,6 +87,7 @@ from .server import (
     socket_url,
 )
 from .systemd import Notifier
+from .worker import worker_main
 
 logger = logging.getLogger("heron.error")
 
@@ -78,6 +97,8 @@ KILL_MARGIN = 5.0
 MAX_RESTART_DELAY = 10.0
 #: how long a scrape waits for each worker's counters
 METRICS_TIMEOUT = 2.0
+#: --workers-lifetime: each worker lives up to this fraction longer, at random
+LIFETIME_JITTER = 0.1
 
 DEFAULT_RELOAD_INCLUDES = ("*.py",)
 DEFAULT_RELOAD_EXCLUDES = (".*", "*.py[cod]", ".sw.*", "~*", "__pycache__")
@@ -89,7 +110,9 @@ def run(config: Config) -> int:
     workers = config.workers or 1
     if not config.reload and (config.reload_dirs or config.reload_includes or config.reload_excludes):
         logger.warning("--reload-dir/--reload-include/--reload-exclude have no effect without --reload")
-    if not config.reload and workers == 1:
+    # recycling replaces a worker without a gap: that takes a supervisor, even for one
+    recycled = config.workers_lifetime is not None or config.workers_max_rss is not None
+    if not config.reload and workers == 1 and not recycled:
         server = Server(config)
         server.notifier = Notifier.from_environ()
         return run_server(config, server)
@@ -104,6 +127,17 @@ def run(config: Config) -> int:
     return Supervisor(config).run()
 
 
+def resident_memory(pid: int) -> int | None:
+    """The resident memory of process ``pid`` in bytes (0: it is gone; None: this
+    system has no ``/proc/PID/statm``, which Linux has)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return 0 if os.path.exists("/proc/self/statm") else None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 class _Worker:
     """The supervisor's handle on one worker process."""
 
@@ -114,7 +148,11 @@ class _Worker:
         self.exited = asyncio.get_running_loop().create_future()
         self.ping_sent: float | None = None
         self.retiring = False  # asked to stop: its exit is expected, not replaced
+        self.replacing = False  # a replacement is being started (recycling)
+        self.retire_at: float | None = None  # --workers-lifetime: loop time to be replaced
         self.metrics_waiters: list[asyncio.Future[Any]] = []
+        #: the latest counters it sent (used when it doesn't answer, and once it is gone)
+        self.last_metrics: dict[str, Any] | None = None
 
     @property
     def pid(self) -> int:
@@ -148,13 +186,18 @@ class Supervisor:
         self._background: set[asyncio.Task[Any]] = set()
         self._failures = 0  # replacements in a row that failed to start
         self._started = False  # the first workers are ready: deaths are replaced from now on
+        #: what the workers that are gone counted (counters only), or None
+        self._departed_metrics: dict[str, Any] | None = None
+        self._turnover: asyncio.Lock | None = None  # one replacement at a time
+        self._rss_unsupported = False
 
     # --- process entry ----------------------------------------------------------
 
     def run(self) -> int:
         config = self.config
         try:
-            self.sockets = bind_all(config, self._unix_paths)
+            # (--reuse-port: TCP addresses bound, not listened on; see _spawn)
+            self.sockets = bind_all(config, self._unix_paths, listen=not config.reuse_port)
             if config.metrics_bind is not None:
                 listener = parse_bind(config.metrics_bind, "metrics_bind")
                 self.metrics_socket = bind_listener(listener, config.backlog)
@@ -190,6 +233,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         logger.info("Started parent process [%d]", os.getpid())
         self._stop = asyncio.Event()
+        self._turnover = asyncio.Lock()
         self._install_signals(loop)
         watcher = None
         if self.config.reload:
@@ -245,9 +289,10 @@ class Supervisor:
         parent, child = self._mp.Pipe()
         # (the supervisor keeps the shutdown delay: its workers stop when it tells them)
         worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1, shutdown_delay=0.0)
+        inherited, own = self._worker_listeners()
         process = self._mp.Process(
             target=worker_main,
-            args=(worker_config, self.sockets, child, self.config.metrics_bind is not None),
+            args=(worker_config, inherited, own, child, self.config.metrics_bind is not None),
             name="heron-worker",
         )
         process.start()
@@ -258,23 +303,48 @@ class Supervisor:
         loop.add_reader(process.sentinel, self._on_exit, worker)
         return worker
 
+    def _worker_listeners(self) -> tuple[list[socket.socket], list[Listener]]:
+        """The sockets a worker inherits, and the addresses it listens on itself
+        (``--reuse-port``: every socket the supervisor bound without listening)."""
+        inherited: list[socket.socket] = []
+        own: list[Listener] = []
+        for sock in self.sockets:
+            if sock.family != socket.AF_UNIX and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                host, port = sock.getsockname()[:2]
+                own.append(Listener("tcp", host=host, port=port))
+            else:
+                inherited.append(sock)
+        return inherited, own
+
     def _on_message(self, worker: _Worker) -> None:
         try:
             message = worker.conn.recv()
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(worker.conn.fileno())
             return
+        self._handle(worker, message)
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "ready":
             self._serves_websocket = bool(message[1])
             if not worker.ready.done():
                 worker.ready.set_result(True)
+            lifetime = self.config.workers_lifetime
+            if lifetime is not None:
+                jitter = 1.0 + random.random() * LIFETIME_JITTER  # (spreading restarts, not secrets)
+                worker.retire_at = asyncio.get_running_loop().time() + lifetime * jitter
         elif kind == "pong":
             worker.ping_sent = None
-        elif kind == "metrics" and worker.metrics_waiters:
-            waiter = worker.metrics_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(message[1])
+        elif kind == "metrics":
+            if message[1] is not None:
+                worker.last_metrics = message[1]
+            if worker.metrics_waiters:
+                waiter = worker.metrics_waiters.pop(0)
+                if not waiter.done():
+                    waiter.set_result(message[1])
+        elif kind == "final":
+            worker.last_metrics = message[1]
 
     def _on_exit(self, worker: _Worker) -> None:
         loop = asyncio.get_running_loop()
@@ -284,7 +354,17 @@ class Supervisor:
         except (OSError, ValueError):
             pass
         worker.process.join()
+        try:
+            while worker.conn.poll():  # what it sent last (its final counters) may still wait
+                self._handle(worker, worker.conn.recv())
+        except (EOFError, OSError):
+            pass
         worker.conn.close()
+        if worker.last_metrics is not None:
+            departed = [counters_only(worker.last_metrics)]
+            if self._departed_metrics is not None:
+                departed.append(self._departed_metrics)
+            self._departed_metrics = merge(departed)
         if worker in self.workers:
             self.workers.remove(worker)
         if not worker.ready.done():
@@ -366,15 +446,57 @@ class Supervisor:
             for old in list(self.workers):
                 if self._stopping:
                     return
-                new = self._spawn()
-                if not await new.ready:
+                if old.retiring:
+                    continue  # (replaced meanwhile)
+                if not await self._replace_worker(old):
                     logger.error("Rolling restart stopped: a new worker process failed to start")
                     return
-                await self._retire(old, self._grace())
             logger.info("Rolling restart done: %d worker process(es)", len(self.workers))
         finally:
             if self.notifier is not None and not self._stopping:
                 self.notifier.ready(self._status())
+
+    async def _replace_worker(self, old: _Worker) -> bool:
+        """Start a new worker, then retire ``old`` once the new one is ready
+        (one replacement at a time). False: the new one failed to start."""
+        assert self._turnover is not None
+        async with self._turnover:
+            if self._stopping or old.retiring or old not in self.workers:
+                return True  # nothing to do any more
+            new = self._spawn()
+            if not await new.ready:
+                return False
+            await self._retire(old, self._grace())
+            return True
+
+    async def _recycle(self, worker: _Worker, reason: str) -> None:
+        """--workers-lifetime / --workers-max-rss: replace ``worker`` without a gap."""
+        worker.replacing = True
+        logger.info("Replacing worker process %d: %s", worker.pid, reason)
+        try:
+            if not await self._replace_worker(worker):
+                logger.error("The new worker process failed to start; worker %d keeps serving", worker.pid)
+                if worker.retire_at is not None:
+                    worker.retire_at = asyncio.get_running_loop().time() + MAX_RESTART_DELAY  # try again later
+        finally:
+            worker.replacing = False
+
+    def _check_recycling(self, now: float) -> None:
+        """Start the replacement of each worker past its lifetime or memory limit."""
+        max_rss = self.config.workers_max_rss
+        for worker in list(self.workers):
+            if worker.retiring or worker.replacing or not worker.ready.done() or not worker.ready.result():
+                continue
+            if worker.retire_at is not None and now >= worker.retire_at:
+                self._spawn_task(self._recycle(worker, f"--workers-lifetime {self.config.workers_lifetime:g} s"))
+            elif max_rss is not None and not self._rss_unsupported:
+                rss = resident_memory(worker.pid)
+                if rss is None:
+                    self._rss_unsupported = True
+                    logger.warning("--workers-max-rss: this system has no /proc/PID/statm; the limit is not applied")
+                elif rss > max_rss * 1024 * 1024:
+                    mib = rss / (1024 * 1024)
+                    self._spawn_task(self._recycle(worker, f"resident memory {mib:.0f} MiB over --workers-max-rss"))
 
     def _status(self) -> str:
         """The STATUS= line systemd shows."""
@@ -390,6 +512,8 @@ class Supervisor:
         while True:
             await asyncio.sleep(min(1.0, timeout / 2))
             now = loop.time()
+            if not self._stopping:
+                self._check_recycling(now)
             for worker in list(self.workers):
                 if not worker.ready.done() or worker.retiring:
                     continue
@@ -429,11 +553,16 @@ class Supervisor:
                     worker.metrics_waiters.remove(waiter)
                     continue
                 waiters.append(waiter)
-        snapshots = []
         if waiters:
-            done, _ = await asyncio.wait(waiters, timeout=METRICS_TIMEOUT)
-            snapshots = [w.result() for w in done if w.result() is not None]
-        return render(merge(snapshots), workers=len(snapshots))
+            await asyncio.wait(waiters, timeout=METRICS_TIMEOUT)
+        # Every worker still here counts with its latest figures (a retiring one, or
+        # one that did not answer in time, with the last it sent), the departed with
+        # what they counted: so no total goes backwards from one scrape to the next.
+        snapshots = [w.last_metrics for w in self.workers if w.last_metrics is not None]
+        if self._departed_metrics is not None:
+            snapshots.append(self._departed_metrics)
+        answered = sum(1 for w in waiters if w.done() and w.result() is not None)
+        return render(merge(snapshots), workers=answered)
 
     # --- reload ----------------------------------------------------------------
 
@@ -463,6 +592,7 @@ class Supervisor:
             signal.SIGHUP: lambda sig: self._spawn_task(self._rolling_restart()),
             signal.SIGTTIN: self._on_more,
             signal.SIGTTOU: self._on_fewer,
+            signal.SIGUSR1: self._on_reopen_logs,
         }
         for sig, handler in handlers.items():
             loop.add_signal_handler(sig, handler, sig)
@@ -479,6 +609,12 @@ class Supervisor:
         else:
             logger.info("Stopping %d worker process(es)", len(self.workers))
         self._stop.set()
+
+    def _on_reopen_logs(self, sig: int) -> None:
+        reopened = reopen_log_files()
+        logger.info("SIGUSR1: reopened %d log file(s); asking the workers to do the same", reopened)
+        for worker in self.workers:
+            worker.signal(signal.SIGUSR1)
 
     def _on_more(self, sig: int) -> None:
         if self.config.reload or self._stopping:
@@ -550,72 +686,4 @@ class FileWatcher:
         return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))
 
 
-# --- the worker process ------------------------------------------------------------
-
-
-class _SupervisorLink:
-    """The worker's end of the pipe, served by the worker's event loop."""
-
-    def __init__(self, conn: Connection, server: Server) -> None:
-        self.conn = conn
-        self.server = server
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.conn.fileno(), self._on_message, loop)
-
-    def send(self, message: tuple[Any, ...]) -> None:
-        try:
-            self.conn.send(message)
-        except OSError:
-            pass  # the supervisor is gone; _on_message sees the end of file
-
-    def _on_message(self, loop: asyncio.AbstractEventLoop) -> None:
-        try:
-            message = self.conn.recv()
-        except (EOFError, OSError):
-            loop.remove_reader(self.conn.fileno())
-            logger.warning("Worker process %d lost its supervisor: shutting down", os.getpid())
-            self.server.shutdown()
-            return
-        if message[0] == "ping":
-            self.send(("pong",))
-        elif message[0] == "metrics":
-            metrics = self.server.metrics
-            self.send(("metrics", metrics.snapshot() if metrics is not None else None))
-
-
-def worker_main(config: Config, sockets: list[socket.socket], conn: Connection, collect_metrics: bool) -> None:
-    """Entry point of a worker process (runs in a fresh, spawned interpreter)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # see the module docstring
-    from .logs import setup_logging
-
-    try:
-        setup_logging(config)
-    except Exception as exc:  # noqa: BLE001  # already checked by the supervisor's own set-up
-        sys.stderr.write(f"heron worker: logging set-up failed: {exc}\n")
-    server = Server(config, metrics=Metrics() if collect_metrics else None)
-    server.stop_signals = (signal.SIGTERM,)
-    server.banner = False
-    server.worker = True
-    link = _SupervisorLink(conn, server)
-
-    async def main(server: Server) -> int:
-        loop = asyncio.get_running_loop()
-        link.start(loop)
-
-        def announce(_: Any) -> None:
-            if server.started.is_set():
-                logger.info("Worker process %d ready", os.getpid())
-                link.send(("ready", server.serves_websocket))
-
-        started = loop.create_task(server.started.wait())
-        started.add_done_callback(announce)
-        try:
-            return await server.serve(sockets=sockets)
-        finally:
-            started.cancel()
-
-    sys.exit(run_server(config, server, main))  # serve() reports start-up failures itself (status 3)
-
-
-__all__ = ["run", "Supervisor", "FileWatcher", "worker_main"]
+__all__ = ["run", "Supervisor", "FileWatcher"]

@@ -333,6 +333,38 @@ def test_shutdown_closes_idle_keep_alive_connections_then_runs_lifespan_shutdown
     assert events == ["lifespan.startup", "lifespan.shutdown"]
 
 
+def test_shutdown_answers_a_just_accepted_connection_s_first_request() -> None:
+    # A client that connected a moment before the shutdown and is sending its first
+    # request is answered (then closed), not cut off: it could not tell that from a
+    # failure. One that sends nothing is closed after SHUTDOWN_HEAD_GRACE.
+    from heron.transport.http1 import SHUTDOWN_HEAD_GRACE
+
+    events: list[str] = []
+    with serve(lifespan_app(events=events), lifespan="on") as srv:
+        fresh, silent, partial = srv.connect(), srv.connect(), srv.connect()
+        try:
+            partial.sendall(GET[:10])
+            time.sleep(0.1)  # all three accepted
+            srv.call(srv.server.shutdown)
+            time.sleep(0.1)
+            fresh.sendall(GET)
+            partial.sendall(GET[10:])
+            for sock in (fresh, partial):
+                status, headers, body, _ = read_response(sock)
+                assert (status, body) == (200, b"Hello, world!")
+                assert headers.get(b"connection") == b"close"
+            silent.settimeout(SHUTDOWN_HEAD_GRACE + 5)
+            started = time.monotonic()
+            assert silent.recv(100) == b""
+            assert time.monotonic() - started < SHUTDOWN_HEAD_GRACE + 3
+        finally:
+            for sock in (fresh, silent, partial):
+                sock.close()
+        srv.thread.join(10)
+    assert srv.exit_code == 0
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+
+
 def test_shutdown_failed_and_shutdown_exception_still_exit_0(errors: pytest.LogCaptureFixture) -> None:
     app = lifespan_app(on_shutdown=lambda scope: {"type": "lifespan.shutdown.failed", "message": "flush failed"})
     with serve(app, lifespan="on") as srv:

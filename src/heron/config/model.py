@@ -125,6 +125,12 @@ class Config:
     backlog: int = setting(
         2048, "Maximum number of pending connections.", section="binding", uvicorn=True, bounds=POSITIVE
     )
+    reuse_port: bool = setting(
+        False,
+        "With --workers: each worker listens on its own SO_REUSEPORT socket (TCP addresses; Linux, BSD), so the "
+        "kernel spreads new connections evenly between workers.",
+        section="binding",
+    )
 
     # --- server process -----------------------------------------------------
     workers: int | None = setting(
@@ -167,6 +173,20 @@ class Config:
         "Add a random 0..N requests to --limit-max-requests, per process, so workers don't restart together.",
         uvicorn=True,
         bounds=NOT_NEGATIVE,
+    )
+    workers_max_rss: int | None = setting(
+        None,
+        "Replace a worker whose resident memory is over this many MiB (checked every second; Linux): a new "
+        "worker starts, and the old one stops gracefully once the new one is ready.",
+        metavar="MIB",
+        bounds=POSITIVE,
+    )
+    workers_lifetime: float | None = setting(
+        None,
+        "Replace each worker after this many seconds, plus a random 0-10% so workers don't restart together: "
+        "a new worker starts, and the old one stops gracefully once the new one is ready.",
+        metavar="SECONDS",
+        bounds=SECONDS_ABOVE_0,
     )
     timeout_worker_healthcheck: float = setting(
         5.0,

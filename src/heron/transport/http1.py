@@ -59,6 +59,9 @@ from .h1_upgrade import H1Upgrades
 
 #: Pipelined bytes buffered behind a request in flight before reading pauses.
 MAX_PIPELINE_BUFFER = 64 * 1024
+#: graceful shutdown: seconds a connection has to finish sending a request head it
+#: started (or, just accepted, its first one) before it is closed
+SHUTDOWN_HEAD_GRACE = 1.0
 #: encrypted input a TLS transport buffers before it stops reading the socket
 TLS_READ_HIGH_WATER = 64 * 1024
 #: Parser events handled per turn of the event loop before the rest of a read
@@ -330,6 +333,16 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
         self._close()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close now if idle, else after the current response."""
-        if self.cycle is None and not self._draining:
-            self._close()
+        """Graceful shutdown: close now if idle between requests, else after the
+        current response. A connection whose request head has not (all) arrived,
+        typically one accepted a moment ago whose client is sending its first
+        request, gets SHUTDOWN_HEAD_GRACE seconds for it: that request is then
+        answered (``connection: close``), rather than the connection cut off with
+        the request unanswered, which a client can't tell from a failure."""
+        if self.cycle is not None or self._draining or self._closed:
+            return
+        if self.idle_keep_alive:
+            self._close()  # (a client retries a request cut off on a reused connection)
+            return
+        if self.deadline_kind != HEADER_DEADLINE or self.deadline > self.ctx.clock + SHUTDOWN_HEAD_GRACE:
+            self._set_deadline(HEADER_DEADLINE, SHUTDOWN_HEAD_GRACE)
