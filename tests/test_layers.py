@@ -29,6 +29,7 @@ LAYERS = [
     ("heron.importer", 5),
     ("heron.demo", 5),
     ("heron.systemd", 5),
+    ("heron.reloader", 5),
     ("heron.settings_docs", 5),
     ("heron.server", 6),
     ("heron.worker", 7),  # a --workers process (the supervisor imports it, never the reverse)

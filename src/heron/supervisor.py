@@ -62,7 +62,6 @@ a worker that fails to start waits for the next change instead of exiting.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import multiprocessing
 import os
@@ -75,6 +74,7 @@ from typing import Any
 from .config import Config, Listener, parse_bind
 from .logs import reopen_log_files
 from .metrics import counters_only, merge, render
+from .reloader import DEFAULT_RELOAD_EXCLUDES, DEFAULT_RELOAD_INCLUDES, FileWatcher
 from .server import (
     STARTUP_FAILURE,
     MetricsListener,
@@ -99,9 +99,6 @@ MAX_RESTART_DELAY = 10.0
 METRICS_TIMEOUT = 2.0
 #: --workers-lifetime: each worker lives up to this fraction longer, at random
 LIFETIME_JITTER = 0.1
-
-DEFAULT_RELOAD_INCLUDES = ("*.py",)
-DEFAULT_RELOAD_EXCLUDES = (".*", "*.py[cod]", ".sw.*", "~*", "__pycache__")
 
 
 def run(config: Config) -> int:
@@ -643,47 +640,4 @@ class Supervisor:
         )
 
 
-class FileWatcher:
-    """Modification times of the watched files, compared scan to scan."""
-
-    def __init__(self, dirs: Any, includes: tuple[str, ...], excludes: tuple[str, ...]) -> None:
-        self.dirs = [os.path.abspath(d) for d in dirs]
-        self.includes = includes
-        self.excludes = excludes
-        self.state: dict[str, float] = {}
-
-    def _excluded(self, name: str) -> bool:
-        return any(fnmatch.fnmatch(name, pattern) for pattern in self.excludes)
-
-    def scan(self) -> dict[str, float]:
-        found: dict[str, float] = {}
-        pending = list(self.dirs)
-        while pending:
-            directory = pending.pop()
-            try:
-                entries = list(os.scandir(directory))
-            except OSError:
-                continue
-            if directory not in self.dirs and any(entry.name == "pyvenv.cfg" for entry in entries):
-                continue  # a virtual environment: thousands of files nobody edits
-            for entry in entries:
-                name = entry.name
-                if self._excluded(name):
-                    continue
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                    elif any(fnmatch.fnmatch(name, pattern) for pattern in self.includes):
-                        found[entry.path] = entry.stat().st_mtime
-                except OSError:
-                    continue  # removed while scanning
-        return found
-
-    def changes(self) -> list[str]:
-        """Files added, removed or modified since the last call."""
-        old, new = self.state, self.scan()
-        self.state = new
-        return sorted(path for path in old.keys() | new.keys() if old.get(path) != new.get(path))
-
-
-__all__ = ["run", "Supervisor", "FileWatcher"]
+__all__ = ["run", "Supervisor"]
