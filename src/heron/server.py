@@ -363,6 +363,8 @@ class Server:
         installed = []
         handlers: list[tuple[int, Callable[[int], None]]] = [(sig, self._on_signal) for sig in self.stop_signals]
         handlers.append((signal.SIGUSR1, self._on_reopen_logs))
+        if not self.worker:
+            handlers.append((signal.SIGHUP, self._on_hangup))
         for sig, handler in handlers:
             try:
                 loop.add_signal_handler(sig, handler, sig)
@@ -375,6 +377,11 @@ class Server:
                 loop.remove_signal_handler(sig)
 
         return restore
+
+    def _on_hangup(self, sig: int) -> None:
+        """SIGHUP restarts workers; one process has none to restart, and must not die of it
+        (``systemctl reload`` of a one-process unit, a closed terminal)."""
+        logger.warning("SIGHUP ignored: a rolling restart needs workers (--workers, or a recycling setting)")
 
     def _on_reopen_logs(self, sig: int) -> None:
         """SIGUSR1: reopen log files (after logrotate moved them)."""

@@ -79,6 +79,9 @@ def worker_main(
     # SIGUSR1 (reopen log files) is forwarded by the supervisor: until the loop's
     # handler is installed it must not kill a worker that is still starting
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # SIGHUP is the supervisor's (a rolling restart); a worker that gets one too,
+    # from a closed terminal's process group, keeps serving
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from .logs import setup_logging
 
     try:

@@ -257,6 +257,18 @@ def test_sighup_restarts_every_worker(app_dir: Path) -> None:
     assert "Rolling restart done: 2 worker process(es)" in srv.stderr
 
 
+def test_sighup_does_not_stop_a_single_process(app_dir: Path) -> None:
+    port = free_port()
+    with heron_server(["wapp:app", "--port", str(port)], app_dir, port=port) as srv:
+        pid = worker_pid(port)
+        srv.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        assert srv.proc.poll() is None
+        assert worker_pid(port) == pid  # the same process, still serving
+        assert srv.stop(signal.SIGTERM, timeout=20) == 0
+    assert "SIGHUP ignored: a rolling restart needs workers" in srv.stderr
+
+
 def test_sigttin_and_sigttou_change_the_worker_count(app_dir: Path) -> None:
     port = free_port()
     with heron_server(["wapp:app", "--port", str(port), "-w", "2"], app_dir, port=port) as srv:
