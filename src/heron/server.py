@@ -321,7 +321,11 @@ class Server:
         deadline = None if timeout is None else loop.time() + timeout
         if ctx.connections or ctx.tasks:
             logger.info("Waiting for %d connection(s) to finish", len(ctx.connections))
-        while (ctx.connections or ctx.tasks) and not self.force_exit:
+
+        def accepting() -> bool:  # (--proxy-protocol: connections still reading their header)
+            return any(isinstance(srv, ProxyProtocolListener) and srv.pending for srv in servers)
+
+        while (ctx.connections or ctx.tasks or accepting()) and not self.force_exit:
             if deadline is not None and loop.time() >= deadline:
                 logger.warning(
                     "Graceful shutdown timed out after %gs: cancelling %d task(s), closing %d connection(s)",

@@ -72,3 +72,50 @@ def make_app(handler: Any) -> Any:
         await handler(scope, receive, send)
 
     return app
+
+
+async def client_info(scope: Any, receive: Any, send: Any) -> None:
+    """Answers, as JSON, who heron says the client is (``client``, ``scheme``) and which
+    process served it (``pid``, and ``ppid``: a worker's supervisor)."""
+    import os
+
+    while (await receive()).get("more_body"):
+        pass
+    info = {
+        "client": scope["client"],
+        "scheme": scope["scheme"],
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+    }
+    body = json.dumps(info).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def ws_ack(scope: Any, receive: Any, send: Any) -> None:
+    """WebSocket: answers each text message with JSON ``{"seq": n, "echo": text, "pid": ...}``,
+    ``n`` counting this session's messages from 0 (plain HTTP: ``client_info``)."""
+    import os
+
+    if scope["type"] != "websocket":
+        await client_info(scope, receive, send)
+        return
+    message = await receive()
+    assert message["type"] == "websocket.connect", message
+    await send({"type": "websocket.accept"})
+    seq = 0
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is None:
+            text = (message.get("bytes") or b"").decode("utf-8", "replace")
+        await send({"type": "websocket.send", "text": json.dumps({"seq": seq, "echo": text, "pid": os.getpid()})})
+        seq += 1

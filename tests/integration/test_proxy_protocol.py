@@ -130,6 +130,33 @@ def test_a_header_that_never_ends_times_out(proxied: int) -> None:
         assert 0.9 <= time.monotonic() - started < 4
 
 
+def test_a_connection_reading_its_header_at_shutdown_is_still_served() -> None:
+    # Accepted a moment before the shutdown, its header (and request) still on the way:
+    # answered (then closed) rather than cut off, which a load balancer can't tell
+    # from a failure (a rolling restart under HAProxy's send-proxy-v2 lost such ones).
+    with serve(apps.scope_json, proxy_protocol=True) as srv:
+        idle = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        fresh = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        try:
+            idle.sendall(v1() + GET)
+            assert read_response(idle)[0] == 200
+            header = v1()
+            fresh.sendall(header[:6])  # the listener is reading it
+            time.sleep(0.2)
+            srv.call(srv.server.shutdown)
+            assert recv_until_closed(idle) == b""  # the shutdown has begun (idle keep-alive: closed)
+            fresh.sendall(header[6:] + GET)
+            status, headers, body, _ = read_response(fresh)
+            assert status == 200 and headers[b"connection"] == b"close"
+            assert json.loads(body)["client"] == ["203.0.113.7", 56324]
+            assert recv_until_closed(fresh) == b""
+        finally:
+            idle.close()
+            fresh.close()
+        srv.thread.join(10)
+        assert not srv.thread.is_alive()
+
+
 def test_untrusted_peers_header_is_not_believed() -> None:
     with serve(apps.scope_json, proxy_protocol=True, forwarded_allow_ips="10.0.0.1") as srv:
         scope = ask(srv.port, GET)  # served as it is, its own address

@@ -27,6 +27,7 @@ from typing import Any
 from ..asgi.proxy import ProxyTrust
 from ..protocol.proxy import MAX_V1, ProxyProtocolError, parse_proxy_header
 from .context import ConnectionAddresses, format_peer
+from .http1 import SHUTDOWN_HEAD_GRACE
 
 __all__ = ["ProxyProtocolListener"]
 
@@ -62,12 +63,24 @@ class ProxyProtocolListener:
         loop.add_reader(sock.fileno(), self._accept)
 
     def close(self) -> None:
+        """Stop accepting. A connection still sending its PROXY header (accepted a
+        moment ago: the request follows) gets SHUTDOWN_HEAD_GRACE seconds more to
+        finish it, and is then served as any connection accepted before the
+        shutdown; a second call drops what is left."""
         if self._closed:
+            for reader in list(self._readers):
+                reader.close()
             return
         self._closed = True
         self._loop.remove_reader(self._sock.fileno())
         for reader in list(self._readers):
-            reader.close()
+            reader.hurry(SHUTDOWN_HEAD_GRACE)
+
+    @property
+    def pending(self) -> int:
+        """Accepted connections not handed to their protocol yet (a graceful
+        shutdown waits for them as for the others)."""
+        return len(self._readers) + len(self._handovers)
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_TURN):
@@ -167,6 +180,15 @@ class _HeaderReader:
         logger.debug("PROXY protocol from %s: %s; connection closed", format_peer(self._peer), reason)
         self._finish()
         self._conn.close()
+
+    def hurry(self, grace: float) -> None:
+        """At most ``grace`` seconds more for the header (the listener is closing)."""
+        loop = self._listener._loop
+        timer = self._timer
+        if timer is None or timer.when() > loop.time() + grace:
+            if timer is not None:
+                timer.cancel()
+            self._timer = loop.call_later(grace, self._fail, "no PROXY protocol header before the shutdown")
 
     def close(self) -> None:
         self._finish()
