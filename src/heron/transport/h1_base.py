@@ -55,6 +55,8 @@ class H1ProtocolBase(asyncio.Protocol):
         "deadline",
         "deadline_kind",
         "deadline_slot",
+        "_out",
+        "_out_size",
         "writing_paused",
         "_drain_waiter",
         "_reading_paused_by",
@@ -91,6 +93,9 @@ class H1ProtocolBase(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = NO_DEADLINE
         self.deadline_slot = 0  # (the wheel's: see heron.transport.deadlines)
+        #: small pieces of a streamed response waiting for one write (see H1ResponseWriter)
+        self._out: list[bytes] | None = None
+        self._out_size = 0
         self.writing_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._reading_paused_by = 0  # PAUSED_BY_* bits: why reading is paused
@@ -135,6 +140,8 @@ class H1ProtocolBase(asyncio.Protocol):
 
         def on_deadline(self, kind: int) -> None: ...  # (heron.transport.http1)
 
+        def _flush_out(self) -> None: ...  # (heron.transport.h1_response)
+
     # --- deadline, reading paused, closing ----------------------------------------
 
     def _set_deadline(self, kind: int, timeout: float) -> None:
@@ -178,6 +185,8 @@ class H1ProtocolBase(asyncio.Protocol):
 
     def _close(self) -> None:
         if not self._closed:
+            if self._out is not None:
+                self._flush_out()  # what the app sent goes out before the end
             self._closed = True
             self.ctx.deadlines.clear(self)
             self.transport.close()

@@ -108,7 +108,9 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
         if ctx.proxy is not None and ctx.proxy.trusts_peer(self.client):
             self.proxy = ctx.proxy
         if ctx.shutting_down:
-            self._close()
+            # accepted a moment before the listener closed: its client is sending its
+            # first request, which is answered (connection: close), as in shutdown()
+            self._set_deadline(HEADER_DEADLINE, SHUTDOWN_HEAD_GRACE)
             return
         self._set_deadline(HEADER_DEADLINE, ctx.config.timeout_request_header)
 
@@ -116,6 +118,7 @@ class H1Protocol(H1Upgrades, H1ResponseWriter):
         self._closed = True
         self.ctx.connections.discard(self)
         self.ctx.deadlines.drop(self)
+        self._out = None
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
