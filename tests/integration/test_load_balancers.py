@@ -242,6 +242,17 @@ class Load:
 SERVER_LINE = re.compile(r"^([ \t]*server\s+(\S+)\s+(127\.0\.0\.1:\d+)\s.*\b(port \d+).*)$", re.MULTILINE)
 
 
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s (a balancer that is already gone: nothing)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class HAProxy:
     def __init__(self, program: str, tmp: Path, front: int, template: str) -> None:
         self.program = program
@@ -298,13 +309,7 @@ class HAProxy:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 def test_haproxy_rolling_and_full_restarts_lose_nothing(tmp_path: Path) -> None:
@@ -407,13 +412,7 @@ class Nginx:
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)
 
 
 #: messages a WebSocket session may have sent and not yet seen acknowledged

@@ -34,6 +34,9 @@ _CLIENT_GONE = (ConnectionError, TimeoutError)
 COALESCE_LIMIT = 64 * 1024
 #: a piece at least this big is written at once (after what waits), not copied into a join
 BIG_PIECE = 16 * 1024
+#: what a waiting piece costs beyond its bytes (the bytes object and its list slot),
+#: so that a stream of 1-byte chunks is bounded by what it really holds
+PIECE_OVERHEAD = 48
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -134,11 +137,11 @@ class H1ResponseWriter(H1ProtocolBase):
             self.transport.write(data)  # (big pieces: no copy into a joined buffer)
         elif out is None:
             self._out = [data]
-            self._out_size = len(data)
+            self._out_size = len(data) + PIECE_OVERHEAD
             self.ctx.loop.call_soon(self._flush_out)
         else:
             out.append(data)
-            self._out_size += len(data)
+            self._out_size += len(data) + PIECE_OVERHEAD
             if self._out_size >= COALESCE_LIMIT:
                 self._flush_out()
 
