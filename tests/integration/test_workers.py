@@ -307,15 +307,24 @@ def test_reload_serves_the_changed_code(app_dir: Path) -> None:
         source = app_dir / "wapp.py"
 
         def edit(text: str) -> None:
-            source.write_text(text)
+            # One change, made at once: the watcher never sees the new text with the
+            # old mtime (and then again), which would reload twice
+            draft = app_dir / "wapp.py.draft"
+            draft.write_text(text)
             later = time.time() + 2  # a different mtime even on coarse file systems
-            os.utime(source, (later, later))
+            os.utime(draft, (later, later))
+            os.replace(draft, source)
 
         edit(APP_SOURCE.replace('VERSION = "v1"', 'VERSION = "v2"'))
         wait_until(lambda: _body(port).endswith("v2"), what="the reloaded app")
         # a broken edit: the supervisor stays up and waits for the next change
-        edit(APP_SOURCE + "\nthis is not python\n")
-        wait_until(lambda: len(stopped(app_dir)) == 2 and not children(srv.proc.pid), what="the broken worker to exit")
+        # (it leaves a mark before it fails, so the wait below is for the worker
+        # that ran it, not for the moment between the old worker and the new)
+        edit(APP_SOURCE + "\n(HERE / 'broken-ran').write_text('')\nraise RuntimeError('a broken edit')\n")
+        wait_until(
+            lambda: (app_dir / "broken-ran").exists() and not children(srv.proc.pid), what="the broken worker to exit"
+        )
+        assert len(stopped(app_dir)) == 2
         assert srv.proc.poll() is None
         edit(APP_SOURCE.replace('VERSION = "v1"', 'VERSION = "v3"'))
         wait_until(lambda: _body(port).endswith("v3"), what="the fixed app")
