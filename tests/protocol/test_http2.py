@@ -117,6 +117,24 @@ def test_request_events(byte_by_byte: bool) -> None:
     assert body == b"hello" and events[-1] == StreamEnded(1)
 
 
+@pytest.mark.parametrize(
+    ("fields", "forwarded"),
+    [
+        ([(b"accept", b"*/*")], False),
+        ([(b"x-forwarded-for", b"10.0.0.1")], True),
+        ([(b"x-forwarded-proto", b"https")], True),
+        ([(b"forwarded", b"for=10.0.0.1")], True),
+    ],
+)
+def test_request_says_whether_it_carries_proxy_fields(fields: list[tuple[bytes, bytes]], forwarded: bool) -> None:
+    pair = Pair()
+    # three times: the third block is the second's bytes (all indexed), answered from the core's cache
+    for _ in range(3):
+        pair.request("/", "GET", fields)
+    requests = [e for e in pair.to_server() if isinstance(e, RequestReceived)]
+    assert [r.forwarded for r in requests] == [forwarded] * 3
+
+
 def test_settings_advertised() -> None:
     pair = Pair(H2Limits(max_concurrent_streams=7, max_header_list_size=5000, initial_window_size=70000))
     remote = pair.client.remote_settings

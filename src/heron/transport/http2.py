@@ -335,7 +335,7 @@ class H2Protocol(asyncio.Protocol):
             return
         # client_and_scheme, inlined: the one call here is http_cycle's
         proxy = self.proxy
-        if proxy is None:
+        if proxy is None or not request.forwarded:
             client, scheme = self.client, self.scheme
         else:
             client, scheme = proxy.resolve(headers, self.client, self.scheme)

@@ -21,7 +21,7 @@ class RequestReceived(_Event):
 
     __slots__ = (
         "stream_id", "method", "scheme", "authority", "path", "query", "protocol", "headers", "end_stream",
-        "content_length",
+        "content_length", "forwarded",
     )  # fmt: skip
 
     def __init__(
@@ -36,6 +36,7 @@ class RequestReceived(_Event):
         headers: list[tuple[bytes, bytes]],
         end_stream: bool,
         content_length: int | None = None,
+        forwarded: bool = False,
     ) -> None:
         self.stream_id = stream_id
         self.method = method
@@ -48,6 +49,9 @@ class RequestReceived(_Event):
         self.end_stream = end_stream
         #: the declared ``content-length`` (None: not declared)
         self.content_length = content_length
+        #: X-Forwarded-For, X-Forwarded-Proto or Forwarded is present (so a server
+        #: applying proxy headers skips the search on the many requests without them)
+        self.forwarded = forwarded
 
 
 class DataReceived(_Event):

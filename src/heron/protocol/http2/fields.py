@@ -16,6 +16,7 @@ _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connecti
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority", b":protocol"))
 # dropped from responses: HTTP/2 has its own framing (the HTTP/1.1 path ignores transfer-encoding too)
 _RESPONSE_DROP = _CONNECTION_SPECIFIC | {b"te"}
+_FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"forwarded"))
 
 
 class _Malformed(Exception):
@@ -25,7 +26,9 @@ class _Malformed(Exception):
 class RequestFields:
     """What a valid request header block says (cached per block by the core)."""
 
-    __slots__ = ("method", "scheme", "authority", "target", "query", "protocol", "regular", "expected", "host")
+    __slots__ = (
+        "method", "scheme", "authority", "target", "query", "protocol", "regular", "expected", "host", "forwarded",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class RequestFields:
         regular: tuple[tuple[bytes, bytes], ...],
         expected: int | None,
         host: bytes,
+        forwarded: bool = False,
     ) -> None:
         self.method = method
         self.scheme = scheme  # b"" for a plain CONNECT
@@ -48,6 +52,7 @@ class RequestFields:
         self.regular = regular  # host first, cookies joined
         self.expected = expected  # content-length
         self.host = host  # :authority or host (b"" when neither): the authority of pushed requests
+        self.forwarded = forwarded  # a proxy header field is present (see RequestReceived)
 
 
 def validate_request(headers: list[tuple[bytes, bytes]], extended_connect: bool) -> RequestFields:
@@ -58,6 +63,7 @@ def validate_request(headers: list[tuple[bytes, bytes]], extended_connect: bool)
     host: bytes | None = None
     cookies: list[bytes] = []
     content_length: bytes | None = None
+    forwarded = False
     for name, value in headers:
         if name[:1] == b":":
             if regular or host is not None or cookies:
@@ -85,6 +91,8 @@ def validate_request(headers: list[tuple[bytes, bytes]], extended_connect: bool)
             if content_length is not None or not value.isdigit() or len(value) > 18:
                 raise _Malformed("invalid content-length")
             content_length = value
+        elif name in _FORWARDING:
+            forwarded = True
         regular.append((name, value))
     method = pseudo.get(b":method")
     authority = pseudo.get(b":authority")
@@ -105,7 +113,9 @@ def validate_request(headers: list[tuple[bytes, bytes]], extended_connect: bool)
         regular.insert(0, (b"host", host))
     target, _, query = path.partition(b"?")
     expected = int(content_length) if content_length is not None else None
-    return RequestFields(method, scheme, authority, target, query, protocol, tuple(regular), expected, host or b"")
+    return RequestFields(
+        method, scheme, authority, target, query, protocol, tuple(regular), expected, host or b"", forwarded
+    )
 
 
 def _add_pseudo(pseudo: dict[bytes, bytes], name: bytes, value: bytes) -> None:

@@ -292,6 +292,7 @@ class _H2Receiving(_H2Control):
                 list(request.regular),
                 end_stream,
                 expected,
+                request.forwarded,
             )
         )
         if end_stream:
