@@ -212,7 +212,6 @@ class HTTPCycle:
         expect_continue: bool = False,
         extensions: tuple[str, ...] = (),
         body_limit: int = 0,
-        *,
         on_body_consumed: Callable[[int], None] | None = None,
     ) -> None:
         self.scope = scope
@@ -395,7 +394,8 @@ class HTTPCycle:
                         raise ClientDisconnected("client disconnected")
             else:
                 self._state = _DONE
-                self._release_body()
+                if self._body is not None:  # (_release_body, inlined: once per response)
+                    self._body.clear()
                 if self._waiter is not None:  # receive() waits for the response to end
                     self._wake()
             return

@@ -17,7 +17,7 @@ adopts a connection from :class:`~heron.transport.http1.H1Protocol` (h2c
 prior knowledge, or ``Upgrade: h2c``, see :mod:`heron.transport.h2c`).
 
 Flow control: request body credit goes back to the client only as the app
-consumes it (``HTTPCycle(on_body_consumed=...)``); ``send()`` waits while the
+consumes it (the cycle's ``on_body_consumed``); ``send()`` waits while the
 stream's data waits for the client's window, or while the socket's write
 buffer is full. While the write buffer is full the connection also stops
 reading (a peer that sends PINGs or SETTINGS without reading our ACKs stalls
@@ -38,6 +38,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from ..asgi.budget import ReadBudget
+from ..asgi.http import HTTPCycle, http_scope
 from ..asgi.proxy import ProxyTrust
 from ..protocol.http2 import (
     ConnectionEnded,
@@ -51,7 +52,7 @@ from ..protocol.http2 import (
 )
 from ..tls import tls_extension
 from .context import ConnectionAddresses, ServerContext, connection_addresses, error_logger, format_peer, write_pieces
-from .http2_stream import EXTENSIONS_PUSH, METHODS, H2RequestView, H2Stream, H2StreamBase, http_cycle, open_upgraded
+from .http2_stream import EXTENSIONS_PUSH, METHODS, H2RequestView, H2Stream, H2StreamBase, open_upgraded
 from .http2_websocket import H2WebSocket, open_websocket
 from .ws_session import WebSocketSession
 
@@ -333,28 +334,30 @@ class H2Protocol(asyncio.Protocol):
             )
             stream.answer_without_app(413, b"Content Too Large\n")
             return
-        # client_and_scheme, inlined: the one call here is http_cycle's
+        # client_and_scheme, inlined
         proxy = self.proxy
         if proxy is None or not request.forwarded:
             client, scheme = self.client, self.scheme
         else:
             client, scheme = proxy.resolve(headers, self.client, self.scheme)
-        started.append(
-            http_cycle(
-                self,
-                stream,
-                end_stream,
-                method,
-                scheme,
-                request.path,
-                request.query,
-                headers,
-                client,
-                EXTENSIONS_PUSH,
-                body_limit,
-                None if end_stream else stream.body_consumed,
-            )
+        # http_cycle, inlined (the one call per request it saves is ~2% of one)
+        scope = http_scope(
+            method,
+            "2",
+            scheme,
+            request.path,
+            request.query,
+            ctx.root_path,
+            headers,
+            client,
+            self.server,
+            ctx.lifespan_state,
+            {"tls": self.tls} if self.tls is not None else {},
         )
+        stream.cycle = cycle = HTTPCycle(
+            scope, stream, end_stream, False, EXTENSIONS_PUSH, body_limit, None if end_stream else stream.body_consumed
+        )
+        started.append(cycle)
 
     # --- output --------------------------------------------------------------------
 
