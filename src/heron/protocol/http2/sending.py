@@ -12,7 +12,16 @@ from .base import _H2Base
 from .encoder import _CachedHead
 from .events import StreamWritable
 from .fields import _ANY_TOKEN, _BAD_RESPONSE_VALUE, _RESPONSE_DROP
-from .frames import _CONTINUATION, _DATA, _END_HEADERS, _END_STREAM, _HEADERS, _MAX_CACHED_HEAD, _frame_head
+from .frames import (
+    _CONTINUATION,
+    _DATA,
+    _END_HEADERS,
+    _END_STREAM,
+    _HEADERS,
+    _MAX_CACHED_HEAD,
+    _PACK_FRAME,
+    _frame_head,
+)
 from .stream import (
     _CLOSED,
     _HALF_CLOSED_LOCAL,
@@ -65,7 +74,7 @@ class _H2Sending(_H2Base):
         size = len(prefix) + len(block)
         max_frame = self._send_frame
         if size <= max_frame:
-            out.append(_frame_head(kind, flags | _END_HEADERS, sid, size))
+            out.append(_PACK_FRAME(size >> 16, size & 0xFFFF, kind, flags | _END_HEADERS, sid))  # (_frame_head)
             if prefix:
                 out.append(prefix)
             out.append(block)
@@ -228,7 +237,7 @@ class _H2Sending(_H2Base):
             self._send_window -= n
             st.swin -= n
             out = self._out
-            out.append(_frame_head(_DATA, _END_STREAM, sid, n))
+            out.append(_PACK_FRAME(n >> 16, n & 0xFFFF, _DATA, _END_STREAM, sid))  # (_frame_head, inlined)
             if n:
                 out.append(data)
                 if n >= 8192:
