@@ -14,7 +14,9 @@ each round, then the median of those ratios is taken. A run with any error
 (non-2xx, socket error, timeout, failed message) is flagged as such and never
 counted as a fast run.
 
-Only the standard library and matplotlib are used.
+Only the standard library and matplotlib are used, plus ``cryptography`` (when installed,
+else the openssl command) for the TLS scenarios' self-signed certificate and a C compiler
+for tls-handshakes (bench/no_resume.c, built into the run's temp dir).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import argparse
 import asyncio
 import datetime as _dt
 import http.client
+import importlib
+import ipaddress
 import json
 import os
 import platform
@@ -32,10 +36,13 @@ import shlex
 import shutil
 import signal
 import socket
+import socketserver
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,12 +68,21 @@ def vbin(name: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# Servers: one table. {app} is "module:attr", {port} the port.
+# Servers: one table. {app} is "module:attr", {port} the port, {tmp} the
+# server's temp dir, {key} / {cert} the run's TLS key and certificate,
+# {interface} the scenario's app interface ("asgi" or "wsgi").
 # "h2c": True = speaks HTTP/2 cleartext with prior knowledge (with h2_extra
-# args added), False = does not (skipped with a note), None = probe at run time.
+# args added), False = does not (skipped with h2_note), None = probe at run time.
 # "mem_extra": args added for the memory scenario only, to lift the idle
 # keep-alive timeout so that held connections stay open while RSS is read
 # (granian's HTTP/1 and daphne have no idle timeout to lift).
+# "tls": serves HTTPS with tls_extra added (or with tls_cmd instead of cmd),
+# False = skipped with tls_note. "h2_tls": HTTP/2 over TLS by ALPN, with
+# h2_tls_extra (default: h2_extra) added to the TLS args; True / False
+# (h2_tls_note) / None = probe at run time.
+# "wsgi": serves a WSGI app with wsgi_extra added; False = skipped with
+# wsgi_note. "asgi": False = a WSGI-only entry, skipped for the ASGI scenarios
+# with asgi_note. "only": the scenarios an entry takes part in (only_note).
 # --------------------------------------------------------------------------
 SERVERS: dict[str, dict[str, Any]] = {
     "heron": {
@@ -86,6 +102,12 @@ SERVERS: dict[str, dict[str, Any]] = {
         "h2c": None,
         "mem_extra": ["--timeout-keep-alive", "600"],
         "ws": None,  # probed at run time
+        "tls": True,
+        "tls_extra": ["--ssl-keyfile", "{key}", "--ssl-certfile", "{cert}"],
+        "h2_tls": None,  # probed at run time (ALPN h2)
+        # The same thread count as gunicorn-gthread's --threads 8 (heron's default is 10).
+        "wsgi": True,
+        "wsgi_extra": ["--interface", "wsgi", "--wsgi-threads", "8"],
         "package": "heron",
     },
     "uvicorn-httptools": {
@@ -112,6 +134,13 @@ SERVERS: dict[str, dict[str, Any]] = {
         "h2c": False,
         "h2_note": "uvicorn has no HTTP/2",
         "ws": True,
+        "tls": True,
+        "tls_extra": ["--ssl-keyfile", "{key}", "--ssl-certfile", "{cert}"],
+        "h2_tls": False,
+        "h2_tls_note": "uvicorn has no HTTP/2",
+        # Deprecated, still present: uvicorn.middleware.wsgi, a fixed pool of 10 threads (no flag).
+        "wsgi": True,
+        "wsgi_extra": ["--interface", "wsgi"],
         "package": "uvicorn",
     },
     "uvicorn-h11": {
@@ -138,6 +167,13 @@ SERVERS: dict[str, dict[str, Any]] = {
         "h2c": False,
         "h2_note": "uvicorn has no HTTP/2",
         "ws": True,
+        "tls": True,
+        "tls_extra": ["--ssl-keyfile", "{key}", "--ssl-certfile", "{cert}"],
+        "h2_tls": False,
+        "h2_tls_note": "uvicorn has no HTTP/2",
+        # Deprecated, still present: uvicorn.middleware.wsgi, a fixed pool of 10 threads (no flag).
+        "wsgi": True,
+        "wsgi_extra": ["--interface", "wsgi"],
         "package": "uvicorn",
     },
     "hypercorn": {
@@ -163,13 +199,20 @@ SERVERS: dict[str, dict[str, Any]] = {
         "h2_extra": ["--config", "{tmp}/hypercorn.toml"],
         "files": {"hypercorn.toml": "keep_alive_max_requests = 1000000000\n"},
         "ws": True,
+        "tls": True,
+        "tls_extra": ["--keyfile", "{key}", "--certfile", "{cert}"],
+        "h2_tls": True,  # ALPN h2, http/1.1 by default
+        # A WSGI app is recognised by itself (not a coroutine function); it runs in the event
+        # loop's default thread pool, min(32, cpu_count + 4) threads, no flag to size it.
+        "wsgi": True,
+        "wsgi_extra": [],
         "package": "hypercorn",
     },
     "granian": {
         "cmd": [
             vbin("granian"),
             "--interface",
-            "asgi",
+            "{interface}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -189,6 +232,14 @@ SERVERS: dict[str, dict[str, Any]] = {
         ],
         "h2c": True,
         "ws": True,
+        # The key must be PKCS#8 (the harness writes one); granian's minimum TLS version is 1.3.
+        "tls": True,
+        "tls_extra": ["--ssl-keyfile", "{key}", "--ssl-certificate", "{cert}"],
+        "h2_tls": True,  # --http auto: ALPN h2 and http/1.1
+        # --interface wsgi (from {interface} above). Its blocking-thread pool defaults to
+        # backpressure / 2 (10,000 here); set to gunicorn-gthread's 8.
+        "wsgi": True,
+        "wsgi_extra": ["--blocking-threads", "8"],
         "package": "granian",
     },
     "daphne": {
@@ -197,6 +248,19 @@ SERVERS: dict[str, dict[str, Any]] = {
         "h2c": False,
         "h2_note": "daphne speaks HTTP/2 only over TLS",
         "ws": True,
+        # TLS is a Twisted endpoint string, which replaces -b/-p (both would bind the port twice).
+        "tls": True,
+        "tls_cmd": [
+            vbin("daphne"),
+            "-e",
+            "ssl:{port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+            "-v",
+            "0",
+            "{app}",
+        ],
+        "h2_tls": None,  # only when Twisted's HTTP/2 extra (h2, priority) is installed: probed
+        "wsgi": False,
+        "wsgi_note": "ASGI only",
         "package": "daphne",
     },
     "gunicorn-asgi": {
@@ -225,16 +289,59 @@ SERVERS: dict[str, dict[str, Any]] = {
         # h2c is off by default; "both" = prior knowledge and Upgrade, HTTP/1 still served.
         "h2_extra": ["--http-protocols", "h2,h1", "--http2-cleartext", "both"],
         "ws": True,
+        "tls": True,
+        "tls_extra": ["--keyfile", "{key}", "--certfile", "{cert}"],
+        "h2_tls": True,
+        "h2_tls_extra": ["--http-protocols", "h2,h1"],  # ALPN h2, then http/1.1
+        "wsgi": False,
+        "wsgi_note": "ASGI worker (gunicorn-gthread serves the WSGI scenarios)",
+        "package": "gunicorn",
+    },
+    "gunicorn-gthread": {
+        # gunicorn's threaded WSGI worker, for the WSGI scenarios only: 8 threads, each
+        # serving one connection's request at a time; idle keep-alive connections wait in
+        # its poller. worker_connections raised as for gunicorn-asgi.
+        "cmd": [
+            vbin("gunicorn"),
+            "-k",
+            "gthread",
+            "--threads",
+            "8",
+            "--workers",
+            "1",
+            "--bind",
+            "127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+            "--worker-connections",
+            "20000",
+            "{app}",
+        ],
+        "asgi": False,
+        "asgi_note": "WSGI worker (gunicorn-asgi serves the ASGI scenarios)",
+        "wsgi": True,
+        "h2c": False,
+        "h2_note": "gthread worker: HTTP/1.1 only",
+        "ws": False,
+        "tls": True,
+        "tls_extra": ["--keyfile", "{key}", "--certfile", "{cert}"],
+        "h2_tls": False,
+        "h2_tls_note": "gthread worker: HTTP/1.1 only",
         "package": "gunicorn",
     },
     "nginx": {
         # Physical reference: `return 200 "Hello, world!"` from one worker.
         "cmd": ["nginx", "-p", "{tmp}", "-c", "{tmp}/nginx.conf", "-g", "daemon off;"],
         "kind": "nginx",
-        "only": {"hello"},
+        "only": {"hello", "tls-hello", "tls-h2-c8m8", "tls-handshakes"},
+        "only_note": "reference for hello and the TLS scenarios",
         "h2c": False,
         "h2_note": "reference for hello only",
         "ws": False,
+        "tls": True,  # `listen ... ssl` (and `http2` for h2) in the generated config
+        "h2_tls": True,
+        "wsgi": False,
+        "wsgi_note": "reference for hello and the TLS scenarios",
         "package": None,
     },
 }
@@ -260,8 +367,8 @@ http {{
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
     server {{
-        listen 127.0.0.1:{port};
-        location / {{
+        listen 127.0.0.1:{port}{listen_opts};
+{tls_conf}        location / {{
             default_type text/plain;
             return 200 "Hello, world!";
         }}
@@ -276,6 +383,12 @@ wrk.method = "POST"
 wrk.body = string.rep("x", 1048576)
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
+CLOSE_LUA = BENCH_DIR / "close.lua"
+CLOSE_LUA_TEXT = """\
+-- One request per connection: the server closes after the response, wrk reconnects.
+wrk.headers["Connection"] = "close"
+"""
+NO_RESUME_C = BENCH_DIR / "no_resume.c"
 
 
 # --------------------------------------------------------------------------
@@ -294,6 +407,11 @@ class Scenario:
     h2_args: list[str] = field(default_factory=list)
     ws_size: int = 0
     unit: str = "req/s"
+    tls: bool = False  # HTTPS with the run's self-signed certificate (h2: ALPN h2)
+    interface: str = "asgi"  # "wsgi": servers get their wsgi_extra args, WSGI-less ones are skipped
+    # One request per connection, each a full TLS handshake: wrk with Connection: close and
+    # the no_resume.c preload (wrk would otherwise resume the previous session).
+    reconnect: bool = False
 
 
 def _ok_len(n: int) -> Callable[[int, bytes], bool]:
@@ -399,6 +517,51 @@ SCENARIOS: dict[str, Scenario] = {
             "HTTP/2 h2c 64 KiB body, h2load -c64 -m1",
             h2_args=["-c64", "-m1"],
             check=_ok_len(65536),
+        ),
+        Scenario(
+            "tls-hello",
+            "wrk",
+            "bench.apps:hello",
+            "HTTPS (HTTP/1.1 over TLS, self-signed P-256 certificate) hello, wrk -c64 over long-lived connections",
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            tls=True,
+        ),
+        Scenario(
+            "tls-h2-c8m8",
+            "h2",
+            "bench.apps:hello",
+            "HTTP/2 over TLS (ALPN h2) hello, h2load -c8 -m8",
+            h2_args=["-c8", "-m8"],
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            tls=True,
+        ),
+        Scenario(
+            "tls-handshakes",
+            "wrk",
+            "bench.apps:hello",
+            "new TLS connections per second: one hello request per connection (Connection: close), "
+            "each a full handshake (no session resumption), wrk -c64",
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            wrk_script=CLOSE_LUA,
+            unit="conn/s",
+            tls=True,
+            reconnect=True,
+        ),
+        Scenario(
+            "wsgi-hello",
+            "wrk",
+            "bench.app_wsgi:flask_app",
+            "WSGI: Flask route answering 13 bytes of text/plain (wrk -c64)",
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            interface="wsgi",
+        ),
+        Scenario(
+            "wsgi-stream-1m",
+            "wrk",
+            "bench.app_wsgi:stream_1m",
+            "WSGI: a generator yielding 1 MiB in 16 x 64 KiB pieces, no content-length (chunked) (wrk -c64)",
+            check=_ok_len(1 << 20),
+            interface="wsgi",
         ),
         Scenario(
             "memory",
@@ -532,15 +695,163 @@ def tree_rss_kib(pid: int) -> int:
 
 
 def http_get(
-    port: int, path: str = "/", method: str = "GET", body: bytes | None = None, timeout: float = 5.0
+    port: int,
+    path: str = "/",
+    method: str = "GET",
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    tls: bool = False,
+    info: dict[str, Any] | None = None,
 ) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    """One HTTP/1.1 request (HTTPS when tls, certificate not verified: it is the run's own).
+
+    With tls and info, info["tls"] gets the negotiated protocol version and cipher."""
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers={"Content-Type": "application/octet-stream"} if body else {})
+        if tls and info is not None and isinstance(conn.sock, ssl.SSLSocket):
+            cipher = conn.sock.cipher()
+            info["tls"] = f"{conn.sock.version()} {cipher[0] if cipher else '?'}"
         r = conn.getresponse()
         return r.status, r.read()
     finally:
         conn.close()
+
+
+def tcp_passive_opens() -> int | None:
+    """Connections accepted by this machine's TCP stack so far (PassiveOpens in /proc/net/snmp)."""
+    try:
+        with open("/proc/net/snmp") as f:
+            lines = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(lines[1][lines[0].index("PassiveOpens")])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------
+# TLS: the run's certificate, and the client preload that prevents resumption
+# --------------------------------------------------------------------------
+def make_tls_files(directory: Path) -> tuple[str, str]:
+    """A self-signed P-256 certificate for 127.0.0.1 and its key (PKCS#8 PEM, which granian
+    requires), valid 2 days. Returns (key path, certificate path)."""
+    key_path, cert_path = directory / "key.pem", directory / "cert.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        rc, out, err = run_cmd(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-days",
+                "2",
+                "-keyout",
+                str(key_path),
+                "-out",
+                str(cert_path),
+            ],
+            timeout=60,
+        )
+        if rc != 0:
+            raise RuntimeError(f"openssl req failed ({rc}): {' '.join((err or out).split())[-300:]}") from None
+        return str(key_path), str(cert_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = _dt.datetime.now(_dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _dt.timedelta(minutes=5))
+        .not_valid_after(now + _dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+def build_no_resume(directory: Path) -> str:
+    """Compile bench/no_resume.c (the LD_PRELOAD shim that stops wrk resuming TLS sessions)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise RuntimeError("no C compiler (cc) to build bench/no_resume.c; bash bench/setup.sh installs gcc")
+    so = directory / "no_resume.so"
+    rc, out, err = run_cmd([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(NO_RESUME_C), "-ldl"], timeout=120)
+    if rc != 0:
+        raise RuntimeError(f"cc failed ({rc}): {' '.join((err or out).split())[-300:]}")
+    return str(so)
+
+
+def wrk_resumption(tls_files: tuple[str, str], preload: str | None, seconds: int = 1) -> tuple[int, int, str]:
+    """Run wrk (one request per connection) against a tiny in-process HTTPS server that issues
+    session tickets and counts the handshakes it sees. Returns (full, resumed, wrk output)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls_files[1], tls_files[0])
+    counts = {"full": 0, "resumed": 0}
+    lock = threading.Lock()
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            try:
+                with ctx.wrap_socket(self.request, server_side=True) as tls:
+                    with lock:
+                        counts["resumed" if tls.session_reused else "full"] += 1
+                    buf = b""
+                    while b"\r\n\r\n" not in buf:
+                        data = tls.recv(4096)
+                        if not data:
+                            return
+                        buf += data
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:  # includes ssl.SSLError: a client gone mid-handshake is not counted
+                pass
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cmd = [
+            "wrk",
+            "-t1",
+            "-c2",
+            f"-d{seconds}s",
+            "-s",
+            str(CLOSE_LUA),
+            f"https://127.0.0.1:{srv.server_address[1]}/",
+        ]
+        if preload:
+            cmd = ["env", f"LD_PRELOAD={preload}", *cmd]
+        rc, out, err = run_cmd(cmd, timeout=seconds + 30)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    return counts["full"], counts["resumed"], out + err
 
 
 def run_cmd(cmd: list[str], timeout: float) -> tuple[int, str, str]:
@@ -569,17 +880,41 @@ class ServerStartError(Exception):
 
 
 class Server:
-    def __init__(self, name: str, spec: dict[str, Any], app: str, h2: bool = False, mem: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        app: str,
+        h2: bool = False,
+        mem: bool = False,
+        tls: tuple[str, str] | None = None,
+        wsgi: bool = False,
+    ) -> None:
+        """tls: (key, certificate) paths to serve HTTPS with; wsgi: app is a WSGI app."""
         self.name = name
         self.spec = spec
         self.app = app
+        self.h2 = h2
+        self.tls = tls
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix=f"heron-bench-{name}-")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path(self.tmp) / "server.log"
-        cmd = [a.format(app=app, port=self.port, tmp=self.tmp) for a in spec["cmd"]]
-        extra = (spec.get("h2_extra", []) if h2 else []) + (spec.get("mem_extra", []) if mem else [])
-        extra = [a.format(app=app, port=self.port, tmp=self.tmp) for a in extra]
+        values = {
+            "app": app,
+            "port": self.port,
+            "tmp": self.tmp,
+            "key": tls[0] if tls else "",
+            "cert": tls[1] if tls else "",
+            "interface": "wsgi" if wsgi else "asgi",
+        }
+        base = spec["tls_cmd"] if tls and spec.get("tls_cmd") else spec["cmd"]
+        cmd = [a.format(**values) for a in base]
+        extra = list(spec.get("tls_extra", [])) if tls and not spec.get("tls_cmd") else []
+        if h2:
+            extra += spec.get("h2_tls_extra", spec.get("h2_extra", [])) if tls else spec.get("h2_extra", [])
+        extra += (spec.get("mem_extra", []) if mem else []) + (spec.get("wsgi_extra", []) if wsgi else [])
+        extra = [a.format(**values) for a in extra]
         if extra:
             # Before the app argument when it comes last (gunicorn, granian), else at the end.
             at = len(cmd) - 1 if cmd[-1] == app else len(cmd)
@@ -587,13 +922,26 @@ class Server:
         self.cmd = ["taskset", "-c", SERVER_CPU] + cmd
 
     def display_cmd(self) -> str:
-        return shlex.join(self.cmd).replace(str(self.port), "$PORT").replace(self.tmp, "$TMP")
+        text = shlex.join(self.cmd).replace(self.tmp, "$TMP")
+        if self.tls:
+            text = text.replace(str(Path(self.tls[0]).parent), "$RUN_TMP")
+        return text.replace(str(self.port), "$PORT")
 
     def start(self, timeout: float = 20.0) -> None:
         if self.spec.get("kind") == "nginx":
             for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 os.makedirs(Path(self.tmp) / d, exist_ok=True)
-            (Path(self.tmp) / "nginx.conf").write_text(NGINX_CONF.format(tmp=self.tmp, port=self.port))
+            tls_conf = (
+                # nginx before 1.23.4 leaves TLS 1.3 out of its default ssl_protocols.
+                f"        ssl_certificate {self.tls[1]};\n        ssl_certificate_key {self.tls[0]};\n"
+                "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+                if self.tls
+                else ""
+            )
+            listen_opts = (" ssl http2" if self.h2 else " ssl") if self.tls else ""
+            (Path(self.tmp) / "nginx.conf").write_text(
+                NGINX_CONF.format(tmp=self.tmp, port=self.port, listen_opts=listen_opts, tls_conf=tls_conf)
+            )
         for filename, text in self.spec.get("files", {}).items():
             (Path(self.tmp) / filename).write_text(text)
         env = dict(os.environ)
@@ -700,11 +1048,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
     return r
 
 
-def wrk_cmd(port: int, duration: float, sc: Scenario, conns: int) -> list[str]:
+def wrk_cmd(port: int, duration: float, sc: Scenario, conns: int, preload: str | None = None) -> list[str]:
+    """preload: the no_resume.so shim, for the reconnecting TLS scenario (LD_PRELOAD)."""
     cmd = [
         "taskset",
         "-c",
         CLIENT_CPU,
+        *(["env", f"LD_PRELOAD={preload}"] if preload and sc.reconnect else []),
         "wrk",
         "-t1",
         f"-c{conns}",
@@ -715,26 +1065,41 @@ def wrk_cmd(port: int, duration: float, sc: Scenario, conns: int) -> list[str]:
     ]
     if sc.wrk_script:
         cmd += ["-s", str(sc.wrk_script)]
-    return cmd + [f"http://127.0.0.1:{port}/"]
+    return cmd + [f"{'https' if sc.tls else 'http'}://127.0.0.1:{port}/"]
 
 
 def run_wrk(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[str, Any]:
     if args.warmup > 0:
-        run_cmd(wrk_cmd(port, args.warmup, sc, args.connections), timeout=args.warmup + 60)
-    cmd = wrk_cmd(port, args.duration, sc, args.connections)
+        run_cmd(wrk_cmd(port, args.warmup, sc, args.connections, args.no_resume), timeout=args.warmup + 60)
+    cmd = wrk_cmd(port, args.duration, sc, args.connections, args.no_resume)
+    opens0 = tcp_passive_opens()
     window = CpuWindow(pid)
     rc, out, err = run_cmd(cmd, timeout=args.duration + 60)
     cpu = window.stop()
+    opens1 = tcp_passive_opens()
     r = parse_wrk(out)
     r.update(cpu)
     if rc != 0:
         r["errors"] += 1
         r["error_detail"] += f"; wrk exit {rc}: {err.strip()[:200]}"
+    if sc.reconnect and opens0 is not None and opens1 is not None and r.get("requests"):
+        # One request per connection, or the scenario measures something else: a server that
+        # ignored Connection: close (and did not say it would close) would have wrk reuse the
+        # connection. Accepted connections on the machine during the run, against requests.
+        conns = opens1 - opens0
+        r["conns"] = conns
+        if conns < 0.95 * r["requests"]:
+            r["errors"] += 1
+            r["error_detail"] = (
+                r["error_detail"]
+                + f"; only {conns:,} connections accepted for {r['requests']:,} requests: connections were reused"
+            ).strip("; ")
     r["raw"] = out
     return r
 
 
 def h2load_cmd(port: int, sc: Scenario, duration: float, warmup: float, logfile: str) -> list[str]:
+    """h2c with prior knowledge for http://; over TLS h2load offers ALPN h2 (and http/1.1)."""
     return [
         "taskset",
         "-c",
@@ -748,7 +1113,7 @@ def h2load_cmd(port: int, sc: Scenario, duration: float, warmup: float, logfile:
         str(max(0, round(warmup))),
         "--log-file",
         logfile,
-        f"http://127.0.0.1:{port}/",
+        f"{'https' if sc.tls else 'http'}://127.0.0.1:{port}/",
     ]
 
 
@@ -789,6 +1154,14 @@ def run_h2load(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> d
             if bad:
                 r["errors"] += bad
                 details.append(f"4xx/5xx {bad}")
+        if sc.tls:
+            m = re.search(r"Application protocol: (\S+)", out)
+            proto = m.group(1) if m else None
+            tls_info = [re.search(rf"{k}: (.+)", out) for k in ("TLS Protocol", "Cipher", "Server Temp Key")]
+            r["tls"] = " ".join(m.group(1).strip() for m in tls_info if m) + f", ALPN {proto}"
+            if proto != "h2":
+                r["errors"] += 1
+                details.append(f"application protocol {proto or 'not reported'}, not h2")
         if r["rps"] is None or not r.get("requests"):
             r["errors"] += 1
             m = re.search(r"requests: .*", out)
@@ -964,33 +1337,50 @@ def run_memory(server: Server, args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # Orchestration
 # --------------------------------------------------------------------------
-def applies(
-    name: str, spec: dict[str, Any], sc: Scenario, h2c_probe: dict[str, bool], ws_probe: dict[str, bool]
-) -> str | None:
-    """None if the server takes part in the scenario, otherwise why not."""
+def applies(name: str, spec: dict[str, Any], sc: Scenario, probes: dict[str, dict[str, bool]]) -> str | None:
+    """None if the server takes part in the scenario, otherwise why not.
+
+    probes: results of the run-time probes, by feature ("h2c", "h2_tls", "ws"), then server."""
     if spec.get("only") and sc.name not in spec["only"]:
-        return "n/a (" + spec.get("h2_note", "reference for hello only") + ")" if spec.get("kind") == "nginx" else "n/a"
+        return f"n/a ({spec['only_note']})" if spec.get("only_note") else "n/a"
+    if sc.interface == "wsgi" and not spec.get("wsgi"):
+        return spec.get("wsgi_note", "no WSGI")
+    if sc.interface == "asgi" and spec.get("asgi") is False:
+        return spec.get("asgi_note", "no ASGI")
+    if sc.tls and not spec.get("tls"):
+        return "no TLS" + (f": {spec['tls_note']}" if spec.get("tls_note") else "")
     if sc.kind == "ws":
         if spec.get("ws") is False:
             return "no WebSocket"
-        if spec.get("ws") is None and not ws_probe.get(name, False):
+        if spec.get("ws") is None and not probes.get("ws", {}).get(name, False):
             return "no WebSocket (probe failed, see notes)"
     if sc.kind == "h2":
-        if spec.get("h2c") is False:
-            return "no h2c: " + spec.get("h2_note", "")
-        if spec.get("h2c") is None and not h2c_probe.get(name, False):
-            return "no h2c (probe failed)"
+        feature, note, label = (
+            ("h2_tls", "h2_tls_note", "no HTTP/2 over TLS") if sc.tls else ("h2c", "h2_note", "no h2c")
+        )
+        if spec.get(feature) is False:
+            return f"{label}: {spec.get(note, '')}".rstrip(": ")
+        if spec.get(feature) is None and not probes.get(feature, {}).get(name, False):
+            return f"{label} (probe failed, see notes)"
     return None
 
 
-def probe_h2c(name: str, spec: dict[str, Any]) -> tuple[bool, str]:
-    srv = Server(name, spec, "bench.apps:hello", h2=True)
+def probe_h2(name: str, spec: dict[str, Any], tls: tuple[str, str] | None = None) -> tuple[bool, str]:
+    """h2c with prior knowledge, or with tls HTTP/2 over TLS: 20 requests, and over TLS the
+    protocol ALPN chose must be h2."""
+    srv = Server(name, spec, "bench.apps:hello", h2=True, tls=tls)
     try:
         srv.start()
-        rc, out, err = run_cmd(["h2load", "-n", "20", "-c", "1", f"http://127.0.0.1:{srv.port}/"], timeout=20)
+        url = f"{'https' if tls else 'http'}://127.0.0.1:{srv.port}/"
+        rc, out, err = run_cmd(["h2load", "-n", "20", "-c", "1", url], timeout=20)
         ok = bool(re.search(r"20 succeeded", out))
         m = re.search(r"requests: .*", out)
         why = m.group(0) if m else " ".join((out + err).split())[-200:]
+        if tls:
+            alpn = re.search(r"Application protocol: (\S+)", out)
+            if not alpn or alpn.group(1) != "h2":
+                ok = False
+                why = f"ALPN chose {alpn.group(1) if alpn else 'nothing'}; {why}"
         return ok, "" if ok else why
     except ServerStartError as e:
         return False, str(e)
@@ -1032,7 +1422,15 @@ def probe_ws(name: str, spec: dict[str, Any]) -> tuple[bool, str]:
 
 
 def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namespace) -> dict[str, Any]:
-    srv = Server(name, spec, sc.app, h2=sc.kind == "h2", mem=sc.kind == "memory")
+    srv = Server(
+        name,
+        spec,
+        sc.app,
+        h2=sc.kind == "h2",
+        mem=sc.kind == "memory",
+        tls=args.tls_files if sc.tls else None,
+        wsgi=sc.interface == "wsgi",
+    )
     result: dict[str, Any] = {"cmd": srv.display_cmd()}
     try:
         try:
@@ -1043,7 +1441,7 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
         # Sanity check: the server answers this scenario's app correctly.
         if sc.check is not None:
             try:
-                st, body = http_get(srv.port, method=sc.method, body=sc.check_body)
+                st, body = http_get(srv.port, method=sc.method, body=sc.check_body, tls=sc.tls, info=result)
                 if not sc.check(st, body):
                     result.update(bad_answer=f"status {st}, body {body[:60]!r} ({len(body)} bytes)")
                     return result
@@ -1062,6 +1460,8 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
         if srv.proc.poll() is not None:  # type: ignore[union-attr]
             r["errors"] = r.get("errors", 0) + 1
             r["error_detail"] = (r.get("error_detail", "") + f"; server exited: {srv.tail_log()}").strip("; ")
+        if r.get("server_cpu") is not None and r.get("rps"):
+            r["cpu_us"] = r["server_cpu"] / 100 / r["rps"] * 1e6  # server CPU time per request (message)
         result.update(r)
         return result
     finally:
@@ -1070,7 +1470,9 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
 
 def load_cmd_text(sc: Scenario, args: argparse.Namespace) -> str:
     if sc.kind == "wrk":
-        w = shlex.join(wrk_cmd(0, args.duration, sc, args.connections)).replace(":0/", ":$PORT/")
+        w = shlex.join(wrk_cmd(0, args.duration, sc, args.connections, args.no_resume)).replace(":0/", ":$PORT/")
+        if args.run_tmp:
+            w = w.replace(args.run_tmp, "$RUN_TMP")
         return f"warm-up: same with -d{max(1, round(args.warmup))}s; measured: {w}"
     if sc.kind == "h2":
         return shlex.join(h2load_cmd(0, sc, args.duration, args.warmup, "$LOG")).replace(":0/", ":$PORT/")
@@ -1078,6 +1480,11 @@ def load_cmd_text(sc: Scenario, args: argparse.Namespace) -> str:
         cmds = ws_cmds(0, sc, args)
         return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
     return f"in-process asyncio client opening {args.mem_conns} connections (GET / once each, then idle)"
+
+
+def per_item(sc: Scenario) -> str:
+    """What one unit of the scenario's rate is: req, msg, conn."""
+    return sc.unit.split("/")[0]
 
 
 def fmt(v: float | None, nd: int = 0) -> str:
@@ -1131,18 +1538,81 @@ def main() -> int:
     nofile = raise_nofile()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     UPLOAD_LUA.write_text(UPLOAD_LUA_TEXT)
+    CLOSE_LUA.write_text(CLOSE_LUA_TEXT)
 
     started = _dt.datetime.now()
     notes: list[str] = []
+    # Scenarios no server can run here (an app that does not import, no certificate, no
+    # preload): scenario -> why, shown for every server.
+    unavailable: dict[str, str] = {}
+    if str(REPO_DIR) not in sys.path:
+        sys.path.insert(0, str(REPO_DIR))  # as the servers' PYTHONPATH has it
+    for sname in scen_names:
+        module, _, attr = SCENARIOS[sname].app.partition(":")
+        try:
+            if not callable(getattr(importlib.import_module(module), attr, None)):
+                raise ImportError(f"{attr} is not an app (a package missing? run bash bench/setup.sh)")
+        except ImportError as e:
+            unavailable[sname] = f"app {SCENARIOS[sname].app} unavailable: {e}"
+            notes.append(f"**{sname}: SKIPPED** - {unavailable[sname]}")
+    # Run-wide files: the TLS certificate and key, the no-resumption preload for wrk.
+    args.run_tmp = tempfile.mkdtemp(prefix="heron-bench-run-")
+    args.tls_files = None
+    args.no_resume = None
+    try:
+        return _main_run(args, scen_names, srv_names, notes, unavailable, started, nofile)
+    finally:
+        shutil.rmtree(args.run_tmp, ignore_errors=True)
+
+
+def _main_run(args, scen_names, srv_names, notes, unavailable, started, nofile) -> int:
+    tls_scens = [s for s in scen_names if SCENARIOS[s].tls and s not in unavailable]
+    if tls_scens:
+        try:
+            args.tls_files = make_tls_files(Path(args.run_tmp))
+        except (RuntimeError, OSError, ValueError) as e:
+            for s in tls_scens:
+                unavailable[s] = f"no TLS certificate: {e}"
+            notes.append(f"**TLS scenarios SKIPPED** - could not make a certificate: {e}")
+    reconnect_scens = [s for s in scen_names if SCENARIOS[s].reconnect and s not in unavailable]
+    if reconnect_scens:
+        # wrk resumes the previous TLS session on each reconnect; the preload stops it. Both
+        # are checked against an in-process HTTPS server that counts resumed handshakes.
+        try:
+            so = build_no_resume(Path(args.run_tmp))
+            full0, resumed0, _ = wrk_resumption(args.tls_files, None)  # type: ignore[arg-type]
+            full1, resumed1, out = wrk_resumption(args.tls_files, so)  # type: ignore[arg-type]
+            log(
+                f"TLS resumption check: wrk alone {resumed0} resumed / {full0} full handshakes; "
+                f"with {NO_RESUME_C.name} {resumed1} resumed / {full1} full"
+            )
+            if resumed1 or full1 < 10:
+                raise RuntimeError(
+                    f"with the preload, {resumed1} resumed and {full1} full handshakes "
+                    f"(wrk: {' '.join(out.split())[-200:]})"
+                )
+            args.no_resume = so
+            notes.append(
+                f"tls-handshakes: against a test HTTPS server that issues session tickets, wrk alone resumed "
+                f"{resumed0} of {resumed0 + full0} handshakes in 1 s; with the `{NO_RESUME_C.name}` preload "
+                f"(LD_PRELOAD) {resumed1} of {full1}: every measured connection is a full handshake"
+            )
+        except (RuntimeError, OSError) as e:
+            for s in reconnect_scens:
+                unavailable[s] = f"cannot stop wrk resuming TLS sessions: {e}"
+            notes.append(f"**{', '.join(reconnect_scens)}: SKIPPED** - {unavailable[reconnect_scens[0]]}")
+
     # Servers that cannot even start are dropped once, loudly, up front.
-    h2c_probe: dict[str, bool] = {}
     active: list[str] = []
     for name in srv_names:
         spec = SERVERS[name]
         if spec.get("kind") == "nginx" and not shutil.which("nginx"):
             notes.append(f"**{name}: SKIPPED** - nginx is not installed")
             continue
-        srv = Server(name, spec, "bench.apps:hello")
+        if spec.get("asgi", True):
+            srv = Server(name, spec, "bench.apps:hello")
+        else:
+            srv = Server(name, spec, "bench.app_wsgi:hello", wsgi=True)
         try:
             srv.start()
             active.append(name)
@@ -1152,43 +1622,53 @@ def main() -> int:
             log("!!! " + msg)
         finally:
             srv.stop()
-    if any(SCENARIOS[s].kind == "h2" for s in scen_names):
-        for name in active:
-            if SERVERS[name].get("h2c") is None:
-                ok, why = probe_h2c(name, SERVERS[name])
-                h2c_probe[name] = ok
-                log(f"h2c probe {name}: {'ok' if ok else 'no'} {why}")
-                if not ok:
-                    notes.append(
-                        f"{name}: does not answer h2c prior-knowledge requests; h2 scenarios skipped ({why[:150]})"
-                    )
 
-    ws_probe: dict[str, bool] = {}
-    if any(SCENARIOS[s].kind == "ws" for s in scen_names):
+    def wanted(sc: Scenario) -> bool:
+        return sc.name in scen_names and sc.name not in unavailable
+
+    probes: dict[str, dict[str, bool]] = {"h2c": {}, "h2_tls": {}, "ws": {}}
+    for feature, label, pred in (
+        ("h2c", "h2c", lambda sc: sc.kind == "h2" and not sc.tls),
+        ("h2_tls", "HTTP/2 over TLS", lambda sc: sc.kind == "h2" and sc.tls),
+        ("ws", "WebSocket", lambda sc: sc.kind == "ws"),
+    ):
+        scens = [sc for sc in SCENARIOS.values() if wanted(sc) and pred(sc)]
         for name in active:
-            if SERVERS[name].get("ws") is None:
-                ok, why = probe_ws(name, SERVERS[name])
-                ws_probe[name] = ok
-                log(f"WebSocket probe {name}: {'ok' if ok else 'no'} {why}")
-                if not ok:
-                    notes.append(f"{name}: WebSocket echo probe failed; ws scenarios skipped ({why[:200]})")
+            spec = SERVERS[name]
+            if not scens or spec.get(feature, False) is not None:
+                continue
+            if all(applies(name, spec, sc, {feature: {name: True}}) for sc in scens):
+                continue  # skipped there for another reason (WSGI-only, no TLS, ...)
+            if feature == "ws":
+                ok, why = probe_ws(name, spec)
+            else:
+                ok, why = probe_h2(name, spec, tls=args.tls_files if feature == "h2_tls" else None)
+            probes[feature][name] = ok
+            log(f"{label} probe {name}: {'ok' if ok else 'no'} {why}")
+            if not ok:
+                what = {
+                    "h2c": "does not answer h2c prior-knowledge requests",
+                    "h2_tls": "does not answer HTTP/2 over TLS (ALPN h2)",
+                    "ws": "WebSocket echo probe failed",
+                }[feature]
+                notes.append(f"{name}: {what}; {', '.join(sc.name for sc in scens)} skipped ({why[:200]})")
 
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     cmds: dict[str, dict[str, str]] = {}
     skipped: dict[str, dict[str, str]] = {}
     try:
-        run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, cmds, skipped)
+        run_all(args, scen_names, srv_names, active, probes, unavailable, results, cmds, skipped)
     except KeyboardInterrupt:
         notes.append("**run interrupted**: results below are partial")
         log("interrupted; writing partial results")
-        scen_names = [s for s in scen_names if results.get(s)]
+        scen_names = [s for s in scen_names if results.get(s) or (s in skipped and s in unavailable)]
 
     finished = _dt.datetime.now()
     write_report(args, scen_names, srv_names, results, skipped, cmds, notes, started, finished, nofile)
     return 0
 
 
-def run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, cmds, skipped) -> None:
+def run_all(args, scen_names, srv_names, active, probes, unavailable, results, cmds, skipped) -> None:
     for sname in scen_names:
         sc = SCENARIOS[sname]
         results[sname] = {}
@@ -1196,10 +1676,13 @@ def run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, c
         cmds[sname] = {}
         part = []
         for name in srv_names:
+            if sname in unavailable:
+                skipped[sname][name] = unavailable[sname]
+                continue
             if name not in active:
                 skipped[sname][name] = "FAILED TO START (see notes)"
                 continue
-            why = applies(name, SERVERS[name], sc, h2c_probe, ws_probe)
+            why = applies(name, SERVERS[name], sc, probes)
             if why:
                 skipped[sname][name] = why
             else:
@@ -1246,7 +1729,10 @@ def run_all(args, scen_names, srv_names, active, h2c_probe, ws_probe, results, c
                     log(
                         f"    {fmt(r.get('rps'), 1)} {sc.unit}  p50 {fmt(r.get('p50_ms'), 2)} ms  "
                         f"p99 {fmt(r.get('p99_ms'), 2)} ms  errors {r.get('errors', 0)}  "
-                        f"server cpu {fmt(r.get('server_cpu'))}%  other on core 0 {fmt(r.get('noise'))}%"
+                        f"server cpu {fmt(r.get('server_cpu'))}% = {fmt(r.get('cpu_us'), 1)} us/{per_item(sc)}  "
+                        f"other on core 0 {fmt(r.get('noise'))}%"
+                        + (f"  tls {r['tls']}" if r.get("tls") else "")
+                        + (f"  {r['conns']:,} conns accepted" if r.get("conns") is not None else "")
                         + (f"  client cpu {fmt(r.get('client_cpu'))}%" if "client_cpu" in r else "")
                         + (f"  [{r['error_detail']}]" if r.get("error_detail") else "")
                     )
@@ -1274,6 +1760,7 @@ def summarize(sc: Scenario, runs: dict[str, list[dict[str, Any]]]) -> dict[str, 
                 "p50_ms",
                 "p99_ms",
                 "server_cpu",
+                "cpu_us",
                 "noise",
                 "client_cpu",
                 "baseline_kib",
@@ -1347,6 +1834,8 @@ def versions() -> list[tuple[str, str]]:
         "starlette",
         "fastapi",
         "pydantic",
+        "flask",
+        "cryptography",
         "websockets",
         "h2",
         "matplotlib",
@@ -1358,6 +1847,8 @@ def versions() -> list[tuple[str, str]]:
     rows.append(("wrk", tool_version(["wrk", "-v"])))
     rows.append(("h2load", tool_version(["h2load", "--version"])))
     rows.append(("nginx", tool_version(["nginx", "-v"])))
+    rows.append(("openssl (wrk, h2load, nginx)", tool_version(["openssl", "version"])))
+    rows.append(("OpenSSL of Python's ssl (heron, uvicorn, hypercorn, gunicorn)", ssl.OPENSSL_VERSION))
     return rows
 
 
@@ -1426,6 +1917,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                     "errors",
                     f"vs {BASELINE}",
                     "server CPU %",
+                    f"server CPU µs/{per_item(sc)}",
                     "other load on core 0 %",
                 ]
                 + (["client CPU %"] if sc.kind == "ws" else [])
@@ -1480,6 +1972,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                         err,
                         ratio,
                         fmt(s.get("server_cpu")),
+                        fmt(s.get("cpu_us"), 1),
                         fmt(s.get("noise")),
                     ]
                     + ([fmt(s.get("client_cpu"))] if sc.kind == "ws" else [])
@@ -1521,12 +2014,36 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
         if summary and chart(sc, summary, png, f"{sname}: {sc.desc}"[:110]):
             L.append(f"![{sname}]({png.name})")
             L.append("")
+        if sc.tls:
+            tls_seen = {name: sorted({r["tls"] for r in rs if r.get("tls")}) for name, rs in results[sname].items()}
+            if any(tls_seen.values()):
+                how = "h2load's report" if sc.kind == "h2" else "the harness's check request (Python's ssl client)"
+                L.append(f"TLS negotiated (from {how}):")
+                L.extend(f"- {n}: {' / '.join(v)}" for n, v in tls_seen.items() if v)
+                L.append("")
+        if sc.reconnect:
+            conns = {n: [r["conns"] for r in rs if r.get("conns") is not None] for n, rs in results[sname].items()}
+            reqs = {
+                n: [r.get("requests", 0) for r in rs if r.get("conns") is not None] for n, rs in results[sname].items()
+            }
+            if any(conns.values()):
+                L.append(
+                    "Connections accepted by the machine's TCP stack during the measured runs (PassiveOpens, "
+                    "/proc/net/snmp) against wrk's completed requests: "
+                    + "; ".join(f"{n} {sum(conns[n]):,} / {sum(reqs[n]):,}" for n in conns if conns[n])
+                    + " (a run with fewer connections than 95% of its requests is counted as an error)."
+                )
+                L.append("")
         L.append("Commands:")
         L.append("")
         L.append(f"- load: `{load_cmd_text(sc, args)}`")
         for name in srv_names:
             if name in cmds[sname]:
                 L.append(f"- {name}: `{cmds[sname][name]}`")
+        if sc.tls:
+            L.append(
+                "- `$RUN_TMP/key.pem`, `$RUN_TMP/cert.pem`: a self-signed P-256 certificate for 127.0.0.1, made for the run"
+            )
         L.append("")
     L.append("## Versions")
     L.append("")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up heron's benchmark environment: an isolated venv at bench/.venv with
-# heron (editable, from the repo root) and its peers, plus wrk, h2load and
-# nginx from Debian. Idempotent: a second run only checks and returns quickly.
+# heron (editable, from the repo root) and its peers, plus wrk, h2load, nginx
+# and a C compiler (for bench/no_resume.c, the tls-handshakes preload) from
+# Debian. Idempotent: a second run only checks and returns quickly.
 set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -14,8 +15,8 @@ PY="${PYTHON:-python3}"
 PIP_PKGS=(
     uvicorn uvloop httptools h11
     hypercorn granian daphne gunicorn
-    starlette fastapi
-    matplotlib websockets h2
+    starlette fastapi flask
+    matplotlib websockets h2 cryptography
 )
 
 # --- system tools ----------------------------------------------------------
@@ -24,6 +25,8 @@ command -v wrk    >/dev/null 2>&1 || need_apt+=(wrk)
 command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 command -v nginx  >/dev/null 2>&1 || need_apt+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v cc     >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
     echo "setup: apt-get install ${need_apt[*]}"
     SUDO=""
@@ -52,8 +55,8 @@ fi
 if "$VENV/bin/python" - "$REPO_DIR" <<'EOF' 2>/dev/null
 import importlib, importlib.metadata as md, os, sys
 for mod in ("uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian",
-            "daphne", "gunicorn", "starlette", "fastapi", "matplotlib",
-            "websockets", "h2", "heron"):
+            "daphne", "gunicorn", "starlette", "fastapi", "flask", "matplotlib",
+            "websockets", "h2", "cryptography", "heron"):
     importlib.import_module(mod)
 import heron
 repo = os.path.realpath(sys.argv[1])
@@ -68,7 +71,7 @@ else
     "$VENV/bin/python" -m pip install -q -e "$REPO_DIR"
 fi
 
-for tool in wrk h2load nginx taskset; do
+for tool in wrk h2load nginx taskset cc; do
     command -v "$tool" >/dev/null 2>&1 || echo "setup: WARNING: $tool is not available"
 done
 echo "setup: done"

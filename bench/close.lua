@@ -1,0 +1,2 @@
+-- One request per connection: the server closes after the response, wrk reconnects.
+wrk.headers["Connection"] = "close"
