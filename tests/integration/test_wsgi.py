@@ -3,6 +3,7 @@ errors, and the auto-detection of the interface."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -228,3 +229,129 @@ def test_interface_setting_forces_wsgi() -> None:
     assert type(load_app(Both(), interface="wsgi")).__name__ == "WSGIAdapter"
     with serve(Both(), interface="wsgi") as srv:
         assert httpx.get(srv.url + "/").content == b"wsgi"
+
+
+def test_response_ends_before_close_when_its_length_is_reached() -> None:
+    """The piece that completes Content-Length ends the response on the wire at
+    once (HTTP/2: END_STREAM): the client has it while close() still runs."""
+    client_has_it = threading.Event()
+    seen_in_close: list[bool] = []
+
+    class SlowClose:
+        def __init__(self, pieces: list[bytes]) -> None:
+            self.items = iter(pieces)
+
+        def __iter__(self) -> SlowClose:
+            return self
+
+        def __next__(self) -> bytes:
+            return next(self.items)
+
+        def close(self) -> None:  # waits (bounded) for the client to have the whole response
+            seen_in_close.append(client_has_it.wait(5))
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Length", "6")])
+        return SlowClose([b"abc", b"def"])
+
+    with serve(app) as srv, httpx.Client(http1=False, http2=True, timeout=10) as client:
+        r = client.get(srv.url + "/")  # returns once the stream has ended (END_STREAM)
+        client_has_it.set()
+        assert (r.status_code, r.content) == (200, b"abcdef")
+    assert seen_in_close == [True]
+
+
+def test_more_body_than_content_length_is_an_app_error(caplog: pytest.LogCaptureFixture) -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Length", "2")])
+        yield b"ok"
+        yield b"and more"
+
+    with serve(app) as srv:
+        sock = srv.connect()
+        try:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            status, headers, body, _ = read_response(sock)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            second = read_response(sock)
+        finally:
+            sock.close()
+        assert (status, body) == (200, b"ok")
+        assert (second[0], second[2]) == (200, b"ok")  # the connection stayed in step
+    assert "more body than its Content-Length" in caplog.text
+
+
+def test_the_app_thread_runs_ahead_of_a_stalled_client_by_a_bounded_amount() -> None:
+    """A million 1-byte pieces to a client that reads nothing: the thread stops
+    after RUN_AHEAD bytes' worth of pieces (each counted with its overhead)."""
+    from heron.asgi import wsgi
+
+    produced = 0
+    stop = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        nonlocal produced
+        start_response("200 OK", [])
+        for _ in range(1_000_000):
+            if stop.is_set():
+                return
+            produced += 1
+            yield b"x"
+
+    async def main() -> int:
+        stalled = asyncio.Event()  # never set: the client reads nothing
+        sent = 0
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal sent
+            if message["type"] == "http.response.body":
+                sent += 1
+                if sent >= 3:
+                    await stalled.wait()
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        adapter = wsgi.WSGIAdapter(app, threads=1)
+        scope = {
+            "type": "http", "method": "GET", "path": "/", "query_string": b"", "headers": [],
+            "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        task = asyncio.ensure_future(adapter(scope, receive, send))
+        for _ in range(200):  # until the thread stops producing (bounded: 2 s)
+            before = produced
+            await asyncio.sleep(0.01)
+            if produced == before and produced > 0:
+                break
+        settled = produced
+        stop.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return settled
+
+    settled = asyncio.run(main())
+    assert 3 < settled <= 3 + wsgi.RUN_AHEAD // wsgi._PIECE_COST + 2
+
+
+def test_client_leaving_mid_response_stops_the_app() -> None:
+    closed = threading.Event()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        if environ["PATH_INFO"] == "/small":
+            yield b"ok"
+            return
+        try:
+            for _ in range(100_000):  # 6 GiB if nobody stopped it
+                yield b"z" * 65536
+        finally:
+            closed.set()
+
+    with serve(app) as srv:
+        sock = srv.connect()
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        sock.close()
+        assert closed.wait(10)  # the generator was closed: the thread is free again
+        assert httpx.get(srv.url + "/small", timeout=10).content == b"ok"  # and the pool still serves
