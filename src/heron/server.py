@@ -63,6 +63,8 @@ class Server:
         self.worker = False
         self.started = asyncio.Event()
         self.sockets: list[socket.socket] = []
+        #: the --quic-bind UDP sockets, once bound
+        self.quic_sockets: list[socket.socket] = []
         self._exit = asyncio.Event()
         self._forced = asyncio.Event()
         self.force_exit = False
@@ -116,13 +118,16 @@ class Server:
         loop = asyncio.get_running_loop()
         app = self._load_app()
         tls = self._tls_arguments() if app is not None else None
-        if app is None or tls is None or not self._bind_sockets(sockets):
+        quic = self._quic_configuration() if app is not None and tls is not None else None
+        if app is None or tls is None or quic is None or not self._bind_sockets(sockets):
             return STARTUP_FAILURE
         ctx = self._ctx = self._context(app, loop)
+        ctx.advertise_http3([sock.getsockname()[1] for sock in self.quic_sockets], config.quic_alt_svc_max_age)
         logger.info("Started server process [%d]", os.getpid())  # (uvicorn's words: log parsers know them)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
+        quic_listeners: list[Any] = []  # (heron.transport.http3.QuicListener)
         metrics_endpoint: MetricsListener | None = None
         try:
             try:
@@ -141,6 +146,11 @@ class Server:
                 factory = protocol_factory(ctx, self.metrics)
                 for sock in self.sockets:
                     servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
+            if self.quic_sockets:
+                from .transport.http3 import start_quic_listener
+
+                for sock in self.quic_sockets:
+                    quic_listeners.append(await start_quic_listener(ctx, sock, quic))
             if self.metrics is not None and self.metrics_socket is not None:
                 metrics_endpoint = await serve_metrics(config, self.metrics, self.metrics_socket, loop, self)
             if self.banner:
@@ -156,7 +166,7 @@ class Server:
             if self.notifier is not None:
                 self.notifier.stopping()
             await self._shutdown_delay()
-            await self._shutdown(ctx, servers)
+            await self._shutdown(ctx, servers, quic_listeners)
             if not self.force_exit:
                 await self._lifespan_shutdown(lifespan)
             logger.info("Finished server process [%d]", os.getpid())
@@ -165,6 +175,8 @@ class Server:
             ctx.stop()
             for srv in servers:
                 srv.close()
+            for quic_listener in quic_listeners:
+                quic_listener.close()
             if metrics_endpoint is not None:
                 metrics_endpoint.close()
             self._release_sockets(own=sockets is None)
@@ -219,6 +231,23 @@ class Server:
                 tls["ssl_handshake_timeout"] = config.timeout_request_header
         return tls
 
+    def _quic_configuration(self) -> Any:
+        """--quic-bind: aioquic's QuicConfiguration (``False`` without QUIC); None when
+        the certificate or key can't be loaded (logged)."""
+        config = self.config
+        if not config.quic_bind:
+            return False
+        try:
+            from .transport.http3_quic import quic_configuration
+        except ImportError as exc:  # (Config.validate found the package: a broken install)
+            logger.error("--quic-bind needs aioquic (pip install 'heron[http3]'): %s", exc)
+            return None
+        try:
+            return quic_configuration(config)
+        except (OSError, ValueError) as exc:
+            logger.error("Could not load the certificate or key for QUIC: %s", exc)
+            return None
+
     def _proxy_protocol_listeners(
         self, ctx: ServerContext, loop: asyncio.AbstractEventLoop, tls: dict[str, Any]
     ) -> list[ProxyProtocolListener]:
@@ -240,6 +269,9 @@ class Server:
         config = self.config
         try:
             self.sockets = sockets if sockets is not None else self._bind()
+            # (a worker binds its own, SO_REUSEPORT: the kernel keeps each client on one worker)
+            for quic_listener in config.quic_listeners:
+                self.quic_sockets.append(bind_udp(quic_listener, reuse_port=self.worker))
             if config.metrics_bind is not None:
                 listener = parse_bind(config.metrics_bind, "metrics_bind")
                 self.metrics_socket = bind_listener(listener, config.backlog)
@@ -282,6 +314,8 @@ class Server:
         (``own``); remove the UNIX sockets heron created."""
         if self.metrics_socket is not None:
             self.metrics_socket.close()
+        for sock in self.quic_sockets:
+            sock.close()
         if own:
             for sock in self.sockets:
                 sock.close()
@@ -308,12 +342,17 @@ class Server:
                 pass
 
     async def _shutdown(
-        self, ctx: ServerContext, servers: list[asyncio.AbstractServer | ProxyProtocolListener]
+        self,
+        ctx: ServerContext,
+        servers: list[asyncio.AbstractServer | ProxyProtocolListener],
+        quic_listeners: list[Any],
     ) -> None:
         logger.info("Shutting down")
         ctx.shutting_down = True
         for srv in servers:
             srv.close()
+        for quic_listener in quic_listeners:
+            quic_listener.stop_accepting()  # (the socket stays open for the connections in flight)
         for connection in list(ctx.connections):
             connection.shutdown()
         timeout = self.config.timeout_graceful_shutdown
@@ -357,6 +396,7 @@ class Server:
             self.metrics_socket,
             f"{loop_name} loop, pid {os.getpid()}, 1 worker process",
             websocket=self.serves_websocket,
+            quic_sockets=self.quic_sockets,
         )
 
     # --- signals ----------------------------------------------------------
@@ -448,6 +488,7 @@ def log_banner(
     processes: str,
     *,
     websocket: bool = True,
+    quic_sockets: list[socket.socket] | None = None,
 ) -> None:
     """The start-up banner: what is served where, by which processes, and how to stop it
     (``websocket``: the app takes WebSocket sessions, which a WSGI app does not)."""
@@ -468,6 +509,12 @@ def log_banner(
     extras.append("TLS" if tls else "no TLS")
     for sock in sockets:
         logger.info("Serving HTTP/1.1 on %s (%s)", socket_url(sock, scheme), ", ".join(extras))
+    if quic_sockets is not None:
+        for sock in quic_sockets:
+            logger.info("Serving HTTP/3 on %s (QUIC over UDP)", socket_url(sock, "https"))
+    else:  # (a supervisor: every worker binds these itself)
+        for address in config.quic_listeners:
+            logger.info("Serving HTTP/3 on https://%s (QUIC over UDP, SO_REUSEPORT per worker)", address)
     if metrics_socket is not None:
         logger.info("Prometheus metrics on %s/metrics", socket_url(metrics_socket, "http"))
     if sockets:  # (uvicorn's line, for what watches for it)
@@ -539,6 +586,25 @@ def bind_listener(listener: Listener, backlog: int, reuse_port: bool = False, li
         if reuse_port and not listen:
             return sock  # (a bound socket outside the kernel's group of listeners)
     sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_udp(listener: Listener, reuse_port: bool = False) -> socket.socket:
+    """A bound, non-blocking UDP socket for a ``--quic-bind`` address; OSError names it.
+    ``reuse_port``: SO_REUSEPORT (each worker binds the same address; the kernel
+    spreads clients between them by their address, so a client stays on one worker)."""
+    family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((listener.host, listener.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"Could not bind to UDP {listener} (--quic-bind): {exc.strerror}") from None
     sock.setblocking(False)
     return sock
 

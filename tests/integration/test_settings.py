@@ -65,6 +65,7 @@ def example(f: dataclasses.Field[Any], tmp: Path) -> Any:
         "log_level": "debug",
         "access_log_format": "combined",
         "metrics_bind": "127.0.0.1:9100",
+        "quic_bind": ("127.0.0.1:8443", "[::1]:8443"),
         "log_config": "logging.json",
         "root_path": "/api",
         "app_dir": str(tmp),
@@ -105,6 +106,10 @@ def example(f: dataclasses.Field[Any], tmp: Path) -> Any:
 
 def companions(name: str, tmp: Path) -> list[str]:
     """Command-line settings that ``name`` needs to be valid (TLS settings need TLS on)."""
+    if name == "quic_bind":  # (QUIC always uses TLS)
+        pem = tmp / "server.pem"
+        pem.write_text(PEM_WITH_KEY)
+        return ["--ssl-certfile", str(pem)]
     if name.startswith("ssl_") and name not in ("ssl_certfile",):
         pem = tmp / "server.pem"
         pem.write_text(PEM_WITH_KEY)

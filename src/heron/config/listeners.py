@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import NamedTuple
 
 from .checks import fail
 
 
 class Listener(NamedTuple):
-    """One address to listen on: kind is ``tcp``, ``unix`` or ``fd``."""
+    """One address to listen on: kind is ``tcp``, ``unix`` or ``fd`` (``udp``: a ``--quic-bind`` address)."""
 
     kind: str
     host: str = ""
@@ -61,3 +62,27 @@ def check_metrics_bind(text: str) -> None:
     """``metrics_bind``: a ``--bind`` address, but not an inherited descriptor."""
     if parse_bind(text, "metrics_bind").kind == "fd":
         fail("metrics_bind", text, "HOST:PORT, [IPv6]:PORT or unix:PATH")
+
+
+def parse_quic_bind(text: str) -> Listener:
+    """A ``--quic-bind`` address: ``HOST:PORT`` or ``[IPv6]:PORT`` (UDP)."""
+    allowed = "HOST:PORT or [IPv6]:PORT (a UDP address)"
+    if not isinstance(text, str) or text.startswith(("unix:", "fd://")) or text.rpartition(":")[1] != ":":
+        fail("quic_bind", text, allowed)
+    listener = parse_bind(text, "quic_bind")
+    return listener._replace(kind="udp")
+
+
+def check_quic_bind(texts: tuple[str, ...], tls: bool, cert_reqs: int, workers: int) -> None:
+    """``quic_bind``: UDP addresses, and TLS configured (QUIC always runs TLS 1.3)
+    without client certificates (not offered over QUIC yet); a fixed port with
+    several workers (each binds its own SO_REUSEPORT socket); aioquic installed."""
+    for text in texts:
+        if parse_quic_bind(text).port == 0 and workers > 1:
+            fail("quic_bind", text, "a fixed port with --workers (each worker binds it with SO_REUSEPORT)")
+    if texts and not tls:
+        fail("quic_bind", ",".join(texts), "--ssl-certfile and --ssl-keyfile too (QUIC always uses TLS 1.3)")
+    if texts and cert_reqs:
+        fail("quic_bind", ",".join(texts), "no --ssl-cert-reqs: client certificates are not supported over QUIC")
+    if texts and importlib.util.find_spec("aioquic") is None:
+        fail("quic_bind", ",".join(texts), "the aioquic package installed: pip install 'heron[http3]'")

@@ -37,7 +37,7 @@ from .fields import (
     setting,
     ws_notice,
 )
-from .listeners import Listener, check_metrics_bind, parse_bind
+from .listeners import Listener, check_metrics_bind, check_quic_bind, parse_bind, parse_quic_bind
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ class Config:
     )
     limit_request_body: int | None = setting(
         None,
-        "Maximum request body size in bytes (HTTP/1.1 and HTTP/2): a larger Content-Length gets 413 before the app "
+        "Maximum request body size in bytes (every HTTP version): a larger Content-Length gets 413 before the app "
         "runs; a body that grows past it gets 413 (or a reset, once the response started); none: no limit.",
         section="limits",
         metavar="BYTES",
@@ -248,7 +248,7 @@ class Config:
     )
     timeout_request_body: float = setting(
         60.0,
-        "Answer 408 (HTTP/2: on the stream) when the app waits for request body bytes and none arrive for this "
+        "Answer 408 (HTTP/2 and HTTP/3: on the stream) when the app waits for request body bytes and none arrive for this "
         "many seconds; 0 disables.",
         section="timeouts",
         bounds=SECONDS,
@@ -325,19 +325,20 @@ class Config:
     )
     http2_max_concurrent_streams: int = setting(
         100,
-        "HTTP/2: streams a client may have open at once (advertised; more are refused).",
+        "HTTP/2 and HTTP/3: streams a client may have open at once (advertised; more are refused).",
         section="http",
         bounds=Bounds(1, 2**31 - 1, "an integer between 1 and 2**31-1"),
     )
     http2_max_header_list_size: int = setting(
         65536,
-        "HTTP/2: maximum decoded size of a request's header list, in bytes (also bounds CONTINUATION frames).",
+        "HTTP/2 and HTTP/3: maximum decoded size of a request's header list, in bytes (also bounds CONTINUATION "
+        "frames; 431 over HTTP/3).",
         section="http",
         bounds=Bounds(1024, None, "an integer >= 1024"),
     )
     http2_initial_window_size: int = setting(
         262144,
-        "HTTP/2: request body bytes a client may send ahead on a stream (4 times this per connection).",
+        "HTTP/2 and HTTP/3: request body bytes a client may send ahead on a stream (4 times this per connection).",
         section="http",
         bounds=Bounds(65535, (2**31 - 1) // 4, "an integer between 65535 and 536870911"),
     )
@@ -361,6 +362,31 @@ class Config:
         "GOAWAY ENHANCE_YOUR_CALM (flood guard).",
         section="http",
         bounds=POSITIVE,
+    )
+
+    # --- HTTP/3 -------------------------------------------------------------
+    quic_bind: tuple[str, ...] = setting(
+        (),
+        "Also serve HTTP/3 over QUIC on this UDP address, HOST:PORT or [IPv6]:PORT (repeatable; needs "
+        "--ssl-certfile/--ssl-keyfile and the aioquic package: pip install 'heron[http3]').",
+        section="http",
+        flags=("--quic-bind",),
+        metavar="HOST:PORT",
+    )
+    quic_alt_svc_max_age: int = setting(
+        86400,
+        "With --quic-bind: TCP responses carry 'alt-svc: h3=\":PORT\"; ma=SECONDS' so browsers find HTTP/3; "
+        "0 sends no Alt-Svc header.",
+        section="http",
+        metavar="SECONDS",
+        bounds=NOT_NEGATIVE,
+    )
+    quic_idle_timeout: float = setting(
+        60.0,
+        "HTTP/3: close a QUIC connection after this many seconds without a packet from the client.",
+        section="timeouts",
+        metavar="SECONDS",
+        bounds=SECONDS_ABOVE_0,
     )
 
     # --- WebSocket ---------------------------------------------------------
@@ -587,6 +613,7 @@ class Config:
         for header in self.headers:
             check_header(header)
         check_tls_settings(self)
+        check_quic_bind(self.quic_bind, bool(self.ssl_certfile), self.ssl_cert_reqs, self.workers or 1)
         check_forwarded_allow_ips(self.forwarded_allow_ips)
         return self
 
@@ -600,6 +627,11 @@ class Config:
         if self.uds:
             return [Listener("unix", path=self.uds)]
         return [Listener("tcp", host=self.host, port=self.port)]
+
+    @property
+    def quic_listeners(self) -> list[Listener]:
+        """The UDP addresses of ``--quic-bind`` (kind ``udp``)."""
+        return [parse_quic_bind(text) for text in self.quic_bind]
 
     def notices(self) -> list[tuple[str, str]]:
         """(setting, message) for each value heron accepts but does not act on."""

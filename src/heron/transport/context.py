@@ -83,6 +83,8 @@ class ServerContext:
                 self.server_line = b""  # a configured Server header replaces ours
             extra.append(name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n")
         self.extra_lines = b"".join(extra)
+        #: the --header lines alone (HTTP/3 responses: extra_lines may add Alt-Svc)
+        self.header_lines = self.extra_lines
         self.send_date = config.date_header
         self.date_line = b""
         self.clock = loop.time()
@@ -99,6 +101,15 @@ class ServerContext:
         self.observer = observer
         self._bad_request_logs = 0
         self._bad_request_window = 0.0
+
+    def advertise_http3(self, ports: list[int], max_age: int) -> None:
+        """--quic-bind: TCP responses name the HTTP/3 alternative (RFC 7838 Alt-Svc),
+        in the precomputed default lines (no per-request work); not when
+        ``max_age`` is 0 or a --header sets Alt-Svc itself."""
+        if not ports or not max_age or any(name.lower() == "alt-svc" for name, _ in self.config.headers):
+            return
+        value = ", ".join(f'h3=":{port}"; ma={max_age}' for port in dict.fromkeys(ports))
+        self.extra_lines = self.header_lines + b"alt-svc: " + value.encode("ascii") + b"\r\n"
 
     # --- housekeeping ------------------------------------------------------
 

@@ -4,6 +4,9 @@ grammar a response's fields are checked against."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from ..errors import LocalProtocolError
 
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _LOWER_TOKEN = _TCHAR
@@ -151,3 +154,44 @@ def _check_target(
     if path[:1] != b"/" and not (path == b"*" and method == b"OPTIONS"):
         raise _Malformed("invalid :path")
     return scheme, path
+
+
+def response_fields(
+    status: int, headers: Iterable[tuple[bytes, bytes]]
+) -> tuple[list[tuple[bytes, bytes]], int | None]:
+    """``:status`` and the app's response fields, checked (RFC 9113 8.2, which
+    HTTP/3 shares, RFC 9114 4.2), without the connection-specific ones; and the
+    content-length (None: not given). Raises LocalProtocolError."""
+    fields = [(b":status", b"%d" % status)]
+    length: int | None = None
+    try:
+        for name, value in headers:
+            if not name or name.translate(None, _ANY_TOKEN):
+                raise LocalProtocolError(f"invalid header name {name!r:.40}")
+            if _BAD_RESPONSE_VALUE.search(value) is not None:
+                raise LocalProtocolError(f"invalid characters in the value of header {name!r:.40}")
+            name = name.lower()
+            if name in _RESPONSE_DROP:
+                continue
+            if name == b"content-length":
+                if length is not None or not value.isdigit():
+                    raise LocalProtocolError("invalid or duplicate content-length")
+                length = int(value)
+            fields.append((bytes(name), bytes(value)))
+    except (TypeError, ValueError, AttributeError):
+        raise LocalProtocolError("headers must be an iterable of [name, value] pairs of bytes") from None
+    return fields, length
+
+
+def trailer_fields(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A response's trailer fields, checked (no connection-specific fields and
+    no content-length in a trailer section). Raises LocalProtocolError."""
+    fields = []
+    for name, value in headers:
+        if not name or name.translate(None, _ANY_TOKEN) or _BAD_RESPONSE_VALUE.search(value) is not None:
+            raise LocalProtocolError(f"invalid trailer {name!r:.40}")
+        name = name.lower()
+        if name in _RESPONSE_DROP or name == b"content-length":
+            raise LocalProtocolError(f"{name.decode()} is not allowed in trailers")
+        fields.append((bytes(name), bytes(value)))
+    return fields

@@ -11,7 +11,7 @@ from ..errors import LocalProtocolError
 from .base import _H2Base
 from .encoder import _CachedHead
 from .events import StreamWritable
-from .fields import _ANY_TOKEN, _BAD_RESPONSE_VALUE, _RESPONSE_DROP
+from .fields import _ANY_TOKEN, _BAD_RESPONSE_VALUE, response_fields, trailer_fields
 from .frames import (
     _CONTINUATION,
     _DATA,
@@ -98,24 +98,7 @@ class _H2Sending(_H2Base):
         headers: Iterable[tuple[bytes, bytes]],
         default_headers: list[tuple[bytes, bytes]],
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-        fields = [(b":status", b"%d" % status)]
-        remaining: int | None = None
-        try:
-            for name, value in headers:
-                if not name or name.translate(None, _ANY_TOKEN):
-                    raise LocalProtocolError(f"invalid header name {name!r:.40}")
-                if _BAD_RESPONSE_VALUE.search(value) is not None:
-                    raise LocalProtocolError(f"invalid characters in the value of header {name!r:.40}")
-                name = name.lower()
-                if name in _RESPONSE_DROP:
-                    continue
-                if name == b"content-length":
-                    if remaining is not None or not value.isdigit():
-                        raise LocalProtocolError("invalid or duplicate content-length")
-                    remaining = int(value)
-                fields.append((bytes(name), bytes(value)))
-        except (TypeError, ValueError, AttributeError):
-            raise LocalProtocolError(_BAD_HEADERS) from None
+        fields, remaining = response_fields(status, headers)
         if default_headers:
             fields.extend(default_headers)
         return fields, remaining
@@ -258,14 +241,7 @@ class _H2Sending(_H2Base):
         st = self.streams.get(sid)
         if st is None or not st.responding or self.closed:
             return
-        fields = []
-        for name, value in headers:
-            if not name or name.translate(None, _ANY_TOKEN) or _BAD_RESPONSE_VALUE.search(value) is not None:
-                raise LocalProtocolError(f"invalid trailer {name!r:.40}")
-            name = name.lower()
-            if name in _RESPONSE_DROP or name == b"content-length":
-                raise LocalProtocolError(f"{name.decode()} is not allowed in trailers")
-            fields.append((bytes(name), bytes(value)))
+        fields = trailer_fields(headers)
         if st.remaining:
             raise LocalProtocolError("response body shorter than its content-length")
         st.trailers = fields

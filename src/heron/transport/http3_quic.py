@@ -1,0 +1,206 @@
+"""What heron asks of aioquic beyond its public API, kept in one place.
+
+aioquic (the optional ``http3`` extra) is imported only by the HTTP/3 modules,
+and they are imported only when ``--quic-bind`` is set.
+
+Three things here reach into aioquic's internals, on purpose and nowhere else:
+
+* **Flow control that follows the app.** aioquic raises a receive window
+  (MAX_STREAM_DATA, MAX_DATA) whenever the peer has used half of it, however
+  much of what arrived is still unread; a client could then send a body
+  without limit to an app that does not read it. :class:`FlowControlledQuic`
+  stops that growth (its overrides hide what was received from aioquic's
+  doubling rule) and :func:`grant` moves each limit to "what the peer has
+  sent, less what waits unread, plus one window", as the app reads, the way
+  the HTTP/2 core returns credit (heron.protocol.http2).
+* **Concurrent streams.** aioquic opens 128 bidirectional streams to a peer
+  and raises the limit by one as each finishes; :func:`set_max_streams`
+  starts it at ``--http2-max-concurrent-streams`` instead.
+* **SETTINGS and GOAWAY.** :class:`ServerH3` advertises
+  SETTINGS_MAX_FIELD_SECTION_SIZE and not SETTINGS_ENABLE_CONNECT_PROTOCOL
+  (no extended CONNECT, RFC 9220, over HTTP/3 yet), and :func:`send_goaway`
+  writes a GOAWAY frame on the control stream (aioquic has no call for it).
+
+``tests/integration/test_http3.py`` checks each of these through a real client.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, Setting, encode_frame
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+if TYPE_CHECKING:
+    from aioquic.quic.packet_builder import QuicPacketBuilder
+    from aioquic.quic.recovery import QuicPacketSpace
+    from aioquic.quic.stream import QuicStream
+
+    from ..config import Config
+
+__all__ = [
+    "H3_ALPN",
+    "FlowControlledQuic",
+    "check_supported",
+    "ServerH3",
+    "grant",
+    "grant_connection",
+    "quic_configuration",
+    "responses_delivered",
+    "send_goaway",
+    "set_max_streams",
+    "unsent",
+]
+
+
+def quic_configuration(config: Config) -> QuicConfiguration:
+    """The server side of every QUIC connection: ALPN h3, the TLS certificate
+    (TLS 1.3 always), the initial windows and the idle timeout. Raises
+    OSError / ValueError when the certificate or key can't be loaded."""
+    window = config.http2_initial_window_size
+    quic = QuicConfiguration(
+        alpn_protocols=H3_ALPN,
+        is_client=False,
+        idle_timeout=config.quic_idle_timeout,
+        max_data=4 * window,
+        max_stream_data=window,
+    )
+    check_supported()
+    password = config.ssl_keyfile_password.encode() if config.ssl_keyfile_password else None
+    assert config.ssl_certfile is not None  # (checked by Config.validate with --quic-bind)
+    try:
+        quic.load_cert_chain(config.ssl_certfile, config.ssl_keyfile or None, password)
+    except (ssl.SSLError, TypeError) as exc:  # (cryptography raises TypeError for a missing password)
+        raise ValueError(str(exc)) from None
+    return quic
+
+
+class FlowControlledQuic(QuicConnection):
+    """A QuicConnection whose receive windows (the connection's, and its request
+    streams') move only through :func:`grant`: the client's control and QPACK
+    streams, which aioquic reads as they arrive, keep aioquic's own rule.
+
+    aioquic's own rule is hidden from it while it writes its limits: before 1.9
+    it doubles a limit once the peer used half of it (``used``, the stream's
+    ``highest_offset``); from 1.9 it moves the limit to one (auto-tuned)
+    window past what QUIC delivered, when less than half a window is left
+    (``_local_max_data_window``, the stream's ``max_stream_data_local_window``).
+    """
+
+    def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
+        limit = self._local_max_data
+        used = limit.used
+        window = getattr(self, "_local_max_data_window", None)
+        limit.used = 0
+        if window is not None:
+            self._local_max_data_window = 0
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            limit.used = used
+            if window is not None:
+                self._local_max_data_window = window
+
+    def _write_stream_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: QuicStream) -> None:
+        if (
+            stream.stream_id is None or stream.stream_id % 4
+        ):  # not a request stream: control and QPACK streams keep aioquic's rule
+            super()._write_stream_limits(builder, space, stream)
+            return
+        receiver = stream.receiver
+        highest = receiver.highest_offset
+        window = getattr(stream, "max_stream_data_local_window", None)
+        receiver.highest_offset = 0
+        if window is not None:  # (setattr: the attribute exists from aioquic 1.9 on)
+            setattr(stream, "max_stream_data_local_window", 0)  # noqa: B010
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            receiver.highest_offset = highest
+            if window is not None:
+                setattr(stream, "max_stream_data_local_window", window)  # noqa: B010
+
+
+def check_supported() -> None:
+    """Raise ValueError when this aioquic lacks the internals heron adapts (above)."""
+    probe = QuicConnection(configuration=QuicConfiguration(is_client=True))
+    missing = [
+        name
+        for name in ("_local_max_data", "_local_max_streams_bidi", "_streams", "_write_connection_limits")
+        if not hasattr(probe, name)
+    ]
+    if not hasattr(FlowControlledQuic, "_write_stream_limits") or missing:
+        raise ValueError(f"this aioquic version is not supported by heron (missing {', '.join(missing)})")
+
+
+def grant(quic: QuicConnection, stream_id: int, unread: int, window: int) -> bool:
+    """Let the peer send up to ``window`` bytes beyond what it sent on
+    ``stream_id``, less the ``unread`` body bytes the app has not taken;
+    raised in steps of half a window. True when the limit moved."""
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return False
+    target = stream.receiver.highest_offset - unread + window
+    if target - stream.max_stream_data_local >= window // 2:
+        stream.max_stream_data_local = target
+        return True
+    return False
+
+
+def grant_connection(quic: QuicConnection, unread: int, window: int) -> bool:
+    """:func:`grant` for the whole connection (MAX_DATA)."""
+    limit = quic._local_max_data
+    target = limit.used - unread + window
+    if target - limit.value >= window // 2:
+        limit.value = target
+        return True
+    return False
+
+
+def set_max_streams(quic: QuicConnection, count: int) -> None:
+    """Request streams the peer may have open at once (before the handshake)."""
+    limit = quic._local_max_streams_bidi
+    limit.value = limit.sent = count
+
+
+def unsent(quic: QuicConnection, stream_id: int) -> int:
+    """Bytes written to ``stream_id`` that the peer has not acknowledged yet."""
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return 0
+    return len(stream.sender._buffer)
+
+
+def responses_delivered(quic: QuicConnection) -> bool:
+    """Every request stream that we answered (or reset) has it acknowledged: a
+    CONNECTION_CLOSE now loses nothing (aioquic drops unsent stream data on close)."""
+    for stream_id, stream in quic._streams.items():
+        sender = stream.sender
+        answered = sender._buffer_fin is not None or sender._reset_error_code is not None
+        if stream_id % 4 == 0 and answered and not sender.is_finished:
+            return False
+    return True
+
+
+class ServerH3(H3Connection):
+    """aioquic's HTTP/3 connection with heron's SETTINGS."""
+
+    def __init__(self, quic: QuicConnection, max_field_section_size: int) -> None:
+        self._heron_max_field_section_size = max_field_section_size
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings: dict[int, Any] = super()._get_local_settings()
+        settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        settings[Setting.MAX_FIELD_SECTION_SIZE] = self._heron_max_field_section_size
+        return settings
+
+
+def send_goaway(h3: H3Connection, quic: QuicConnection, stream_id: int) -> None:
+    """GOAWAY (RFC 9114 5.2): requests on ``stream_id`` and above are not processed."""
+    control = h3._local_control_stream_id
+    if control is not None:
+        quic.send_stream_data(control, encode_frame(FrameType.GOAWAY, encode_uint_var(stream_id)))

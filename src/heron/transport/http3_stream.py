@@ -1,0 +1,400 @@
+"""HTTP/3 request streams: the :class:`~heron.asgi.http.HTTPStream` each
+request's :class:`~heron.asgi.http.HTTPCycle` writes to, and the building of
+a request's scope from its header section.
+
+A request's header section is checked by the same function as an HTTP/2
+request's (:func:`heron.protocol.http2.fields.validate_request`: RFC 9114 4.3
+has the pseudo-header rules of RFC 9113 8.3), after aioquic's own checks; a
+malformed request is a stream error H3_MESSAGE_ERROR (RFC 9114 4.1.2). The
+response's fields are checked as HTTP/2 checks them (token names, no control
+characters, connection-specific fields dropped).
+
+Flow control: the body bytes a stream holds for its app are ``unread``; as the
+app reads them the stream asks its connection to move the QUIC windows on
+(:func:`heron.transport.http3_quic.grant`). ``send()`` waits while more than
+:data:`SEND_HIGH_WATER` bytes of the stream are unacknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from time import perf_counter
+from typing import Protocol
+
+from aioquic.h3.connection import ErrorCode
+from aioquic.quic.connection import QuicConnection
+
+from ..asgi.budget import ReadBudget
+from ..asgi.http import ERROR_BODIES, HTTPCycle, http_scope
+from ..protocol.errors import LocalProtocolError
+from ..protocol.http2.fields import (
+    _Malformed,
+    response_fields,
+    trailer_fields,
+    validate_request,
+)
+from .context import ServerContext
+from .http2_stream import H2RequestView
+from .http3_quic import ServerH3, grant, unsent
+
+#: unacknowledged response bytes of one stream before ``send()`` waits
+SEND_HIGH_WATER = 256 * 1024
+EXTENSIONS = ("http.response.trailers", "http.response.early_hint", "http.response.pathsend")
+TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+_REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
+# deadlines of a stream (in ctx.deadlines)
+BODY_DEADLINE = 1  # timeout_request_body, the app waiting for body bytes
+WRITE_DEADLINE = 2  # timeout_write, the app waiting for the client to acknowledge
+
+
+class H3StreamOwner(Protocol):
+    """What a stream needs of its connection (:class:`~heron.transport.http3.H3Protocol`)."""
+
+    ctx: ServerContext
+    quic: QuicConnection
+    h3: ServerH3 | None
+    streams: dict[int, H3Stream]
+    budget: ReadBudget
+    peer: str
+    closed: bool
+    server: tuple[str, int | None] | None
+    #: body bytes all streams hold for their apps
+    unread: int
+
+    def schedule_transmit(self) -> None: ...
+
+    def default_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+    def stream_finished(self, stream: H3Stream) -> None: ...
+
+    def body_read(self) -> None: ...
+
+
+class H3RequestView(H2RequestView):
+    """What the access log and metrics read of an HTTP/3 request."""
+
+    __slots__ = ()
+    http_version = "3"
+
+
+class H3Stream:
+    """One request/response exchange on a QUIC bidirectional stream."""
+
+    __slots__ = (
+        "proto", "sid", "cycle", "budget", "unread", "request", "started", "finished", "_head_sent",
+        "_request_complete", "_remaining", "_no_body", "head_request", "_drain_waiter", "deadline", "deadline_kind", "deadline_slot",
+    )  # fmt: skip
+
+    #: no zero-copy file sending (pathsend reads the file in a thread)
+    send_file: Callable[[int, int, int], Awaitable[None]] | None = None
+
+    def __init__(self, proto: H3StreamOwner, sid: int, request_complete: bool) -> None:
+        self.proto = proto
+        self.sid = sid
+        self.cycle: HTTPCycle = None  # type: ignore[assignment]  # (set right after, by open_request)
+        self.budget = proto.budget
+        self.unread = 0  # body bytes received, not yet taken by the app
+        self.request: H3RequestView | None = None  # kept only while access is observed
+        self.started = 0.0
+        self.finished = False
+        self._head_sent = False
+        self._request_complete = request_complete
+        self._remaining: int | None = None  # the response's content-length still to send
+        self.head_request = False  # a HEAD request: the response has no body
+        self._no_body = False  # this response has none (HEAD, 204, 304): body bytes are dropped
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.deadline = 0.0
+        self.deadline_kind = 0
+        self.deadline_slot = 0
+
+    # --- from the connection ---------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.unread += len(data)
+        self.proto.unread += len(data)
+        self.cycle.feed_body(data)
+
+    def end_request(self) -> None:
+        if not self._request_complete:
+            self._request_complete = True
+            self.cycle.end_body()
+
+    def lost(self) -> None:
+        """The client reset the stream (or stopped reading it), or the connection is gone."""
+        if not self.finished:
+            self._finish()
+        self.cycle.disconnect()
+        self.wake()
+
+    def body_consumed(self, size: int) -> None:
+        if self.finished or not size:
+            return
+        self.unread -= size
+        proto = self.proto
+        proto.unread -= size
+        if grant(proto.quic, self.sid, self.unread, proto.ctx.config.http2_initial_window_size):
+            proto.schedule_transmit()
+        proto.body_read()
+
+    # --- HTTPStream --------------------------------------------------------------
+
+    @property
+    def writing_paused(self) -> bool:
+        return not self.finished and unsent(self.proto.quic, self.sid) >= SEND_HIGH_WATER
+
+    @writing_paused.setter
+    def writing_paused(self, value: bool) -> None:  # pragma: no cover - derived, never set
+        raise AttributeError("writing_paused is derived from what the client has not acknowledged")
+
+    async def drain(self) -> None:
+        ctx = self.proto.ctx
+        timeout = ctx.config.timeout_write
+        while self.writing_paused and not self.proto.closed:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = ctx.loop.create_future()
+            if timeout and not self.deadline:
+                ctx.deadlines.arm(self, WRITE_DEADLINE, ctx.clock + timeout)
+            try:
+                await waiter
+            finally:
+                if self.deadline_kind == WRITE_DEADLINE:
+                    ctx.deadlines.clear(self)
+
+    def wake(self) -> None:
+        waiter = self._drain_waiter
+        if waiter is not None:
+            self._drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def start_response(self, status: int, headers: Iterable[tuple[bytes, bytes]], body: bytes, more_body: bool) -> None:
+        proto = self.proto
+        if self.finished or proto.closed or proto.h3 is None:
+            return
+        fields, self._remaining = response_fields(status, headers)
+        fields.extend(proto.default_headers())
+        if self.head_request or status == 204 or status == 304:
+            self._no_body = True
+            self._remaining = None
+            body = b""
+        end = not more_body and not body
+        self._check_length(body, not more_body)
+        proto.h3.send_headers(self.sid, fields, end)
+        self._head_sent = True
+        if not end:
+            proto.h3.send_data(self.sid, body, not more_body)
+        proto.schedule_transmit()
+        if not more_body:
+            self.complete()
+
+    def send_body(self, body: bytes, more_body: bool) -> None:
+        proto = self.proto
+        if self.finished or proto.closed or proto.h3 is None:
+            return
+        if self._no_body:
+            body = b""
+        self._check_length(body, not more_body)
+        proto.h3.send_data(self.sid, body, not more_body)
+        proto.schedule_transmit()
+        if not more_body:
+            self.complete()
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        proto = self.proto
+        if self.finished or proto.closed or proto.h3 is None:
+            return
+        fields = trailer_fields(headers)
+        if self._remaining:
+            raise LocalProtocolError("response body shorter than its content-length")
+        proto.h3.send_headers(self.sid, fields, True)
+        proto.schedule_transmit()
+        self.complete()
+
+    def send_early_hint(self, links: list[bytes]) -> None:
+        proto = self.proto
+        if self.finished or proto.closed or proto.h3 is None or self._head_sent:
+            return
+        proto.h3.send_headers(self.sid, [(b":status", b"103"), *((b"link", link) for link in links)])
+        proto.schedule_transmit()
+
+    def send_server_error(self, status: int = 500) -> None:
+        if self.finished or self.proto.closed:
+            return
+        if self._head_sent:
+            self.abort()
+            return
+        body = ERROR_BODIES[status]
+        self.start_response(status, [*TEXT_HEADERS, (b"content-length", b"%d" % len(body))], body, False)
+
+    def abort(self) -> None:
+        """The response can't be completed: reset the stream (H3_INTERNAL_ERROR)."""
+        if not self.finished:
+            self.reset(ErrorCode.H3_INTERNAL_ERROR)
+            self.lost()
+
+    def send_continue(self) -> None:
+        pass  # HTTP/3 clients don't wait for 100-continue (RFC 9114 4.1: no Expect handshake needed)
+
+    def refuse(self, status: int) -> None:
+        """Answer ``status``; completing the response then stops the request side."""
+        if self.finished or self.proto.closed or self._head_sent:
+            return
+        body = b"%d %s\n" % (status, _REASONS.get(status, b""))
+        self.start_response(status, [*TEXT_HEADERS, (b"content-length", b"%d" % len(body))], body, False)
+
+    def answer_without_app(self, status: int, body: bytes) -> None:
+        """Answer a request refused before it has an app (it gets an empty cycle)."""
+        self.cycle = cycle = HTTPCycle({}, self, self._request_complete)
+        cycle.status = status
+        cycle.bytes_sent = len(body)
+        self.start_response(status, [*TEXT_HEADERS, (b"content-length", b"%d" % len(body))], body, False)
+
+    def wait_for_body(self, waiting: bool) -> None:
+        ctx = self.proto.ctx
+        if waiting:
+            timeout = ctx.config.timeout_request_body
+            if timeout and not self.finished:
+                ctx.deadlines.arm(self, BODY_DEADLINE, ctx.clock + timeout)
+        elif self.deadline_kind == BODY_DEADLINE:
+            ctx.deadlines.clear(self)
+
+    def on_deadline(self, kind: int) -> None:
+        if self.finished:
+            return
+        proto = self.proto
+        if kind == BODY_DEADLINE:
+            proto.ctx.log_bad_request(proto.peer, "HTTP/3 request body not received in time", 408)
+            self.cycle.refuse_body(408)
+        else:  # WRITE_DEADLINE: the client acknowledges nothing of the response
+            self.abort()
+
+    # --- completion ----------------------------------------------------------------
+
+    def _check_length(self, body: bytes, last: bool) -> None:
+        remaining = self._remaining
+        if remaining is not None:
+            remaining -= len(body)
+            if remaining < 0:
+                raise LocalProtocolError("response body longer than its content-length")
+            self._remaining = remaining
+            if last and remaining:
+                raise LocalProtocolError("response body shorter than its content-length")
+
+    def reset(self, code: int) -> None:
+        """Reset both directions of the stream with ``code``."""
+        quic = self.proto.quic
+        try:
+            quic.reset_stream(self.sid, code)
+            if not self._request_complete:
+                quic.stop_stream(self.sid, code)
+        except ValueError:
+            pass  # (aioquic discarded the stream already)
+        self.proto.schedule_transmit()
+
+    def complete(self) -> None:
+        """The whole response went to aioquic: the request side stops (H3_NO_ERROR, RFC 9114
+        4.1) if the client is still sending, and the stream is done."""
+        if self.finished:
+            return
+        if not self._request_complete:
+            try:
+                self.proto.quic.stop_stream(self.sid, ErrorCode.H3_NO_ERROR)
+            except ValueError:
+                pass
+        self._finish()
+
+    def _finish(self) -> None:
+        self.finished = True
+        ctx = self.proto.ctx
+        if self.deadline:
+            ctx.deadlines.drop(self)
+        proto = self.proto
+        proto.unread -= self.unread
+        self.unread = 0
+        proto.stream_finished(self)
+        if self._drain_waiter is not None:
+            self.wake()
+
+
+def header_list_size(headers: list[tuple[bytes, bytes]]) -> int:
+    """RFC 9114 4.2.2: names and values, plus 32 bytes per field."""
+    return sum(len(name) + len(value) + 32 for name, value in headers)
+
+
+def open_request(
+    proto: H3StreamOwner,
+    sid: int,
+    headers: list[tuple[bytes, bytes]],
+    end_stream: bool,
+    client: tuple[str, int] | None,
+) -> H3Stream | None:
+    """A request's header section arrived on ``sid``: its stream with a cycle
+    ready to run (the caller starts it), or None when the request was answered
+    without the app (refused, or a stream error)."""
+    ctx = proto.ctx
+    config = ctx.config
+    if header_list_size(headers) > config.http2_max_header_list_size:
+        ctx.log_bad_request(proto.peer, "HTTP/3 header section over --http2-max-header-list-size", 431)
+        _answer(proto, sid, end_stream, 431, b"Request Header Fields Too Large\n")
+        return None
+    try:
+        request = validate_request(headers, False)
+    except _Malformed as exc:
+        ctx.log_bad_request(proto.peer, f"HTTP/3: {exc}", 400)
+        stream = H3Stream(proto, sid, end_stream)
+        stream.reset(ErrorCode.H3_MESSAGE_ERROR)
+        return None
+    method = _METHODS.get(request.method) or request.method.decode("ascii")
+    stream = H3Stream(proto, sid, end_stream)
+    stream.head_request = method == "HEAD"
+    proto.streams[sid] = stream
+    regular = list(request.regular)
+    if ctx.observer is not None:
+        stream.started = perf_counter()
+        target = request.target + (b"?" + request.query if request.query else b"")
+        stream.request = H3RequestView(request.method, target, regular)
+    if method == "CONNECT":
+        stream.answer_without_app(501, b"Not Implemented\n")
+        return None
+    if ctx.limit_concurrency is not None and ctx.over_capacity(proto):
+        stream.answer_without_app(503, b"Service Unavailable\n")
+        return None
+    body_limit = ctx.limit_request_body
+    if body_limit and request.expected is not None and request.expected > body_limit:
+        ctx.log_bad_request(proto.peer, f"request body of {request.expected} bytes over --limit-request-body", 413)
+        stream.answer_without_app(413, b"Content Too Large\n")
+        return None
+    scheme = "https"
+    if ctx.proxy is not None and request.forwarded and ctx.proxy.trusts_peer(client):
+        client, scheme = ctx.proxy.resolve(regular, client, scheme)
+    scope = http_scope(
+        method,
+        "3",
+        scheme,
+        request.target,
+        request.query,
+        ctx.root_path,
+        regular,
+        client,
+        proto.server,
+        ctx.lifespan_state,
+        {},
+    )
+    stream.cycle = HTTPCycle(
+        scope, stream, end_stream, False, EXTENSIONS, body_limit, None if end_stream else stream.body_consumed
+    )
+    return stream
+
+
+def _answer(proto: H3StreamOwner, sid: int, end_stream: bool, status: int, body: bytes) -> None:
+    stream = H3Stream(proto, sid, end_stream)
+    proto.streams[sid] = stream
+    stream.answer_without_app(status, body)
+
+
+__all__ = ["H3Stream", "H3RequestView", "open_request"]
