@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from ..asgi.http import ERROR_BODIES
 from ..protocol.errors import LocalProtocolError
 from ..protocol.http1 import simple_response
-from .context import error_logger
+from .context import error_logger, write_pieces
 from .h1_base import (
     BODY_DEADLINE,
     HEADER_DEADLINE,
@@ -107,6 +107,18 @@ class H1ResponseWriter(H1ProtocolBase):
         if self._closed or self._transport_lost():
             return
         conn = self.conn
+        if more_body and len(body) >= BIG_PIECE:
+            # a big piece: its chunk framing is written beside it, not joined to it (no copy)
+            framing = conn.frame_data(len(body))
+            if framing is not None:
+                if self._out is not None:
+                    self._flush_out()
+                before, after = framing
+                if before:
+                    write_pieces(self.transport, (before, body, after))
+                else:
+                    self.transport.write(body)
+            return
         data = conn.send_data(body) if body else b""
         if more_body:
             if data:
