@@ -355,3 +355,55 @@ def test_client_leaving_mid_response_stops_the_app() -> None:
         sock.close()
         assert closed.wait(10)  # the generator was closed: the thread is free again
         assert httpx.get(srv.url + "/small", timeout=10).content == b"ok"  # and the pool still serves
+
+
+def test_a_thread_leaves_a_finished_response_only_once_little_of_it_is_unsent() -> None:
+    """A response smaller than RUN_AHEAD is produced at once, but its thread takes
+    the next request only when at most LEAVE_AT of it waits: finished responses
+    to clients that read nothing cannot add up (HTTP/2: many streams each)."""
+    from heron.asgi import wsgi
+
+    started: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        started.append(environ["PATH_INFO"])
+        start_response("200 OK", [])
+        for _ in range(20):
+            yield b"y" * 16384  # 320 KiB in all: under RUN_AHEAD, over LEAVE_AT
+
+    async def main() -> tuple[list[str], list[str], int]:
+        client_reads = asyncio.Event()
+        done: list[str] = []
+
+        def sender(path: str) -> Any:
+            async def send(message: dict[str, Any]) -> None:
+                if path == "/first" and message["type"] == "http.response.body":
+                    await client_reads.wait()  # the client reads nothing until told to
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    done.append(path)
+
+            return send
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        adapter = wsgi.WSGIAdapter(app, threads=1)
+
+        def scope(path: str) -> dict[str, Any]:
+            return {
+                "type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [],
+                "http_version": "2", "scheme": "http", "server": ("127.0.0.1", 80),
+            }  # fmt: skip
+
+        first = asyncio.ensure_future(adapter(scope("/first"), receive, sender("/first")))
+        second = asyncio.ensure_future(adapter(scope("/second"), receive, sender("/second")))
+        for _ in range(50):  # the one thread is held by /first (bounded: 0.5 s)
+            await asyncio.sleep(0.01)
+        held = list(started)
+        client_reads.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        return held, done, len(started)
+
+    held, done, total = asyncio.run(main())
+    assert held == ["/first"]  # /first's app had finished, but 300 KiB of it were unsent
+    assert done == ["/first", "/second"] and total == 2
