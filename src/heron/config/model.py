@@ -344,8 +344,9 @@ class Config:
     )
     http2_max_resets: int = setting(
         200,
-        "HTTP/2: stream resets (by the client, or caused by it) allowed per connection in 10 seconds "
-        "before GOAWAY ENHANCE_YOUR_CALM (rapid reset guard); 0 disables.",
+        "HTTP/2 and HTTP/3: stream resets (by the client, or caused by it) allowed per connection in 10 seconds "
+        "before GOAWAY ENHANCE_YOUR_CALM (HTTP/3: CONNECTION_CLOSE H3_EXCESSIVE_LOAD; rapid reset guard); "
+        "0 disables.",
         section="http",
         bounds=NOT_NEGATIVE,
     )
@@ -387,6 +388,22 @@ class Config:
         section="timeouts",
         metavar="SECONDS",
         bounds=SECONDS_ABOVE_0,
+    )
+    quic_handshake_timeout: float = setting(
+        10.0,
+        "HTTP/3: drop a QUIC connection (silently) whose TLS handshake is not complete this many seconds after "
+        "the client's first packet.",
+        section="timeouts",
+        metavar="SECONDS",
+        bounds=SECONDS_ABOVE_0,
+    )
+    quic_max_handshakes: int = setting(
+        1000,
+        "HTTP/3: QUIC connections per worker still in their handshake. From half of it on, a new client's "
+        "Initial is answered with Retry (the client proves its address first); beyond it, dropped. The total of "
+        "QUIC connections per worker is --limit-concurrency, when set.",
+        section="limits",
+        bounds=POSITIVE,
     )
 
     # --- WebSocket ---------------------------------------------------------

@@ -10,6 +10,17 @@ asyncio side and the server's rules:
   Negotiation, routes a datagram by its destination connection id to its
   connection, and starts a connection for a new client Initial (at least 1200
   bytes, RFC 9000 14.1) unless the server is shutting down.
+* What a new Initial may cost (the source address of a first datagram is not
+  validated, so a flood may come from addresses that never answer): one that
+  doesn't decrypt leaves no connection behind; the connections still in their
+  handshake (per worker, :class:`QuicTally`) are at most
+  ``--quic-max-handshakes``, and from half of that on a new client gets Retry
+  (RFC 9000 8.1.2: a token bound to its address, with no state kept) and is
+  admitted only once it comes back with it; a handshake not complete after
+  ``--quic-handshake-timeout`` is dropped without a word; ``--limit-concurrency``
+  bounds the QUIC connections of a worker; more than ``--http2-max-resets``
+  stream resets (by the client, or provoked by it) in 10 seconds close the
+  connection with H3_EXCESSIVE_LOAD.
 * :class:`H3Protocol`, one QUIC connection: it feeds datagrams to aioquic's
   ``QuicConnection``, turns its events into HTTP/3 events (aioquic's
   ``H3Connection``) and those into requests on
@@ -32,6 +43,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import weakref
 from typing import Any
 
 from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # (re-exported from aioquic._buffer, no __all__)
@@ -40,19 +53,29 @@ from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import QuicPacketType, encode_quic_version_negotiation, pull_quic_header
+from aioquic.quic.packet import (
+    QuicPacketType,
+    encode_quic_retry,
+    encode_quic_version_negotiation,
+    pull_quic_header,
+)
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ..asgi.budget import ReadBudget
+from ..protocol.http2.stream import _WindowCount
 from .context import ServerContext, format_peer
 from .http3_quic import (
     FlowControlledQuic,
     ServerH3,
+    decrypted_any,
     grant_connection,
+    initial_decrypts,
     responses_delivered,
     send_goaway,
     set_max_streams,
 )
-from .http3_stream import H3Stream, open_request
+from .http3_stream import H3Carrier, H3Stream, OpenWebSocket, open_request
+from .http3_websocket import H3WebSocket, open_websocket
 
 logger = logging.getLogger("heron.error")
 
@@ -60,6 +83,36 @@ logger = logging.getLogger("heron.error")
 MIN_INITIAL_SIZE = 1200
 
 NetworkAddress = Any  # (host, port) or (host, port, flowinfo, scope_id)
+#: the deadline of a connection still in its handshake (--quic-handshake-timeout)
+HANDSHAKE_DEADLINE = 1
+#: request streams whose reset was counted, remembered per connection (a stream counts once)
+_RESET_MEMORY = 256
+
+
+class QuicTally:
+    """The QUIC connections of one worker (all its ``--quic-bind`` sockets)."""
+
+    __slots__ = ("connections", "handshakes", "refused", "retries", "__weakref__")
+
+    def __init__(self) -> None:
+        #: admitted and not terminated yet (closing ones included: they still hold their state)
+        self.connections = 0
+        #: admitted, handshake not complete
+        self.handshakes = 0
+        #: new Initials dropped because a limit was reached (--quic-max-handshakes, --limit-concurrency)
+        self.refused = 0
+        #: new Initials answered with Retry (half of --quic-max-handshakes reached)
+        self.retries = 0
+
+
+_TALLIES: weakref.WeakKeyDictionary[ServerContext, QuicTally] = weakref.WeakKeyDictionary()
+
+
+def quic_tally(ctx: ServerContext) -> QuicTally:
+    tally = _TALLIES.get(ctx)
+    if tally is None:
+        tally = _TALLIES[ctx] = QuicTally()
+    return tally
 
 
 class QuicListener(asyncio.DatagramProtocol):
@@ -74,6 +127,9 @@ class QuicListener(asyncio.DatagramProtocol):
         #: new connections are refused (shutdown); the open ones go on
         self.accepting = True
         self.server: tuple[str, int | None] | None = None
+        self.tally = quic_tally(ctx)
+        #: Retry tokens (made when first needed: a key per socket)
+        self._tokens: QuicRetryTokenHandler | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -108,10 +164,66 @@ class QuicListener(asyncio.DatagramProtocol):
             return
         if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE or not self.accepting:
             return
-        connection = H3Protocol(self, header.destination_cid, addr)
-        self.routes[header.destination_cid] = connection
-        self.routes[connection.quic.host_cid] = connection
+        if not initial_decrypts(data, header, buf.tell()):
+            return  # garbage (or not a first Initial): no state, and no answer
+        # A new connection: what an Initial may cost is bounded here (garbage costs no state
+        # at all), and under load only a client that proved its address gets one.
+        tally = self.tally
+        limit = self.ctx.limit_concurrency
+        max_handshakes = self.ctx.config.quic_max_handshakes
+        if tally.handshakes >= max_handshakes or (limit is not None and tally.connections >= limit):
+            tally.refused += 1
+            return
+        original_cid, retry_cid = header.destination_cid, None
+        if header.token:
+            original = self._validate_token(header.token, header.destination_cid, addr)
+            if original is not None:
+                original_cid, retry_cid = original, header.destination_cid
+        if retry_cid is None and tally.handshakes >= max_handshakes // 2:
+            self._retry(header.version, header.source_cid, header.destination_cid, addr)
+            return
+        connection = H3Protocol(self, original_cid, addr, retry_cid)
         connection.datagram_received(data, addr)
+        if connection.terminated:
+            return
+        if not decrypted_any(connection.quic):
+            connection.discard()  # not a real Initial
+            return
+        self.route(header.destination_cid, connection)
+        self.route(connection.quic.host_cid, connection)
+        connection.admit()
+
+    def _retry(self, version: int | None, client_cid: bytes, original_cid: bytes, addr: NetworkAddress) -> None:
+        """Answer an Initial with Retry (RFC 9000 8.1.2): no state kept; the client comes
+        back with the token, from the address it is bound to (a spoofer never does)."""
+        if version is None:
+            return
+        handler = self._tokens
+        if handler is None:
+            handler = self._tokens = QuicRetryTokenHandler()
+        retry_cid = os.urandom(self.configuration.connection_id_length)
+        token = handler.create_token(
+            address=addr,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
+            now=self.ctx.loop.time(),
+        )
+        self.tally.retries += 1
+        self.sendto(encode_quic_retry(version, retry_cid, client_cid, original_cid, token), addr)
+
+    def _validate_token(self, token: bytes, cid: bytes, addr: NetworkAddress) -> bytes | None:
+        """The original connection id of a Retry token of ours for ``addr`` and ``cid``;
+        None for any other token (RFC 9000 8.1.3: then as if there were none)."""
+        handler = self._tokens
+        if handler is None:
+            return None
+        try:
+            original: bytes = handler.validate_token(
+                address=addr, destination_cid=cid, token=token, now=self.ctx.loop.time()
+            )
+        except (ValueError, IndexError):  # (IndexError: aioquic's Buffer, on a short plaintext)
+            return None
+        return original
 
     def sendto(self, data: bytes, addr: NetworkAddress) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -123,9 +235,17 @@ class QuicListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         logger.debug("QUIC socket error: %s", exc)  # (ICMP unreachable and the like: the peer's timer handles it)
 
+    def route(self, cid: bytes, connection: H3Protocol) -> None:
+        self.routes[cid] = connection
+        connection.cids.add(cid)
+
     def forget(self, connection: H3Protocol) -> None:
-        for cid in [cid for cid, owner in self.routes.items() if owner is connection]:
-            del self.routes[cid]
+        """``connection`` is over: out of the routes (its own ids only, not a scan of all)."""
+        routes = self.routes
+        for cid in connection.cids:
+            if routes.get(cid) is connection:
+                del routes[cid]
+        connection.cids.clear()
 
     def stop_accepting(self) -> None:
         self.accepting = False
@@ -145,16 +265,24 @@ class H3Protocol:
 
     metrics_protocol = "h3"
 
-    def __init__(self, listener: QuicListener, original_cid: bytes, addr: NetworkAddress) -> None:
+    def __init__(
+        self, listener: QuicListener, original_cid: bytes, addr: NetworkAddress, retry_cid: bytes | None = None
+    ) -> None:
         ctx = self.ctx = listener.ctx
         self.listener = listener
         config = ctx.config
         self.quic: QuicConnection = FlowControlledQuic(
-            configuration=listener.configuration, original_destination_connection_id=original_cid
+            configuration=listener.configuration,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
         )
         set_max_streams(self.quic, config.http2_max_concurrent_streams)
         self.h3: ServerH3 | None = None
-        self.streams: dict[int, H3Stream] = {}
+        #: the connection ids routed to it (QuicListener.routes)
+        self.cids: set[bytes] = set()
+        #: request streams, and WebSockets (RFC 9220)
+        self.streams: dict[int, H3Carrier] = {}
+        self._websocket: OpenWebSocket | None = open_websocket if config.ws != "none" else None
         self.unread = 0
         self.window = 4 * config.http2_initial_window_size
         self.budget = ReadBudget(2 * self.window)  # (the windows bound it; nothing to pause)
@@ -170,14 +298,45 @@ class H3Protocol:
         self.receiving: set[int] = set()
         self.goaway_id: int | None = None
         self.deadline = 0.0  # (ServerContext.over_capacity sorts connections by it)
+        self.deadline_kind = 0
+        self.deadline_slot = 0
+        self.admitted = False  # counted in the tally, a member of ctx.connections
+        self.handshake_done = False
+        self._resets = _WindowCount(config.http2_max_resets)
+        self._reset_seen: dict[int, None] = {}  # request streams whose reset was counted
+        self._receiving = False  # in _process: resets we send now are provoked by the client
+        self._flood: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_handle: asyncio.Handle | None = None
         self._defaults_date = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
-        ctx.connections.add(self)
+
+    def admit(self) -> None:
+        """The first Initial decrypted: a connection of the server (counted, and in the
+        handshake until --quic-handshake-timeout)."""
+        ctx = self.ctx
+        self.admitted = True
+        tally = self.listener.tally
+        tally.connections += 1
+        if not self.handshake_done:
+            tally.handshakes += 1
+            ctx.deadlines.arm(self, HANDSHAKE_DEADLINE, ctx.clock + ctx.config.quic_handshake_timeout)
+        if not self.closed:
+            ctx.connections.add(self)
         if ctx.metrics is not None:
             ctx.metrics.connections_total += 1
+
+    def discard(self) -> None:
+        """Forget a connection that was never admitted (its first datagram did not decrypt)."""
+        self.closed = self.terminated = True
+        self._cancel_timers()
+
+    def on_deadline(self, kind: int) -> None:
+        """--quic-handshake-timeout passed with the handshake not complete: drop the
+        connection without a word (its peer may not even be at that address)."""
+        if kind == HANDSHAKE_DEADLINE and not self.handshake_done and not self.terminated:
+            self._terminated()
 
     # --- what the server calls on every connection ---------------------------------
 
@@ -202,6 +361,9 @@ class H3Protocol:
         self.goaway_id = self.next_stream
         if self.h3 is not None:
             send_goaway(self.h3, self.quic, self.next_stream)
+        for stream in list(self.streams.values()):
+            if type(stream) is H3WebSocket:
+                stream.session.shutdown()  # Close 1001, as over HTTP/1.1 and HTTP/2
         self.transmit()
         self._close_when_done()
 
@@ -268,14 +430,14 @@ class H3Protocol:
             self._timer = loop.call_at(when, self._on_timer) if when is not None else None
         # (acknowledged data leaves aioquic's send buffers: wake the streams waiting on them)
         for stream in list(self.streams.values()):
-            if stream._drain_waiter is not None and not stream.writing_paused:
+            if (stream._drain_waiter is not None or stream.wants_writable) and not stream.writing_paused:
                 stream.wake()
 
     # --- events -----------------------------------------------------------------------
 
     def _process(self) -> None:
         quic = self.quic
-        started: list[H3Stream] = []
+        started: list[H3Carrier] = []
         while True:
             event = quic.next_event()
             if event is None:
@@ -283,30 +445,44 @@ class H3Protocol:
             if isinstance(event, quic_events.ConnectionTerminated):
                 self._terminated()
                 return
-            if isinstance(event, quic_events.ProtocolNegotiated):
+            if isinstance(event, quic_events.HandshakeCompleted):
+                self._handshake_completed()
+            elif isinstance(event, quic_events.ProtocolNegotiated):
                 if self.h3 is None:
-                    self.h3 = ServerH3(quic, self.ctx.config.http2_max_header_list_size)
+                    self.h3 = ServerH3(quic, self.ctx.config.http2_max_header_list_size, self._websocket is not None)
                     if self.going_away:
                         send_goaway(self.h3, quic, self.next_stream)
             elif isinstance(event, quic_events.ConnectionIdIssued):
-                self.listener.routes[event.connection_id] = self
+                self.listener.route(event.connection_id, self)
             elif isinstance(event, quic_events.ConnectionIdRetired):
                 self.listener.routes.pop(event.connection_id, None)
+                self.cids.discard(event.connection_id)
             elif self.h3 is not None:
                 if isinstance(event, (quic_events.StreamReset, quic_events.StopSendingReceived)):
+                    sid = event.stream_id
+                    if sid % 4 == 0:
+                        self._count_reset(sid)
                     if isinstance(event, quic_events.StreamReset):
-                        self.receiving.discard(event.stream_id)
-                    stream = self.streams.get(event.stream_id)
+                        self.receiving.discard(sid)
+                    stream = self.streams.get(sid)
                     if stream is not None:
                         stream.lost()
-                for h3_event in self.h3.handle_event(event):
-                    self._on_h3_event(h3_event, started)
+                self._receiving = True
+                try:
+                    for h3_event in self.h3.handle_event(event):
+                        self._on_h3_event(h3_event, started)
+                finally:
+                    self._receiving = False
+        if self._flood is not None and not self.closed:
+            self.ctx.log_bad_request(self.peer, f"HTTP/3: {self._flood}", 400)
+            self.close(ErrorCode.H3_EXCESSIVE_LOAD, self._flood)
+            return
         for stream in started:
             if not stream.finished and not self.closed:
-                self.ctx.start_cycle(stream.cycle)
+                stream.start()
         grant_connection(quic, self.unread, self.window)  # (sent by the transmit that follows)
 
-    def _on_h3_event(self, event: Any, started: list[H3Stream]) -> None:
+    def _on_h3_event(self, event: Any, started: list[H3Carrier]) -> None:
         sid = event.stream_id
         stream = self.streams.get(sid)
         kind = type(event)
@@ -331,9 +507,35 @@ class H3Protocol:
         if (self.goaway_id is not None and sid >= self.goaway_id) or self.closed:
             H3Stream(self, sid, ended).reset(ErrorCode.H3_REQUEST_REJECTED)
             return
-        stream = open_request(self, sid, list(event.headers), ended, self.client)
+        stream = open_request(self, sid, list(event.headers), ended, self.client, self._websocket)
         if stream is not None:
             started.append(stream)
+
+    def _handshake_completed(self) -> None:
+        if self.handshake_done:
+            return
+        self.handshake_done = True
+        if self.admitted:
+            self.listener.tally.handshakes -= 1
+            if self.deadline_kind == HANDSHAKE_DEADLINE:
+                self.ctx.deadlines.clear(self)
+
+    def _count_reset(self, sid: int) -> None:
+        """A request stream was reset by the client (or because of it): more than
+        --http2-max-resets in 10 seconds close the connection (rapid reset)."""
+        seen = self._reset_seen
+        if sid in seen:
+            return  # (RESET_STREAM and STOP_SENDING for one stream count once)
+        seen[sid] = None
+        if len(seen) > _RESET_MEMORY:
+            del seen[next(iter(seen))]
+        if self._resets.hit(self.ctx.loop.time()):
+            self._flood = "too many stream resets (rapid reset)"
+
+    def stream_reset_sent(self, sid: int) -> None:
+        """We reset request stream ``sid``: counted when a client's frame caused it."""
+        if self._receiving:
+            self._count_reset(sid)
 
     def _terminated(self) -> None:
         if self.terminated:
@@ -341,15 +543,25 @@ class H3Protocol:
         self.closed = self.terminated = True
         self.ctx.connections.discard(self)
         self.listener.forget(self)
+        if self.admitted:
+            self.admitted = False
+            tally = self.listener.tally
+            tally.connections -= 1
+            if not self.handshake_done:
+                tally.handshakes -= 1
+        self.ctx.deadlines.drop(self)
+        self._cancel_timers()
+        for stream in list(self.streams.values()):
+            stream.lost()
+        self.streams.clear()
+
+    def _cancel_timers(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()
             self._transmit_handle = None
-        for stream in list(self.streams.values()):
-            stream.lost()
-        self.streams.clear()
 
     # --- for the streams -------------------------------------------------------------
 
@@ -392,4 +604,4 @@ async def start_quic_listener(ctx: ServerContext, sock: Any, configuration: Quic
     return listener
 
 
-__all__ = ["QuicListener", "H3Protocol", "start_quic_listener", "MIN_INITIAL_SIZE"]
+__all__ = ["QuicListener", "QuicTally", "H3Protocol", "quic_tally", "start_quic_listener", "MIN_INITIAL_SIZE"]

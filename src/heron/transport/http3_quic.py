@@ -3,7 +3,7 @@
 aioquic (the optional ``http3`` extra) is imported only by the HTTP/3 modules,
 and they are imported only when ``--quic-bind`` is set.
 
-Three things here reach into aioquic's internals, on purpose and nowhere else:
+Four things here reach into aioquic's internals, on purpose and nowhere else:
 
 * **Flow control that follows the app.** aioquic raises a receive window
   (MAX_STREAM_DATA, MAX_DATA) whenever the peer has used half of it, however
@@ -17,9 +17,13 @@ Three things here reach into aioquic's internals, on purpose and nowhere else:
   and raises the limit by one as each finishes; :func:`set_max_streams`
   starts it at ``--http2-max-concurrent-streams`` instead.
 * **SETTINGS and GOAWAY.** :class:`ServerH3` advertises
-  SETTINGS_MAX_FIELD_SECTION_SIZE and not SETTINGS_ENABLE_CONNECT_PROTOCOL
-  (no extended CONNECT, RFC 9220, over HTTP/3 yet), and :func:`send_goaway`
-  writes a GOAWAY frame on the control stream (aioquic has no call for it).
+  SETTINGS_MAX_FIELD_SECTION_SIZE, and SETTINGS_ENABLE_CONNECT_PROTOCOL
+  (WebSocket over HTTP/3, RFC 9220) only when WebSocket is on; and
+  :func:`send_goaway` writes a GOAWAY frame on the control stream (aioquic
+  has no call for it).
+* **A first Initial that decrypted.** :func:`initial_decrypts` (before a
+  connection is made) and :func:`decrypted_any` (after aioquic read it) tell
+  a real client's first datagram from garbage, so garbage costs no connection.
 
 ``tests/integration/test_http3.py`` checks each of these through a real client.
 """
@@ -32,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 from aioquic.buffer import encode_uint_var
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, Setting, encode_frame
 from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
+from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.crypto import CryptoPair
 
 if TYPE_CHECKING:
+    from aioquic.quic.packet import QuicHeader
     from aioquic.quic.packet_builder import QuicPacketBuilder
     from aioquic.quic.recovery import QuicPacketSpace
     from aioquic.quic.stream import QuicStream
@@ -45,6 +51,8 @@ __all__ = [
     "H3_ALPN",
     "FlowControlledQuic",
     "check_supported",
+    "decrypted_any",
+    "initial_decrypts",
     "ServerH3",
     "grant",
     "grant_connection",
@@ -129,11 +137,32 @@ def check_supported() -> None:
     probe = QuicConnection(configuration=QuicConfiguration(is_client=True))
     missing = [
         name
-        for name in ("_local_max_data", "_local_max_streams_bidi", "_streams", "_write_connection_limits")
+        for name in ("_local_max_data", "_local_max_streams_bidi", "_state", "_streams", "_write_connection_limits")
         if not hasattr(probe, name)
     ]
     if not hasattr(FlowControlledQuic, "_write_stream_limits") or missing:
         raise ValueError(f"this aioquic version is not supported by heron (missing {', '.join(missing)})")
+
+
+def initial_decrypts(data: bytes, header: QuicHeader, payload_offset: int) -> bool:
+    """The client Initial that starts ``data`` (its ``header`` pulled, ``payload_offset``
+    past it) decrypts with the Initial keys of its connection id (RFC 9001 5.2).
+    About a sixth of what a connection object costs: garbage is dropped for less."""
+    if header.version is None:
+        return False
+    crypto = CryptoPair()
+    crypto.setup_initial(header.destination_cid, is_client=False, version=header.version)
+    try:
+        crypto.decrypt_packet(data[: header.packet_length], payload_offset, 0)
+    except (ValueError, IndexError):  # (aioquic's CryptoError is a ValueError)
+        return False
+    return True
+
+
+def decrypted_any(quic: QuicConnection) -> bool:
+    """The server side has decrypted a packet of the peer (its first Initial was not
+    garbage: aioquic drops a packet it can't decrypt and keeps waiting)."""
+    return bool(quic._state is not QuicConnectionState.FIRSTFLIGHT)
 
 
 def grant(quic: QuicConnection, stream_id: int, unread: int, window: int) -> bool:
@@ -188,13 +217,17 @@ def responses_delivered(quic: QuicConnection) -> bool:
 class ServerH3(H3Connection):
     """aioquic's HTTP/3 connection with heron's SETTINGS."""
 
-    def __init__(self, quic: QuicConnection, max_field_section_size: int) -> None:
+    def __init__(self, quic: QuicConnection, max_field_section_size: int, extended_connect: bool) -> None:
         self._heron_max_field_section_size = max_field_section_size
+        self._heron_extended_connect = extended_connect
         super().__init__(quic)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, Any] = super()._get_local_settings()
-        settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
+        if self._heron_extended_connect:
+            settings[Setting.ENABLE_CONNECT_PROTOCOL] = 1
+        else:
+            settings.pop(Setting.ENABLE_CONNECT_PROTOCOL, None)
         settings[Setting.MAX_FIELD_SECTION_SIZE] = self._heron_max_field_section_size
         return settings
 

@@ -29,6 +29,7 @@ from ..asgi.budget import ReadBudget
 from ..asgi.http import ERROR_BODIES, HTTPCycle, http_scope
 from ..protocol.errors import LocalProtocolError
 from ..protocol.http2.fields import (
+    RequestFields,
     _Malformed,
     response_fields,
     trailer_fields,
@@ -49,13 +50,39 @@ BODY_DEADLINE = 1  # timeout_request_body, the app waiting for body bytes
 WRITE_DEADLINE = 2  # timeout_write, the app waiting for the client to acknowledge
 
 
+class H3Carrier(Protocol):
+    """What the connection needs of a request stream: an :class:`H3Stream`, or a
+    WebSocket's (:class:`~heron.transport.http3_websocket.H3WebSocket`)."""
+
+    sid: int
+    finished: bool
+    _drain_waiter: asyncio.Future[None] | None
+    #: wake() whenever aioquic may have sent more (not only while drain() waits)
+    wants_writable: bool
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    def feed(self, data: bytes) -> None: ...
+
+    def end_request(self) -> None: ...
+
+    def lost(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def start(self) -> None:
+        """Run the app (the whole datagram is processed)."""
+
+
 class H3StreamOwner(Protocol):
     """What a stream needs of its connection (:class:`~heron.transport.http3.H3Protocol`)."""
 
     ctx: ServerContext
     quic: QuicConnection
     h3: ServerH3 | None
-    streams: dict[int, H3Stream]
+    streams: dict[int, H3Carrier]
+    client: tuple[str, int] | None
     budget: ReadBudget
     peer: str
     closed: bool
@@ -70,6 +97,8 @@ class H3StreamOwner(Protocol):
     def stream_finished(self, stream: H3Stream) -> None: ...
 
     def body_read(self) -> None: ...
+
+    def stream_reset_sent(self, sid: int) -> None: ...
 
 
 class H3RequestView(H2RequestView):
@@ -89,6 +118,7 @@ class H3Stream:
 
     #: no zero-copy file sending (pathsend reads the file in a thread)
     send_file: Callable[[int, int, int], Awaitable[None]] | None = None
+    wants_writable = False
 
     def __init__(self, proto: H3StreamOwner, sid: int, request_complete: bool) -> None:
         self.proto = proto
@@ -110,6 +140,9 @@ class H3Stream:
         self.deadline_slot = 0
 
     # --- from the connection ---------------------------------------------------
+
+    def start(self) -> None:
+        self.proto.ctx.start_cycle(self.cycle)
 
     def feed(self, data: bytes) -> None:
         if self.finished:
@@ -247,12 +280,13 @@ class H3Stream:
         body = b"%d %s\n" % (status, _REASONS.get(status, b""))
         self.start_response(status, [*TEXT_HEADERS, (b"content-length", b"%d" % len(body))], body, False)
 
-    def answer_without_app(self, status: int, body: bytes) -> None:
+    def answer_without_app(self, status: int, body: bytes, extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
         """Answer a request refused before it has an app (it gets an empty cycle)."""
         self.cycle = cycle = HTTPCycle({}, self, self._request_complete)
         cycle.status = status
         cycle.bytes_sent = len(body)
-        self.start_response(status, [*TEXT_HEADERS, (b"content-length", b"%d" % len(body))], body, False)
+        headers = [*TEXT_HEADERS, (b"content-length", b"%d" % len(body)), *extra]
+        self.start_response(status, headers, body, False)
 
     def wait_for_body(self, waiting: bool) -> None:
         ctx = self.proto.ctx
@@ -294,6 +328,7 @@ class H3Stream:
                 quic.stop_stream(self.sid, code)
         except ValueError:
             pass  # (aioquic discarded the stream already)
+        self.proto.stream_reset_sent(self.sid)
         self.proto.schedule_transmit()
 
     def complete(self) -> None:
@@ -326,16 +361,22 @@ def header_list_size(headers: list[tuple[bytes, bytes]]) -> int:
     return sum(len(name) + len(value) + 32 for name, value in headers)
 
 
+#: opens an extended CONNECT (RFC 9220) stream: the WebSocket's carrier, or None (answered already)
+OpenWebSocket = Callable[[H3StreamOwner, int, RequestFields, bool], "H3Carrier | None"]
+
+
 def open_request(
     proto: H3StreamOwner,
     sid: int,
     headers: list[tuple[bytes, bytes]],
     end_stream: bool,
     client: tuple[str, int] | None,
-) -> H3Stream | None:
+    websocket: OpenWebSocket | None = None,
+) -> H3Carrier | None:
     """A request's header section arrived on ``sid``: its stream with a cycle
     ready to run (the caller starts it), or None when the request was answered
-    without the app (refused, or a stream error)."""
+    without the app (refused, or a stream error). ``websocket``: extended CONNECT
+    is advertised, and opens its streams."""
     ctx = proto.ctx
     config = ctx.config
     if header_list_size(headers) > config.http2_max_header_list_size:
@@ -343,12 +384,14 @@ def open_request(
         _answer(proto, sid, end_stream, 431, b"Request Header Fields Too Large\n")
         return None
     try:
-        request = validate_request(headers, False)
+        request = validate_request(headers, websocket is not None)
     except _Malformed as exc:
         ctx.log_bad_request(proto.peer, f"HTTP/3: {exc}", 400)
         stream = H3Stream(proto, sid, end_stream)
         stream.reset(ErrorCode.H3_MESSAGE_ERROR)
         return None
+    if request.protocol is not None and websocket is not None:
+        return websocket(proto, sid, request, end_stream)
     method = _METHODS.get(request.method) or request.method.decode("ascii")
     stream = H3Stream(proto, sid, end_stream)
     stream.head_request = method == "HEAD"
@@ -397,4 +440,4 @@ def _answer(proto: H3StreamOwner, sid: int, end_stream: bool, status: int, body:
     stream.answer_without_app(status, body)
 
 
-__all__ = ["H3Stream", "H3RequestView", "open_request"]
+__all__ = ["H3Carrier", "H3Stream", "H3StreamOwner", "H3RequestView", "OpenWebSocket", "open_request"]
