@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
 from aioquic.h3.connection import ErrorCode
 from aioquic.quic.connection import QuicConnection
@@ -73,6 +73,25 @@ class H3Carrier(Protocol):
 
     def start(self) -> None:
         """Run the app (the whole datagram is processed)."""
+
+
+async def drain(carrier: Any) -> None:
+    """Wait while ``carrier`` (a request stream or a WebSocket) has too much
+    unacknowledged, under --timeout-write (its WRITE_DEADLINE)."""
+    proto = carrier.proto
+    ctx = proto.ctx
+    timeout = ctx.config.timeout_write
+    while carrier.writing_paused and not proto.closed:
+        waiter = carrier._drain_waiter
+        if waiter is None:
+            waiter = carrier._drain_waiter = ctx.loop.create_future()
+        if timeout and not carrier.deadline:
+            ctx.deadlines.arm(carrier, WRITE_DEADLINE, ctx.clock + timeout)
+        try:
+            await waiter
+        finally:
+            if carrier.deadline_kind == WRITE_DEADLINE:
+                ctx.deadlines.clear(carrier)
 
 
 class H3StreamOwner(Protocol):
@@ -184,19 +203,7 @@ class H3Stream:
         raise AttributeError("writing_paused is derived from what the client has not acknowledged")
 
     async def drain(self) -> None:
-        ctx = self.proto.ctx
-        timeout = ctx.config.timeout_write
-        while self.writing_paused and not self.proto.closed:
-            waiter = self._drain_waiter
-            if waiter is None:
-                waiter = self._drain_waiter = ctx.loop.create_future()
-            if timeout and not self.deadline:
-                ctx.deadlines.arm(self, WRITE_DEADLINE, ctx.clock + timeout)
-            try:
-                await waiter
-            finally:
-                if self.deadline_kind == WRITE_DEADLINE:
-                    ctx.deadlines.clear(self)
+        await drain(self)
 
     def wake(self) -> None:
         waiter = self._drain_waiter

@@ -28,7 +28,7 @@ from ..protocol.errors import HandshakeError
 from ..protocol.http2.fields import RequestFields, response_fields
 from ..protocol.ws_handshake import HandshakeRequest, extended_connect_response_headers, validate_extended_connect
 from .http3_quic import grant, unsent
-from .http3_stream import SEND_HIGH_WATER, WRITE_DEADLINE, H3Carrier, H3RequestView, H3Stream, H3StreamOwner
+from .http3_stream import SEND_HIGH_WATER, WRITE_DEADLINE, H3Carrier, H3RequestView, H3Stream, H3StreamOwner, drain
 from .ws_session import WebSocketSession
 
 
@@ -168,20 +168,7 @@ class H3WebSocket:
         return not self.finished and unsent(self.proto.quic, self.sid) >= SEND_HIGH_WATER
 
     async def drain(self) -> None:
-        proto = self.proto
-        ctx = proto.ctx
-        timeout = ctx.config.timeout_write
-        while self.writing_paused and not proto.closed:
-            waiter = self._drain_waiter
-            if waiter is None:
-                waiter = self._drain_waiter = ctx.loop.create_future()
-            if timeout and not self.deadline:
-                ctx.deadlines.arm(self, WRITE_DEADLINE, ctx.clock + timeout)
-            try:
-                await waiter
-            finally:
-                if self.deadline_kind == WRITE_DEADLINE:
-                    ctx.deadlines.clear(self)
+        await drain(self)
 
     def send_handshake(
         self,
