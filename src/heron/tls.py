@@ -22,7 +22,15 @@ from typing import Any, Protocol
 
 from .errors import SettingError
 
-__all__ = ["TLSSetupError", "check_settings", "create_ssl_context", "enabled", "tls_extension", "alpn_protocols"]
+__all__ = [
+    "TLSSetupError",
+    "check_settings",
+    "create_ssl_context",
+    "enabled",
+    "tls_extension",
+    "quic_tls_extension",
+    "alpn_protocols",
+]
 
 
 class TLSSettings(Protocol):
@@ -276,6 +284,20 @@ def tls_extension(ssl_object: Any) -> dict[str, Any]:
         "client_cert_error": None,
         "tls_version": _TLS_VERSIONS.get(ssl_object.version()),
         "cipher_suite": getattr(context, "cipher_ids", {}).get(cipher[0]) if cipher else None,
+    }
+
+
+def quic_tls_extension(server_cert: str | None, cipher_suite: int | None) -> dict[str, Any]:
+    """:func:`tls_extension` for a QUIC connection (HTTP/3): always TLS 1.3, and no
+    client certificate (heron asks for none over QUIC). ``server_cert`` is the PEM
+    of the configured certificate, ``cipher_suite`` the negotiated one's id."""
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": [],
+        "client_cert_name": None,
+        "client_cert_error": None,
+        "tls_version": _TLS_VERSIONS["TLSv1.3"],
+        "cipher_suite": cipher_suite,
     }
 
 

@@ -183,9 +183,11 @@ class Response:
 class Client(QuicConnectionProtocol):
     """An HTTP/3 client: one ``Response`` per request stream."""
 
+    h3_class: type[H3Connection] = H3Connection
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.h3 = H3Connection(self._quic)
+        self.h3 = self.h3_class(self._quic)
         self.responses: dict[int, Response] = {}
         self.control = b""  # what arrived on the server's control stream (id 3)
         self.terminated: ConnectionTerminated | None = None

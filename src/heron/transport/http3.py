@@ -35,6 +35,10 @@ SETTINGS_MAX_FIELD_SECTION_SIZE; a larger section gets 431),
 moved on only as apps read; see :mod:`heron.transport.http3_quic`), and
 ``--limit-request-body``, ``--timeout-request-body``, ``--timeout-write``.
 
+The ASGI ``tls`` extension is made once per connection, when the handshake
+completes (:func:`heron.tls.quic_tls_extension`); server push (the client's
+``http.response.push``) is :meth:`heron.transport.http3_stream.H3Stream.push`.
+
 Graceful shutdown (:meth:`H3Protocol.shutdown`): GOAWAY with the first stream
 id not yet seen, the open streams finish, then CONNECTION_CLOSE H3_NO_ERROR.
 """
@@ -63,6 +67,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ..asgi.budget import ReadBudget
 from ..protocol.http2.stream import _WindowCount
+from ..tls import quic_tls_extension
 from .context import ServerContext, format_peer
 from .http3_quic import (
     FlowControlledQuic,
@@ -70,8 +75,10 @@ from .http3_quic import (
     decrypted_any,
     grant_connection,
     initial_decrypts,
+    negotiated_cipher_suite,
     responses_delivered,
     send_goaway,
+    server_certificate,
     set_max_streams,
 )
 from .http3_stream import H3Carrier, H3Stream, OpenWebSocket, open_request
@@ -130,6 +137,8 @@ class QuicListener(asyncio.DatagramProtocol):
         self.tally = quic_tally(ctx)
         #: Retry tokens (made when first needed: a key per socket)
         self._tokens: QuicRetryTokenHandler | None = None
+        #: the certificate's PEM, for the ASGI tls extension
+        self.server_cert = server_certificate(configuration)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -302,6 +311,10 @@ class H3Protocol:
         self.deadline_slot = 0
         self.admitted = False  # counted in the tally, a member of ctx.connections
         self.handshake_done = False
+        #: the ASGI tls extension, shared by the connection's scopes (set once the handshake is complete)
+        self.tls: dict[str, Any] | None = None
+        #: push streams whose response is not complete
+        self.pushed_open = 0
         self._resets = _WindowCount(config.http2_max_resets)
         self._reset_seen: dict[int, None] = {}  # request streams whose reset was counted
         self._receiving = False  # in _process: resets we send now are provoked by the client
@@ -515,6 +528,7 @@ class H3Protocol:
         if self.handshake_done:
             return
         self.handshake_done = True
+        self.tls = quic_tls_extension(self.listener.server_cert, negotiated_cipher_suite(self.quic))
         if self.admitted:
             self.listener.tally.handshakes -= 1
             if self.deadline_kind == HANDSHAKE_DEADLINE:

@@ -3,7 +3,7 @@
 aioquic (the optional ``http3`` extra) is imported only by the HTTP/3 modules,
 and they are imported only when ``--quic-bind`` is set.
 
-Four things here reach into aioquic's internals, on purpose and nowhere else:
+Five things here reach into aioquic's internals, on purpose and nowhere else:
 
 * **Flow control that follows the app.** aioquic raises a receive window
   (MAX_STREAM_DATA, MAX_DATA) whenever the peer has used half of it, however
@@ -21,6 +21,11 @@ Four things here reach into aioquic's internals, on purpose and nowhere else:
   (WebSocket over HTTP/3, RFC 9220) only when WebSocket is on; and
   :func:`send_goaway` writes a GOAWAY frame on the control stream (aioquic
   has no call for it).
+* **Server push and the TLS state.** :func:`push_possible` (the client sent
+  MAX_PUSH_ID and a push id is left) and :func:`push_stream_available` (the
+  client's limit on our unidirectional streams lets a push stream open now);
+  :func:`negotiated_cipher_suite` reads the handshake's cipher suite for the
+  ASGI ``tls`` extension.
 * **A first Initial that decrypted.** :func:`initial_decrypts` (before a
   connection is made) and :func:`decrypted_any` (after aioquic read it) tell
   a real client's first datagram from garbage, so garbage costs no connection.
@@ -38,6 +43,7 @@ from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, Setting, enc
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
+from cryptography.hazmat.primitives.serialization import Encoding
 
 if TYPE_CHECKING:
     from aioquic.quic.packet import QuicHeader
@@ -53,6 +59,10 @@ __all__ = [
     "check_supported",
     "decrypted_any",
     "initial_decrypts",
+    "negotiated_cipher_suite",
+    "push_possible",
+    "push_stream_available",
+    "server_certificate",
     "ServerH3",
     "grant",
     "grant_connection",
@@ -137,9 +147,18 @@ def check_supported() -> None:
     probe = QuicConnection(configuration=QuicConfiguration(is_client=True))
     missing = [
         name
-        for name in ("_local_max_data", "_local_max_streams_bidi", "_state", "_streams", "_write_connection_limits")
+        for name in (
+            "_local_max_data",
+            "_local_max_streams_bidi",
+            "_remote_max_streams_uni",
+            "_state",
+            "_streams",
+            "_write_connection_limits",
+        )
         if not hasattr(probe, name)
     ]
+    if not hasattr(H3Connection(probe), "_max_push_id"):
+        missing.append("H3Connection._max_push_id")
     if not hasattr(FlowControlledQuic, "_write_stream_limits") or missing:
         raise ValueError(f"this aioquic version is not supported by heron (missing {', '.join(missing)})")
 
@@ -204,14 +223,40 @@ def unsent(quic: QuicConnection, stream_id: int) -> int:
 
 
 def responses_delivered(quic: QuicConnection) -> bool:
-    """Every request stream that we answered (or reset) has it acknowledged: a
+    """Every request (or push) stream that we answered (or reset) has it acknowledged: a
     CONNECTION_CLOSE now loses nothing (aioquic drops unsent stream data on close)."""
     for stream_id, stream in quic._streams.items():
         sender = stream.sender
         answered = sender._buffer_fin is not None or sender._reset_error_code is not None
-        if stream_id % 4 == 0 and answered and not sender.is_finished:
+        if stream_id % 4 in (0, 3) and answered and not sender.is_finished:  # (3: our push streams)
             return False
     return True
+
+
+def server_certificate(configuration: QuicConfiguration) -> str | None:
+    """The configured certificate in PEM, as the TLS listener reports it (``tls.tls_extension``)."""
+    certificate = configuration.certificate
+    if certificate is None:
+        return None
+    return ssl.DER_cert_to_PEM_cert(certificate.public_bytes(Encoding.DER))
+
+
+def negotiated_cipher_suite(quic: QuicConnection) -> int | None:
+    """The TLS 1.3 cipher suite of the handshake (None before the ServerHello)."""
+    schedule = quic.tls.key_schedule
+    return int(schedule.cipher_suite) if schedule is not None else None
+
+
+def push_possible(h3: H3Connection) -> bool:
+    """The client allows a further push (RFC 9114 4.6: it sent MAX_PUSH_ID, and an id is left)."""
+    max_push_id: int | None = h3._max_push_id
+    return max_push_id is not None and h3._next_push_id <= max_push_id
+
+
+def push_stream_available(quic: QuicConnection) -> bool:
+    """A unidirectional stream of ours can open now within the client's MAX_STREAMS
+    (aioquic would hold one beyond it, blocked, until the client raised the limit)."""
+    return bool(quic.get_next_available_stream_id(is_unidirectional=True) // 4 < quic._remote_max_streams_uni)
 
 
 class ServerH3(H3Connection):

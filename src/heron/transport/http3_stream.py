@@ -23,6 +23,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from aioquic.h3.connection import ErrorCode
+from aioquic.h3.exceptions import NoAvailablePushIDError
 from aioquic.quic.connection import QuicConnection
 
 from ..asgi.budget import ReadBudget
@@ -31,17 +32,20 @@ from ..protocol.errors import LocalProtocolError
 from ..protocol.http2.fields import (
     RequestFields,
     _Malformed,
+    push_request_fields,
     response_fields,
     trailer_fields,
     validate_request,
 )
 from .context import ServerContext
 from .http2_stream import H2RequestView
-from .http3_quic import ServerH3, grant, unsent
+from .http3_quic import ServerH3, grant, push_possible, push_stream_available, unsent
 
 #: unacknowledged response bytes of one stream before ``send()`` waits
 SEND_HIGH_WATER = 256 * 1024
 EXTENSIONS = ("http.response.trailers", "http.response.early_hint", "http.response.pathsend")
+#: announced on a client's request when the client allows a push (MAX_PUSH_ID); a pushed response can't push
+EXTENSIONS_PUSH = EXTENSIONS + ("http.response.push",)
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 _REASONS = {408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large"}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE")}
@@ -105,9 +109,14 @@ class H3StreamOwner(Protocol):
     budget: ReadBudget
     peer: str
     closed: bool
+    going_away: bool
     server: tuple[str, int | None] | None
     #: body bytes all streams hold for their apps
     unread: int
+    #: the ASGI tls extension (set once the handshake is complete)
+    tls: dict[str, Any] | None
+    #: push streams whose response is not complete
+    pushed_open: int
 
     def schedule_transmit(self) -> None: ...
 
@@ -133,6 +142,7 @@ class H3Stream:
     __slots__ = (
         "proto", "sid", "cycle", "budget", "unread", "request", "started", "finished", "_head_sent",
         "_request_complete", "_remaining", "_no_body", "head_request", "_drain_waiter", "deadline", "deadline_kind", "deadline_slot",
+        "authority", "pushed",
     )  # fmt: skip
 
     #: no zero-copy file sending (pathsend reads the file in a thread)
@@ -157,6 +167,8 @@ class H3Stream:
         self.deadline = 0.0
         self.deadline_kind = 0
         self.deadline_slot = 0
+        self.authority = b""  # the request's :authority (or host): a push promise's
+        self.pushed = False  # a push stream (RFC 9114 4.6): its response can't push
 
     # --- from the connection ---------------------------------------------------
 
@@ -262,6 +274,33 @@ class H3Stream:
         proto.h3.send_headers(self.sid, [(b":status", b"103"), *((b"link", link) for link in links)])
         proto.schedule_transmit()
 
+    def push(self, path: str, headers: list[tuple[bytes, bytes]]) -> None:
+        """``http.response.push``: a PUSH_PROMISE on this stream and the app run for the
+        promised GET on a push stream (RFC 9114 4.6). Skipped, as over HTTP/2, when the
+        client allows no further push (MAX_PUSH_ID), when --http2-max-concurrent-streams
+        pushes are open or the client's stream limit is reached, and when going away."""
+        proto = self.proto
+        h3 = proto.h3
+        if self.finished or self.pushed or proto.closed or proto.going_away or h3 is None:
+            return
+        try:
+            raw = path.encode("ascii")
+        except UnicodeEncodeError:
+            raise LocalProtocolError(f"invalid push path {path!r:.60}") from None
+        fields = push_request_fields(b"https", self.authority, raw, headers)
+        if (
+            not push_possible(h3)
+            or proto.pushed_open >= proto.ctx.config.http2_max_concurrent_streams
+            or not push_stream_available(proto.quic)
+        ):
+            return
+        try:
+            push_sid = h3.send_push_promise(self.sid, fields)
+        except NoAvailablePushIDError:
+            return
+        open_pushed(proto, push_sid, raw, self.cycle.scope, headers)
+        proto.schedule_transmit()
+
     def send_server_error(self, status: int = 500) -> None:
         if self.finished or self.proto.closed:
             return
@@ -352,6 +391,8 @@ class H3Stream:
 
     def _finish(self) -> None:
         self.finished = True
+        if self.pushed:
+            self.proto.pushed_open -= 1
         ctx = self.proto.ctx
         if self.deadline:
             ctx.deadlines.drop(self)
@@ -422,23 +463,77 @@ def open_request(
     scheme = "https"
     if ctx.proxy is not None and request.forwarded and ctx.proxy.trusts_peer(client):
         client, scheme = ctx.proxy.resolve(regular, client, scheme)
+    stream.authority = request.host
+    h3 = proto.h3
+    extensions = EXTENSIONS_PUSH if h3 is not None and push_possible(h3) else EXTENSIONS
+    http_cycle(
+        proto,
+        stream,
+        end_stream,
+        method,
+        scheme,
+        request.target,
+        request.query,
+        regular,
+        client,
+        extensions,
+        body_limit,
+        None if end_stream else stream.body_consumed,
+    )
+    return stream
+
+
+def http_cycle(
+    proto: H3StreamOwner,
+    stream: H3Stream,
+    request_complete: bool,
+    method: str,
+    scheme: str,
+    path: bytes,
+    query: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    extensions: tuple[str, ...],
+    body_limit: int = 0,
+    on_body_consumed: Callable[[int], None] | None = None,
+) -> HTTPCycle:
+    """The ``http`` scope and the cycle of ``stream``'s request (a client's, or a pushed one)."""
+    ctx = proto.ctx
     scope = http_scope(
         method,
         "3",
         scheme,
-        request.target,
-        request.query,
+        path,
+        query,
         ctx.root_path,
-        regular,
+        headers,
         client,
         proto.server,
         ctx.lifespan_state,
-        {},
+        {"tls": proto.tls} if proto.tls is not None else {},
     )
-    stream.cycle = HTTPCycle(
-        scope, stream, end_stream, False, EXTENSIONS, body_limit, None if end_stream else stream.body_consumed
-    )
-    return stream
+    cycle = stream.cycle = HTTPCycle(scope, stream, request_complete, False, extensions, body_limit, on_body_consumed)
+    return cycle
+
+
+def open_pushed(proto: H3StreamOwner, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    """Run the app for a pushed GET on push stream ``sid`` (its own scope, like a
+    request; ``parent`` is the scope of the request that pushed it)."""
+    ctx = proto.ctx
+    target, _, query = path.partition(b"?")
+    stream = H3Stream(proto, sid, True)
+    stream.pushed = True
+    proto.pushed_open += 1
+    proto.streams[sid] = stream
+    if ctx.observer is not None:
+        stream.started = perf_counter()
+        stream.request = H3RequestView(b"GET", path, list(headers))
+    request_headers = [h for h in parent["headers"] if h[0] == b"host"]
+    request_headers.extend((name.lower(), value) for name, value in headers if name.lower() != b"host")
+    # a pushed response is for the same user as the request that pushed it
+    scheme = parent.get("scheme", "https")
+    client = parent.get("client", proto.client)
+    ctx.start_cycle(http_cycle(proto, stream, True, "GET", scheme, target, query, request_headers, client, EXTENSIONS))
 
 
 def _answer(proto: H3StreamOwner, sid: int, end_stream: bool, status: int, body: bytes) -> None:
@@ -447,4 +542,13 @@ def _answer(proto: H3StreamOwner, sid: int, end_stream: bool, status: int, body:
     stream.answer_without_app(status, body)
 
 
-__all__ = ["H3Carrier", "H3Stream", "H3StreamOwner", "H3RequestView", "OpenWebSocket", "open_request"]
+__all__ = [
+    "H3Carrier",
+    "H3Stream",
+    "H3StreamOwner",
+    "H3RequestView",
+    "OpenWebSocket",
+    "http_cycle",
+    "open_pushed",
+    "open_request",
+]

@@ -73,6 +73,8 @@ def open_websocket(proto: H3StreamOwner, sid: int, request: RequestFields, end_s
         handshake.subprotocols,
         ctx.lifespan_state,
     )
+    if proto.tls is not None:
+        scope["extensions"]["tls"] = proto.tls
     ws.session = WebSocketSession(ctx, ws, handshake, scope)
     if end_stream:
         ws.end_request()

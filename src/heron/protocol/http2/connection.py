@@ -13,10 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-from ..errors import LocalProtocolError
 from .base import _ConnError
 from .events import DataReceived, RequestReceived, StreamEnded
-from .fields import _ANY_TOKEN, _BAD_RESPONSE_VALUE, _CONNECTION_SPECIFIC, _PATH_BYTES
+from .fields import push_request_fields
 from .frames import (
     _ENHANCE_YOUR_CALM,
     _INTERNAL_ERROR,
@@ -191,19 +190,8 @@ class H2Core(_H2Receiving, _H2Sending):
             return None
         if self._peer_max_streams is not None and self._pushed_open >= self._peer_max_streams:
             return None
-        if not path or path[:1] != b"/" or path.translate(None, _PATH_BYTES):
-            raise LocalProtocolError(f"invalid push path {path!r:.60}")
         scheme, authority = parent.scheme, parent.authority
-        fields = [(b":method", b"GET"), (b":scheme", scheme or b"http"), (b":path", path)]
-        if authority:
-            fields.append((b":authority", authority))
-        for name, value in headers:
-            if not name or name.translate(None, _ANY_TOKEN) or _BAD_RESPONSE_VALUE.search(value) is not None:
-                raise LocalProtocolError(f"invalid push header {name!r:.40}")
-            name = name.lower()
-            if name in _CONNECTION_SPECIFIC or name == b"host":
-                continue
-            fields.append((bytes(name), bytes(value)))
+        fields = push_request_fields(scheme or b"http", authority, path, headers)
         promised = self._next_push
         self._next_push += 2
         self._queue_block(_PUSH_PROMISE, sid, self.encoder.encode(fields), False, _U32.pack(promised))

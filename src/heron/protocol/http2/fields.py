@@ -195,3 +195,24 @@ def trailer_fields(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, 
             raise LocalProtocolError(f"{name.decode()} is not allowed in trailers")
         fields.append((bytes(name), bytes(value)))
     return fields
+
+
+def push_request_fields(
+    scheme: bytes, authority: bytes, path: bytes, headers: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The header section of a pushed GET of ``path`` (a PUSH_PROMISE's, RFC 9113 8.4
+    and RFC 9114 4.6): the app's ``headers`` checked as response fields are, without
+    the connection-specific ones and host. Raises LocalProtocolError."""
+    if not path or path[:1] != b"/" or path.translate(None, _PATH_BYTES):
+        raise LocalProtocolError(f"invalid push path {path!r:.60}")
+    fields = [(b":method", b"GET"), (b":scheme", scheme), (b":path", path)]
+    if authority:
+        fields.append((b":authority", authority))
+    for name, value in headers:
+        if not name or name.translate(None, _ANY_TOKEN) or _BAD_RESPONSE_VALUE.search(value) is not None:
+            raise LocalProtocolError(f"invalid push header {name!r:.40}")
+        name = name.lower()
+        if name in _CONNECTION_SPECIFIC or name == b"host":
+            continue
+        fields.append((bytes(name), bytes(value)))
+    return fields
