@@ -108,6 +108,8 @@ SERVERS: dict[str, dict[str, Any]] = {
         # The same thread count as gunicorn-gthread's --threads 8 (heron's default is 10).
         "wsgi": True,
         "wsgi_extra": ["--interface", "wsgi", "--wsgi-threads", "8"],
+        "h3": True,  # HTTP/3 on the UDP port of the same number (the aioquic extra)
+        "h3_extra": ["--quic-bind", "127.0.0.1:{port}"],
         "package": "heron",
     },
     "uvicorn-httptools": {
@@ -206,6 +208,8 @@ SERVERS: dict[str, dict[str, Any]] = {
         # loop's default thread pool, min(32, cpu_count + 4) threads, no flag to size it.
         "wsgi": True,
         "wsgi_extra": [],
+        "h3": True,  # with aioquic installed
+        "h3_extra": ["--quic-bind", "127.0.0.1:{port}"],
         "package": "hypercorn",
     },
     "granian": {
@@ -412,6 +416,7 @@ class Scenario:
     # One request per connection, each a full TLS handshake: wrk with Connection: close and
     # the no_resume.c preload (wrk would otherwise resume the previous session).
     reconnect: bool = False
+    h3_args: list[str] = field(default_factory=list)  # bench/h3_client.py --conns/--streams
 
 
 def _ok_len(n: int) -> Callable[[int, bytes], bool]:
@@ -546,6 +551,15 @@ SCENARIOS: dict[str, Scenario] = {
             unit="conn/s",
             tls=True,
             reconnect=True,
+        ),
+        Scenario(
+            "h3-hello",
+            "h3",
+            "bench.apps:hello",
+            "HTTP/3 over QUIC hello, 8 connections x 8 streams (bench/h3_client.py, aioquic)",
+            h3_args=["--conns", "8", "--streams", "8"],
+            check=lambda st, b: st == 200 and b == b"Hello, world!",
+            tls=True,
         ),
         Scenario(
             "wsgi-hello",
@@ -747,32 +761,15 @@ def make_tls_files(directory: Path) -> tuple[str, str]:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.x509.oid import NameOID
     except ImportError:
-        rc, out, err = run_cmd(
-            [
-                "openssl",
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-                "-days",
-                "2",
-                "-keyout",
-                str(key_path),
-                "-out",
-                str(cert_path),
-            ],
-            timeout=60,
-        )
-        if rc != 0:
-            raise RuntimeError(f"openssl req failed ({rc}): {' '.join((err or out).split())[-300:]}") from None
-        return str(key_path), str(cert_path)
+        from bench.hostile import make_cert  # (the openssl command; its key is PKCS#8 too)
+
+        try:
+            cert_file, key_file = make_cert(str(directory))
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(
+                f"openssl req failed ({e.returncode}): {' '.join(e.stderr.decode().split())[-300:]}"
+            ) from None
+        return key_file, cert_file
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = _dt.datetime.now(_dt.timezone.utc)
@@ -889,8 +886,10 @@ class Server:
         mem: bool = False,
         tls: tuple[str, str] | None = None,
         wsgi: bool = False,
+        h3: bool = False,
     ) -> None:
-        """tls: (key, certificate) paths to serve HTTPS with; wsgi: app is a WSGI app."""
+        """tls: (key, certificate) paths to serve HTTPS with; wsgi: app is a WSGI app;
+        h3: HTTP/3 too (h3_extra), on the UDP port of the same number."""
         self.name = name
         self.spec = spec
         self.app = app
@@ -914,6 +913,7 @@ class Server:
         if h2:
             extra += spec.get("h2_tls_extra", spec.get("h2_extra", [])) if tls else spec.get("h2_extra", [])
         extra += (spec.get("mem_extra", []) if mem else []) + (spec.get("wsgi_extra", []) if wsgi else [])
+        extra += spec.get("h3_extra", []) if h3 else []
         extra = [a.format(**values) for a in extra]
         if extra:
             # Before the app argument when it comes last (gunicorn, granian), else at the end.
@@ -1218,8 +1218,36 @@ def ws_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]
     ]
 
 
-def run_ws(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[str, Any]:
-    cmds = ws_cmds(port, sc, args)
+def h3_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]]:
+    """bench/h3_client.py processes (--h3-procs), each with the scenario's connections x streams."""
+    return [
+        [
+            "taskset",
+            "-c",
+            CLIENT_CPU,
+            PY,
+            str(BENCH_DIR / "h3_client.py"),
+            "--port",
+            str(port),
+            *sc.h3_args,
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            "--sample-every",
+            "10",
+            "--expect",
+            "Hello, world!",
+        ]
+        for _ in range(max(1, args.h3_procs))
+    ]
+
+
+def run_ws(
+    port: int, sc: Scenario, args: argparse.Namespace, pid: int, cmds: list[list[str]] | None = None
+) -> dict[str, Any]:
+    """The WebSocket clients (or cmds: the HTTP/3 clients, which print the same JSON lines)."""
+    cmds = ws_cmds(port, sc, args) if cmds is None else cmds
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in cmds]
     results, details = [], []
     # Each client prints a "start" line when its measured window opens; the CPU
@@ -1237,7 +1265,7 @@ def run_ws(port: int, sc: Scenario, args: argparse.Namespace, pid: int) -> dict[
             results.append(json.loads(out.strip().splitlines()[-1]))
         except (ValueError, IndexError):
             results.append({"messages": 0, "errors": 1, "error": (err or out).strip()[-200:]})
-    msgs = sum(r.get("messages", 0) for r in results)
+    msgs = sum(r.get("messages", r.get("requests", 0)) for r in results)
     elapsed = max((r.get("elapsed", 0) for r in results), default=0) or args.duration
     errors = sum(r.get("errors", 0) for r in results)
     for r in results:
@@ -1354,6 +1382,8 @@ def applies(name: str, spec: dict[str, Any], sc: Scenario, probes: dict[str, dic
             return "no WebSocket"
         if spec.get("ws") is None and not probes.get("ws", {}).get(name, False):
             return "no WebSocket (probe failed, see notes)"
+    if sc.kind == "h3" and not spec.get("h3"):
+        return spec.get("h3_note", "no HTTP/3")
     if sc.kind == "h2":
         feature, note, label = (
             ("h2_tls", "h2_tls_note", "no HTTP/2 over TLS") if sc.tls else ("h2c", "h2_note", "no h2c")
@@ -1430,6 +1460,7 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
         mem=sc.kind == "memory",
         tls=args.tls_files if sc.tls else None,
         wsgi=sc.interface == "wsgi",
+        h3=sc.kind == "h3",
     )
     result: dict[str, Any] = {"cmd": srv.display_cmd()}
     try:
@@ -1455,6 +1486,8 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
             r = run_wrk(srv.port, sc, args, pid)
         elif sc.kind == "h2":
             r = run_h2load(srv.port, sc, args, pid)
+        elif sc.kind == "h3":
+            r = run_ws(srv.port, sc, args, pid, h3_cmds(srv.port, sc, args))
         else:
             r = run_ws(srv.port, sc, args, pid)
         if srv.proc.poll() is not None:  # type: ignore[union-attr]
@@ -1476,6 +1509,9 @@ def load_cmd_text(sc: Scenario, args: argparse.Namespace) -> str:
         return f"warm-up: same with -d{max(1, round(args.warmup))}s; measured: {w}"
     if sc.kind == "h2":
         return shlex.join(h2load_cmd(0, sc, args.duration, args.warmup, "$LOG")).replace(":0/", ":$PORT/")
+    if sc.kind == "h3":
+        cmds = h3_cmds(0, sc, args)
+        return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
     if sc.kind == "ws":
         cmds = ws_cmds(0, sc, args)
         return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
@@ -1502,6 +1538,7 @@ def main() -> int:
     ap.add_argument("--scenarios", default="all", help="comma list; default all: " + ",".join(SCENARIOS))
     ap.add_argument("--servers", default="all", help="comma list; default all: " + ",".join(SERVERS))
     ap.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes, all on core 1 (default 2)")
+    ap.add_argument("--h3-procs", type=int, default=2, help="HTTP/3 client processes, all on core 1 (default 2)")
     ap.add_argument("--mem-conns", default="1000,10000", help="idle connection counts for memory (default 1000,10000)")
     ap.add_argument(
         "--noisy-retries",
@@ -1838,6 +1875,7 @@ def versions() -> list[tuple[str, str]]:
         "cryptography",
         "websockets",
         "h2",
+        "aioquic",
         "matplotlib",
     ):
         try:
@@ -1920,7 +1958,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                     f"server CPU µs/{per_item(sc)}",
                     "other load on core 0 %",
                 ]
-                + (["client CPU %"] if sc.kind == "ws" else [])
+                + (["client CPU %"] if sc.kind in ("ws", "h3") else [])
                 + ["clean rounds"]
             )
         L.append("| " + " | ".join(head) + " |")
@@ -1975,7 +2013,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                         fmt(s.get("cpu_us"), 1),
                         fmt(s.get("noise")),
                     ]
-                    + ([fmt(s.get("client_cpu"))] if sc.kind == "ws" else [])
+                    + ([fmt(s.get("client_cpu"))] if sc.kind in ("ws", "h3") else [])
                     + [f"{s['clean']}/{s['rounds']}"]
                 )
             L.append("| " + " | ".join(row) + " |")

@@ -17,6 +17,7 @@ PIP_PKGS=(
     hypercorn granian daphne gunicorn
     starlette fastapi flask
     matplotlib websockets h2 cryptography
+    'aioquic>=1.7,<1.8'  # HTTP/3: heron's http3 extra, hypercorn --quic-bind, bench/h3_client.py
 )
 
 # --- system tools ----------------------------------------------------------
@@ -56,7 +57,7 @@ if "$VENV/bin/python" - "$REPO_DIR" <<'EOF' 2>/dev/null
 import importlib, importlib.metadata as md, os, sys
 for mod in ("uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian",
             "daphne", "gunicorn", "starlette", "fastapi", "flask", "matplotlib",
-            "websockets", "h2", "cryptography", "heron"):
+            "websockets", "h2", "cryptography", "aioquic", "heron"):
     importlib.import_module(mod)
 import heron
 repo = os.path.realpath(sys.argv[1])
