@@ -358,8 +358,8 @@ class H2RequestView:
 
 
 def http_cycle(
-    proto: H2StreamOwner,
-    stream: H2Stream,
+    proto: Any,
+    stream: Any,
     request_complete: bool,
     method: str,
     scheme: str,
@@ -370,13 +370,15 @@ def http_cycle(
     extensions: tuple[str, ...],
     body_limit: int = 0,
     on_body_consumed: Callable[[int], None] | None = None,
+    http_version: str = "2",
 ) -> HTTPCycle:
     """The ``http`` scope and the cycle of ``stream``'s request (a client's,
-    the ``Upgrade: h2c`` one or a pushed one)."""
+    the ``Upgrade: h2c`` one or a pushed one), over HTTP/2 or, with
+    ``http_version`` "3", HTTP/3: ``proto`` has ``ctx``, ``server`` and ``tls``."""
     ctx = proto.ctx
     scope = http_scope(
         method,
-        "2",
+        http_version,
         scheme,
         path,
         query,

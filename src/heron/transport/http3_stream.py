@@ -27,7 +27,7 @@ from aioquic.h3.exceptions import NoAvailablePushIDError
 from aioquic.quic.connection import QuicConnection
 
 from ..asgi.budget import ReadBudget
-from ..asgi.http import ERROR_BODIES, HTTPCycle, http_scope
+from ..asgi.http import ERROR_BODIES, HTTPCycle
 from ..protocol.errors import LocalProtocolError
 from ..protocol.http2.fields import (
     RequestFields,
@@ -38,7 +38,7 @@ from ..protocol.http2.fields import (
     validate_request,
 )
 from .context import ServerContext
-from .http2_stream import H2RequestView
+from .http2_stream import H2RequestView, http_cycle
 from .http3_quic import ServerH3, grant, push_possible, push_stream_available, unsent
 
 #: unacknowledged response bytes of one stream before ``send()`` waits
@@ -479,41 +479,9 @@ def open_request(
         extensions,
         body_limit,
         None if end_stream else stream.body_consumed,
+        "3",
     )
     return stream
-
-
-def http_cycle(
-    proto: H3StreamOwner,
-    stream: H3Stream,
-    request_complete: bool,
-    method: str,
-    scheme: str,
-    path: bytes,
-    query: bytes,
-    headers: list[tuple[bytes, bytes]],
-    client: tuple[str, int] | None,
-    extensions: tuple[str, ...],
-    body_limit: int = 0,
-    on_body_consumed: Callable[[int], None] | None = None,
-) -> HTTPCycle:
-    """The ``http`` scope and the cycle of ``stream``'s request (a client's, or a pushed one)."""
-    ctx = proto.ctx
-    scope = http_scope(
-        method,
-        "3",
-        scheme,
-        path,
-        query,
-        ctx.root_path,
-        headers,
-        client,
-        proto.server,
-        ctx.lifespan_state,
-        {"tls": proto.tls} if proto.tls is not None else {},
-    )
-    cycle = stream.cycle = HTTPCycle(scope, stream, request_complete, False, extensions, body_limit, on_body_consumed)
-    return cycle
 
 
 def open_pushed(proto: H3StreamOwner, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]) -> None:
@@ -533,7 +501,9 @@ def open_pushed(proto: H3StreamOwner, sid: int, path: bytes, parent: Any, header
     # a pushed response is for the same user as the request that pushed it
     scheme = parent.get("scheme", "https")
     client = parent.get("client", proto.client)
-    ctx.start_cycle(http_cycle(proto, stream, True, "GET", scheme, target, query, request_headers, client, EXTENSIONS))
+    ctx.start_cycle(
+        http_cycle(proto, stream, True, "GET", scheme, target, query, request_headers, client, EXTENSIONS, 0, None, "3")
+    )
 
 
 def _answer(proto: H3StreamOwner, sid: int, end_stream: bool, status: int, body: bytes) -> None:
