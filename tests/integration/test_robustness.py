@@ -128,7 +128,9 @@ def count_heron_objects() -> dict[str, int]:
     counts: dict[str, int] = {}
     for obj in gc.get_objects():
         cls = type(obj)
-        if is_heron_type(cls) or isinstance(obj, (asyncio.Task, asyncio.BaseTransport)):
+        # (issubclass of type(), not isinstance: isinstance asks a lazy proxy, Django's
+        # unconfigured settings among them, for its __class__, and that raises)
+        if is_heron_type(cls) or issubclass(cls, (asyncio.Task, asyncio.BaseTransport)):
             counts[cls.__qualname__] = counts.get(cls.__qualname__, 0) + 1
     return counts
 

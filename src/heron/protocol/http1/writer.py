@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import Any
 
 from ..errors import LocalProtocolError
 from .grammar import _BAD_VALUE_CHAR, _DIGITS, _RESPONSE_FIELDS, _RESPONSE_SPECIAL, _TOKEN, _VALID_LINES
@@ -77,8 +78,10 @@ class ResponseWriter:
     def response_complete(self) -> bool:
         return self._our_state == _OURS_DONE
 
-    def send_informational(self, status: int, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
-        """A 1xx interim response (100 Continue, 103 Early Hints)."""
+    def send_informational(self, status: object, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+        """A 1xx interim response (100 Continue, 103 Early Hints).
+
+        (``status`` is typed ``object`` as ``send_response``'s is: checked here.)"""
         if self._our_state != _OURS_IDLE:
             raise LocalProtocolError("interim response after the final response started")
         if type(status) is not int or not 100 <= status < 200 or status == 101:
@@ -96,7 +99,7 @@ class ResponseWriter:
 
     def send_response(
         self,
-        status: int,
+        status: object,
         headers: Iterable[tuple[bytes, bytes]],
         *,
         server_line: bytes = b"",
@@ -116,12 +119,13 @@ class ResponseWriter:
         lines ending in CRLF; the first two are dropped when the application
         sends its own Server or Date. ``close`` forces ``Connection: close``.
         Raises :class:`LocalProtocolError` (and produces nothing) if a status
-        or header is invalid.
+        or header is invalid. (``status`` is typed ``object`` because that check is
+        this method's: compiled by mypyc, an ``int`` parameter would be checked at the
+        call instead, with a TypeError.)
         """
         if self._our_state != _OURS_IDLE:
             raise LocalProtocolError("response already started")
-        status_bytes = _STATUS_LINES.get(status) if type(status) is int else None
-        if status_bytes is None or status < 200:
+        if type(status) is not int or status < 200 or (status_bytes := _STATUS_LINES.get(status)) is None:
             raise LocalProtocolError(f"invalid response status {status!r}")
         # Apps repeat their header lists: each distinct list is validated and
         # rendered once (see _describe_response_fields).
@@ -282,7 +286,7 @@ def _validate_field(name: object, value: object) -> tuple[bytes, bytes]:
 
 
 def _describe_response_fields(
-    items: tuple[tuple[bytes, bytes], ...],
+    items: tuple[Any, ...],  # (Any: each pair's shape is checked here, lists allowed)
 ) -> tuple[bytes, int, bytes, bool, bool, bool]:
     """What send_response needs from an app's header list: the wire lines of
     the headers written as they are, the Content-Length (-1: none) and its
