@@ -101,6 +101,8 @@ class ServerContext:
         self.observer = observer
         self._bad_request_logs = 0
         self._bad_request_window = 0.0
+        #: the writes waiting for the end of this loop turn (see write_at_turn_end)
+        self._turn_end_writes: list[Callable[[], None]] = []
 
     def advertise_http3(self, ports: list[int], max_age: int) -> None:
         """--quic-bind: TCP responses name the HTTP/3 alternative (RFC 7838 Alt-Svc),
@@ -110,6 +112,25 @@ class ServerContext:
             return
         value = ", ".join(f'h3=":{port}"; ma={max_age}' for port in dict.fromkeys(ports))
         self.extra_lines = self.header_lines + b"alt-svc: " + value.encode("ascii") + b"\r\n"
+
+    def write_at_turn_end(self, flush: Callable[[], None]) -> None:
+        """Call ``flush`` (a connection writing what it gathered) when this loop turn
+        ends, with every other connection's asked for in the same turn: one loop
+        callback per turn, not one per connection (1,000 streams each sending an event
+        a turn would otherwise cost 1,000 callbacks a turn)."""
+        waiting = self._turn_end_writes
+        waiting.append(flush)
+        if len(waiting) == 1:
+            self.loop.call_soon(self._write_turn_end)
+
+    def _write_turn_end(self) -> None:
+        waiting = self._turn_end_writes
+        self._turn_end_writes = []  # (a flush that asks for another lands in the next turn)
+        for flush in waiting:
+            try:
+                flush()
+            except Exception:  # one connection's failure must not hold back the others' bytes
+                error_logger.exception("Error writing a connection's buffered output")
 
     # --- housekeeping ------------------------------------------------------
 

@@ -150,7 +150,7 @@ class H1ResponseWriter(H1ProtocolBase):
         elif out is None:
             self._out = [data]
             self._out_size = len(data) + PIECE_OVERHEAD
-            self.ctx.loop.call_soon(self._flush_out)
+            self.ctx.write_at_turn_end(self._flush_out)
         else:
             out.append(data)
             self._out_size += len(data) + PIECE_OVERHEAD
