@@ -266,6 +266,32 @@ def test_return_with_incomplete_body_closes_connection(errors: pytest.LogCapture
         assert_still_serving(srv)
 
 
+def test_stream_ending_because_its_client_left_logs_no_error(errors: pytest.LogCaptureFixture) -> None:
+    """An event stream whose client goes away: the app sees http.disconnect and returns
+    mid-body, as it should; that is not an application error."""
+    returned: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        returned.append("after disconnect")
+
+    with serve(with_ok(app)) as srv:
+        sock = srv.connect()
+        sock.sendall(GET)
+        received = b""
+        while b"data: 1" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        sock.close()
+        assert wait_for(lambda: returned)
+        assert_still_serving(srv)
+    assert not error_records(errors, "body incomplete")
+
+
 @pytest.mark.parametrize(
     "header, named, forbidden",
     [

@@ -591,7 +591,15 @@ class HTTPCycle:
                     logger.error("ASGI app returned without completing its response; answered 500")
                 self._fail()
             else:
-                logger.error("ASGI app returned with its response body incomplete; connection closed")
+                if self._disconnected or self._client_eof:
+                    # a stream (server-sent events, a cancelled push) whose client left
+                    # or closed its side (receive() says http.disconnect for both):
+                    # returning then is what the app should do
+                    logger.debug(
+                        "ASGI app returned mid-body after the client disconnected (%s)", self.scope.get("path")
+                    )
+                else:
+                    logger.error("ASGI app returned with its response body incomplete; connection closed")
                 self._state = _DONE
                 self.stream.abort()
         finally:
