@@ -127,7 +127,7 @@ class Server:
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
         restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
-        quic_listeners: list[Any] = []  # (heron.transport.http3.QuicListener)
+        quic_listeners: list[Any] = []  # (heron.transport.http3_listener.QuicListener)
         metrics_endpoint: MetricsListener | None = None
         try:
             try:
@@ -147,7 +147,7 @@ class Server:
                 for sock in self.sockets:
                     servers.append(await loop.create_server(factory, sock=sock, backlog=config.backlog, **tls))
             if self.quic_sockets:
-                from .transport.http3 import start_quic_listener
+                from .transport.http3_listener import start_quic_listener
 
                 for sock in self.quic_sockets:
                     quic_listeners.append(await start_quic_listener(ctx, sock, quic))

@@ -23,7 +23,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
-from heron.transport.http3 import QuicTally, quic_tally
+from heron.transport.http3_listener import QuicTally, address_key, quic_tally
 
 from ..conftest import RunningServer
 from .test_http3 import Certs, _serve, certs, h3_client, quic_port, run_client
@@ -49,10 +49,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 @contextmanager
-def udp_socket() -> Iterator[socket.socket]:
+def udp_socket(host: str = "127.0.0.1") -> Iterator[socket.socket]:
+    """A UDP socket on ``host`` (any of 127.0.0.0/8: the loopback, as many client addresses as needed)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         sock.setblocking(False)
         yield sock
     finally:
@@ -122,8 +123,12 @@ def test_garbage_initials_cost_no_state_and_a_real_client_is_served(certs: Certs
         assert drain(sock) == 0  # (nothing answered to them either)
 
 
+#: the worker's caps alone: all the Initials of these tests come from one address
+ONE_ADDRESS = {"quic_max_handshakes": 20, "quic_max_handshakes_per_address": 20}
+
+
 def test_spoofed_initials_hold_half_the_handshakes_and_retry_lets_real_clients_in(certs: Certs) -> None:
-    with _serve(certs, quic_max_handshakes=20, quic_handshake_timeout=5.0) as running, udp_socket() as sock:
+    with _serve(certs, quic_handshake_timeout=5.0, **ONE_ADDRESS) as running, udp_socket() as sock:
         target = ("127.0.0.1", quic_port(running))
         for _ in range(60):  # never answered: as from spoofed addresses
             sock.sendto(first_datagram(hello_client(target)), target)
@@ -136,14 +141,14 @@ def test_spoofed_initials_hold_half_the_handshakes_and_retry_lets_real_clients_i
             async with h3_client(certs, port) as client:  # aioquic's client follows the Retry
                 return (await client.response(client.request("GET", "/"))).status
 
-        started = time.monotonic()
         assert run_client(main(target[1])) == 200
-        assert time.monotonic() - started < 2.0  # at once, not after the half-open ones time out
+        # served at once, not after the half-open ones timed out (5 s): they still hold their slots
+        assert counts.handshakes == 10
         assert counts.retries == 51
 
 
 def test_half_open_handshakes_are_bounded_and_dropped_after_the_timeout(certs: Certs) -> None:
-    with _serve(certs, quic_max_handshakes=20, quic_handshake_timeout=1.0) as running, udp_socket() as sock:
+    with _serve(certs, quic_handshake_timeout=1.0, **ONE_ADDRESS) as running, udp_socket() as sock:
         target = ("127.0.0.1", quic_port(running))
         clients = [hello_client(target) for _ in range(60)]
         started = time.monotonic()
@@ -176,6 +181,81 @@ def test_half_open_handshakes_are_bounded_and_dropped_after_the_timeout(certs: C
         drain(sock)
         time.sleep(0.6)
         assert drain(sock) == 0
+
+
+def answer_retries(sock: socket.socket, clients: list[QuicConnection], target: tuple[str, int]) -> int:
+    """Follow each Retry waiting on ``sock`` (the client's Initial again, with the token): how many."""
+    by_cid = {client.host_cid: client for client in clients}
+    answered = retries(sock)
+    for cid, retry in answered:
+        client = by_cid[cid]
+        client.receive_datagram(retry, target, now=time.monotonic())
+        sock.sendto(first_datagram(client), target)
+    return len(answered)
+
+
+def test_one_address_holds_its_share_of_the_handshakes_and_no_more(certs: Certs) -> None:
+    settings = {"quic_max_handshakes": 40, "quic_max_handshakes_per_address": 5, "quic_handshake_timeout": 1.0}
+    with _serve(certs, **settings) as running, udp_socket("127.0.0.2") as one, udp_socket("127.0.0.3") as other:
+        target = ("127.0.0.1", quic_port(running))
+        counts = tally(running)
+        ones = [hello_client(target) for _ in range(12)]
+        for client in ones:  # never answered: half-open handshakes (the worker's Retry starts at 20)
+            one.sendto(first_datagram(client), target)
+        assert wait_for(lambda: counts.retries == 7)
+        assert counts.handshakes == 5 and counts.by_address == {"127.0.0.2": [5, 0]}
+        for _ in range(5):  # another address has its own share
+            other.sendto(first_datagram(hello_client(target)), target)
+        assert wait_for(lambda: counts.handshakes == 10)
+        assert counts.retries == 7 and counts.by_address["127.0.0.3"] == [5, 0]
+
+        # the first address answers its Retries: its address is real, and it gets a share of
+        # those too (so a spoofer that took an address's share can't keep its real clients
+        # out), then no more: the other two are dropped
+        assert answer_retries(one, ones, target) == 7
+        assert wait_for(lambda: counts.refused == 2)
+        assert counts.handshakes == 15 and counts.by_address["127.0.0.2"] == [5, 5]
+        assert counts.retries == 7  # (dropped: not sent round again)
+
+        async def main(port: int) -> int:
+            async with h3_client(certs, port) as client:  # from 127.0.0.1: admitted at once
+                return (await client.response(client.request("GET", "/"))).status
+
+        assert run_client(main(target[1])) == 200
+        assert counts.retries == 7 and counts.refused == 2
+        assert set(counts.by_address) == {"127.0.0.2", "127.0.0.3"}  # a completed handshake leaves it
+        # the half-open ones time out: the table is empty again
+        assert wait_for(lambda: counts.handshakes == 0)
+        assert counts.by_address == {}
+
+
+def test_an_address_share_is_a_tenth_of_the_handshake_cap_by_default(certs: Certs) -> None:
+    with _serve(certs, quic_max_handshakes=30, quic_handshake_timeout=5.0) as running, udp_socket() as sock:
+        target = ("127.0.0.1", quic_port(running))
+        counts = tally(running)
+        for _ in range(5):
+            sock.sendto(first_datagram(hello_client(target)), target)
+        assert wait_for(lambda: counts.retries == 2)
+        assert counts.handshakes == 3 and len(retries(sock)) == 2
+
+
+def test_the_address_table_is_bounded_by_the_handshake_cap(certs: Certs) -> None:
+    with _serve(certs, quic_max_handshakes=20, quic_handshake_timeout=5.0) as running:
+        target = ("127.0.0.1", quic_port(running))
+        counts = tally(running)
+        for i in range(30):  # one Initial each from 30 addresses: half the cap, then Retry for all
+            with udp_socket(f"127.0.1.{i + 1}") as sock:
+                sock.sendto(first_datagram(hello_client(target)), target)
+        assert wait_for(lambda: counts.retries == 20)
+        assert counts.handshakes == 10 and len(counts.by_address) == 10
+
+
+def test_ipv6_addresses_are_counted_by_their_64(certs: Certs) -> None:
+    one = address_key(("2001:db8:1:2::1", 443, 0, 0))
+    assert one == address_key(("2001:db8:1:2:ffff:1:2:3", 443, 0, 0)) == bytes.fromhex("20010db800010002")
+    assert one != address_key(("2001:db8:1:3::1", 443, 0, 0))
+    assert address_key(("::ffff:192.0.2.7", 443, 0, 0)) == address_key(("192.0.2.7", 443)) == "192.0.2.7"
+    assert address_key(("fe80::1%lo", 443, 0, 1)) == bytes.fromhex("fe80000000000000")
 
 
 def test_a_completed_handshake_is_not_timed_out(certs: Certs) -> None:

@@ -12,9 +12,13 @@ from typing import Any
 
 import pytest
 from aioquic.asyncio.client import connect
-from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.buffer import encode_uint_var
+from aioquic.h3.connection import H3_ALPN, ErrorCode, FrameType, H3Connection, ProtocolError, encode_frame
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived, PushPromiseReceived
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import QuicEvent, StreamReset
+
+from heron.transport.http3_quic import ControlScan
 
 from ..conftest import RunningServer, serve
 from .test_http3 import Certs, Client, certs, quic_port, run_client
@@ -54,6 +58,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": "http.response.push", "path": "/nested.css", "headers": []})
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/css")]})
         await send({"type": "http.response.body", "body": b"body { color: teal }"})
+    elif path == "/fan":  # pushes that wait for the client to cancel them
+        for i in range(int(scope["query_string"] or b"4")):
+            await send({"type": "http.response.push", "path": f"/hold.css?{i}", "headers": []})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"fan"})
+    elif path == "/hold.css":  # a pushed response that goes on until the client cancels it
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/css")]})
+        await send({"type": "http.response.body", "body": b"/* more to come */", "more_body": True})
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        SEEN["held_ended"] = SEEN.get("held_ended", 0) + 1  # (the app's task ends: its push is cancelled)
     elif path == "/slow.css":
         await asyncio.sleep(0.3)
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -80,11 +95,30 @@ class PushClient(Client):
         super().__init__(*args, **kwargs)
         self.promises: list[PushPromiseReceived] = []
         self.pushed: dict[int, dict[str, Any]] = {}
+        self.push_streams: dict[int, int] = {}  # push id -> its push stream
+        self.push_resets: dict[int, int] = {}  # push stream -> the server's RESET_STREAM code
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamReset) and event.stream_id % 4 == 3:  # (3: the server's push streams)
+            self.push_resets[event.stream_id] = event.error_code
+        super().quic_event_received(event)
+
+    def cancel_push(self, push_id: int, payload: bytes | None = None, split: bool = False) -> None:
+        """CANCEL_PUSH on our control stream (``payload``: instead of ``push_id``; ``split``: a
+        packet for each byte)."""
+        control = self.h3._local_control_stream_id
+        assert control is not None
+        frame = encode_frame(FrameType.CANCEL_PUSH, encode_uint_var(push_id) if payload is None else payload)
+        for piece in [frame[i : i + 1] for i in range(len(frame))] if split else [frame]:
+            self._quic.send_stream_data(control, piece)
+            if split:
+                self.transmit()
 
     def _on_h3(self, event: H3Event) -> None:
         if isinstance(event, PushPromiseReceived):
             self.promises.append(event)
         elif isinstance(event, (HeadersReceived, DataReceived)) and event.push_id is not None:
+            self.push_streams[event.push_id] = event.stream_id
             pushed = self.pushed.setdefault(event.push_id, {"headers": [], "body": b"", "ended": False})
             if isinstance(event, HeadersReceived):
                 pushed["headers"] = list(event.headers)
@@ -107,8 +141,32 @@ class NoPushClient(PushClient):
     h3_class = _NoPushH3
 
 
+class _ManyPushH3(H3Connection):
+    """A client that allows push ids 0 to 63 (MAX_PUSH_ID 63)."""
+
+    def _init_connection(self) -> None:
+        self._max_push_id = 63
+        super()._init_connection()
+
+
+class CancellingClient(PushClient):
+    """Cancels each push as its response starts: STOP_SENDING on its push stream, CANCEL_PUSH
+    on the control stream (RFC 9114 7.2.3), or both (``how``)."""
+
+    h3_class = _ManyPushH3
+    how: tuple[str, ...] = ()
+
+    def _on_h3(self, event: H3Event) -> None:
+        super()._on_h3(event)
+        if isinstance(event, HeadersReceived) and event.push_id is not None:
+            if "stop_sending" in self.how:
+                self._quic.stop_stream(event.stream_id, ErrorCode.H3_REQUEST_CANCELLED)
+            if "cancel_push" in self.how:
+                self.cancel_push(event.push_id)
+
+
 @asynccontextmanager
-async def client_of(certs: Certs, port: int, protocol: type[PushClient] = PushClient) -> AsyncIterator[PushClient]:
+async def client_of(certs: Certs, port: int, protocol: type[PushClient] = PushClient) -> AsyncIterator[Any]:
     configuration = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="localhost")
     configuration.load_verify_locations(cadata=certs.ca_pem.encode())
     async with connect("127.0.0.1", port, configuration=configuration, create_protocol=protocol) as client:
@@ -225,3 +283,116 @@ def test_the_tls_extension_on_a_websocket_over_http3(certs: Certs) -> None:
     assert status == 403
     tls = SEEN["ws_tls"]
     assert tls is not None and tls["tls_version"] == 0x0304 and tls["server_cert"] == _server_pem(certs)
+
+
+# --- cancelled pushes: the rapid-reset budget, CANCEL_PUSH ----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["stop_sending", "cancel_push"])
+def test_cancelling_pushes_counts_toward_the_rapid_reset_limit(certs: Certs, how: str) -> None:
+    class Cancelling(CancellingClient):
+        pass
+
+    Cancelling.how = (how,)
+
+    async def main(port: int) -> tuple[int | None, int]:
+        async with client_of(certs, port, Cancelling) as client:
+            for _ in range(6):  # four pushes a page, each cancelled: past 10 resets on the third
+                client.request("GET", "/fan")
+                await until(lambda: client.closed_event.is_set() or len(client.push_resets) == len(client.pushed))
+                if client.closed_event.is_set():
+                    break
+            await asyncio.wait_for(client.closed_event.wait(), 3)
+            code = client.terminated.error_code
+        async with client_of(certs, port) as other:  # other connections are served
+            return code, (await other.response(other.request("GET", "/other"))).status
+
+    with _serve(certs, http2_max_resets=10) as running:
+        code, status = run_client(main(quic_port(running)))
+    assert code == ErrorCode.H3_EXCESSIVE_LOAD
+    assert status == 200
+
+
+def test_cancelled_pushes_within_the_limit_keep_the_connection(certs: Certs) -> None:
+    class Cancelling(CancellingClient):
+        how = ("stop_sending", "cancel_push")  # STOP_SENDING and CANCEL_PUSH of one push count once
+
+    async def main(port: int) -> tuple[int, int, int | None]:
+        async with client_of(certs, port, Cancelling) as client:
+            for pages in (1, 2):  # ten pushes, each cancelled twice: ten resets, the limit
+                await client.response(client.request("GET", "/fan?5"))
+                await until(lambda: len(client.pushed) == len(client.push_resets) == 5 * pages)  # noqa: B023
+            page = await client.response(client.request("GET", "/other"))
+            return len(client.pushed), page.status, None if client.terminated is None else client.terminated.error_code
+
+    with _serve(certs, http2_max_resets=10) as running:
+        pushed, status, closed = run_client(main(quic_port(running)))
+    assert (pushed, status, closed) == (10, 200, None)
+    assert SEEN["held_ended"] == 10
+
+
+def test_cancel_push_stops_a_push_in_flight_and_frees_its_slot(certs: Certs) -> None:
+    async def main(port: int) -> tuple[Any, ...]:
+        async with client_of(certs, port) as client:
+            page = await client.response(client.request("GET", "/fan?1"))
+            await until(lambda: 0 in client.push_streams)  # its response started, and goes on
+            client.cancel_push(0, split=True)  # (the frame's bytes in separate packets)
+            client.transmit()
+            push_sid = client.push_streams[0]
+            await until(lambda: push_sid in client.push_resets)
+            # its slot (--http2-max-concurrent-streams 1) is free: the next page's push goes out
+            again = await client.response(client.request("GET", "/page"))
+            await until(lambda: 1 in client.pushed and client.pushed[1]["ended"])
+            client.cancel_push(1)  # a push already complete: nothing to stop
+            client.cancel_push(0)  # one cancelled already: the same
+            last = await client.response(client.request("GET", "/other"))
+            return page.status, client.push_resets, push_sid, again.status, client.pushed[1], last, client.terminated
+
+    with _serve(certs, http2_max_concurrent_streams=1) as running:
+        status, resets, push_sid, again, pushed, last, terminated = run_client(main(quic_port(running)))
+    assert status == 200 and again == 200
+    assert resets == {push_sid: ErrorCode.H3_REQUEST_CANCELLED}  # only the cancelled push was reset
+    assert SEEN["held_ended"] == 1  # its app saw http.disconnect and returned
+    assert pushed["body"] == b"body { color: teal }"
+    assert last.status == 200 and terminated is None
+
+
+@pytest.mark.parametrize(
+    ("push_id", "payload", "code"),
+    [
+        (0, None, ErrorCode.H3_ID_ERROR),  # allowed by MAX_PUSH_ID 8, but never promised
+        (9, None, ErrorCode.H3_ID_ERROR),  # beyond MAX_PUSH_ID
+        (0, b"\x00\x00", ErrorCode.H3_FRAME_ERROR),  # two push ids in one frame
+        (0, b"", ErrorCode.H3_FRAME_ERROR),  # none
+    ],
+)
+def test_a_bad_cancel_push_closes_the_connection(certs: Certs, push_id: int, payload: bytes | None, code: int) -> None:
+    async def main(port: int) -> tuple[int, int | None]:
+        async with client_of(certs, port) as client:
+            status = (await client.response(client.request("GET", "/other"))).status  # (no push: none promised)
+            client.cancel_push(push_id, payload)
+            client.transmit()
+            await asyncio.wait_for(client.closed_event.wait(), 3)
+            return status, client.terminated.error_code
+
+    with _serve(certs) as running:
+        status, closed = run_client(main(quic_port(running)))
+    assert status == 200 and closed == code
+
+
+def test_the_control_stream_scan_finds_cancel_push_in_any_split() -> None:
+    big = encode_frame(0x21, b"x" * 70000)  # a reserved frame type, skipped (a 4-byte length)
+    stream = (
+        encode_frame(FrameType.SETTINGS, b"\x01\x00")
+        + encode_frame(FrameType.CANCEL_PUSH, encode_uint_var(3))
+        + big
+        + encode_frame(FrameType.CANCEL_PUSH, encode_uint_var(70000))  # (a 4-byte push id)
+        + encode_frame(FrameType.GOAWAY, encode_uint_var(0))
+    )
+    for size in (1, 2, 3, 7, 1000, len(stream)):
+        scan = ControlScan()
+        found = [push_id for i in range(0, len(stream), size) for push_id in scan.feed(stream[i : i + size])]
+        assert found == [3, 70000], size
+        assert len(scan._head) == len(scan._payload) == 0  # nothing kept between frames
+    with pytest.raises(ProtocolError):  # (aioquic's, which ServerH3 turns into CONNECTION_CLOSE)
+        ControlScan().feed(encode_frame(FrameType.CANCEL_PUSH, b"\x01\x02"))

@@ -405,6 +405,16 @@ class Config:
         section="limits",
         bounds=POSITIVE,
     )
+    quic_max_handshakes_per_address: int | None = setting(
+        None,
+        "HTTP/3: QUIC connections per worker still in their handshake from one client address (IPv6: one /64), "
+        "counted apart for clients that came back with a Retry token and those that did not; default a tenth of "
+        "--quic-max-handshakes. Past it, an Initial without a token gets Retry, one with a token is dropped.",
+        section="limits",
+        metavar="HANDSHAKES",
+        bounds=POSITIVE,
+        clearable=False,  # (unset: a tenth of --quic-max-handshakes, not "no limit")
+    )
 
     # --- WebSocket ---------------------------------------------------------
     ws: str = setting(

@@ -1,32 +1,21 @@
-"""HTTP/3 over QUIC (RFC 9114, RFC 9000) on a UDP socket, through the same ASGI
-bridge as HTTP/1.1 and HTTP/2.
+"""HTTP/3 over QUIC (RFC 9114, RFC 9000): one QUIC connection, through the same
+ASGI bridge as HTTP/1.1 and HTTP/2.
 
 QUIC and HTTP/3 framing are aioquic's (the optional ``http3`` extra; this
-module is imported only when ``--quic-bind`` is set). What heron adds is the
-asyncio side and the server's rules:
+module is imported only when ``--quic-bind`` is set). The UDP socket, what a
+new Initial may cost (Retry, the handshake caps) and the routing of datagrams
+to connections are :mod:`heron.transport.http3_listener`'s. Here:
 
-* :class:`QuicListener`, the ``DatagramProtocol`` of one UDP socket: it reads
-  each datagram's header, answers an unknown QUIC version with Version
-  Negotiation, routes a datagram by its destination connection id to its
-  connection, and starts a connection for a new client Initial (at least 1200
-  bytes, RFC 9000 14.1) unless the server is shutting down.
-* What a new Initial may cost (the source address of a first datagram is not
-  validated, so a flood may come from addresses that never answer): one that
-  doesn't decrypt leaves no connection behind; the connections still in their
-  handshake (per worker, :class:`QuicTally`) are at most
-  ``--quic-max-handshakes``, and from half of that on a new client gets Retry
-  (RFC 9000 8.1.2: a token bound to its address, with no state kept) and is
-  admitted only once it comes back with it; a handshake not complete after
-  ``--quic-handshake-timeout`` is dropped without a word; ``--limit-concurrency``
-  bounds the QUIC connections of a worker; more than ``--http2-max-resets``
-  stream resets (by the client, or provoked by it) in 10 seconds close the
-  connection with H3_EXCESSIVE_LOAD.
 * :class:`H3Protocol`, one QUIC connection: it feeds datagrams to aioquic's
   ``QuicConnection``, turns its events into HTTP/3 events (aioquic's
   ``H3Connection``) and those into requests on
   :class:`~heron.transport.http3_stream.H3Stream` objects; it sends what
   aioquic queued (once per loop turn for the writes of all streams), and
   keeps aioquic's timer (loss detection, idle timeout) on ``loop.call_at``.
+* A handshake not complete after ``--quic-handshake-timeout`` is dropped
+  without a word; more than ``--http2-max-resets`` stream resets (by the
+  client, or provoked by it) in 10 seconds close the connection with
+  H3_EXCESSIVE_LOAD.
 
 The limits are HTTP/2's settings: ``--http2-max-concurrent-streams``
 (the QUIC stream limit), ``--http2-max-header-list-size`` (advertised as
@@ -46,24 +35,13 @@ id not yet seen, the open streams finish, then CONNECTION_CLOSE H3_NO_ERROR.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import weakref
-from typing import Any
+from typing import Any, Protocol
 
-from aioquic.buffer import Buffer  # type: ignore[attr-defined]  # (re-exported from aioquic._buffer, no __all__)
 from aioquic.h3.connection import ErrorCode
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic import events as quic_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
-from aioquic.quic.packet import (
-    QuicPacketType,
-    encode_quic_retry,
-    encode_quic_version_negotiation,
-    pull_quic_header,
-)
-from aioquic.quic.retry import QuicRetryTokenHandler
 
 from ..asgi.budget import ReadBudget
 from ..protocol.http2.stream import _WindowCount
@@ -71,202 +49,55 @@ from ..tls import quic_tls_extension
 from .context import ServerContext, format_peer
 from .http3_quic import (
     FlowControlledQuic,
+    PushCancelled,
     ServerH3,
-    decrypted_any,
     grant_connection,
-    initial_decrypts,
     negotiated_cipher_suite,
     responses_delivered,
     send_goaway,
-    server_certificate,
     set_max_streams,
 )
 from .http3_stream import H3Carrier, H3Stream, OpenWebSocket, open_request
 from .http3_websocket import H3WebSocket, open_websocket
 
-logger = logging.getLogger("heron.error")
-
-#: a client's first datagram is at least this large (RFC 9000 14.1)
-MIN_INITIAL_SIZE = 1200
-
 NetworkAddress = Any  # (host, port) or (host, port, flowinfo, scope_id)
 #: the deadline of a connection still in its handshake (--quic-handshake-timeout)
 HANDSHAKE_DEADLINE = 1
-#: request streams whose reset was counted, remembered per connection (a stream counts once)
+#: streams whose reset was counted, remembered per connection (a stream counts once)
 _RESET_MEMORY = 256
+#: the client a handshake is counted for (an IPv4 address, an IPv6 /64: http3_listener.address_key)
+AddressKey = str | bytes
 
 
-class QuicTally:
-    """The QUIC connections of one worker (all its ``--quic-bind`` sockets)."""
+class HandshakeTally(Protocol):
+    """What a connection tells the QUIC connections' tally of its worker
+    (:class:`~heron.transport.http3_listener.QuicTally`)."""
 
-    __slots__ = ("connections", "handshakes", "refused", "retries", "__weakref__")
+    connections: int
 
-    def __init__(self) -> None:
-        #: admitted and not terminated yet (closing ones included: they still hold their state)
-        self.connections = 0
-        #: admitted, handshake not complete
-        self.handshakes = 0
-        #: new Initials dropped because a limit was reached (--quic-max-handshakes, --limit-concurrency)
-        self.refused = 0
-        #: new Initials answered with Retry (half of --quic-max-handshakes reached)
-        self.retries = 0
+    def handshake_started(self, key: AddressKey, proven: bool) -> None: ...
+
+    def handshake_ended(self, key: AddressKey, proven: bool) -> None: ...
 
 
-_TALLIES: weakref.WeakKeyDictionary[ServerContext, QuicTally] = weakref.WeakKeyDictionary()
+class H3Listener(Protocol):
+    """What a connection needs of its UDP socket (:class:`~heron.transport.http3_listener.QuicListener`)."""
 
+    ctx: ServerContext
+    configuration: QuicConfiguration
+    server: tuple[str, int | None] | None
+    #: the certificate's PEM, for the ASGI tls extension
+    server_cert: str | None
+    routes: dict[bytes, H3Protocol]
 
-def quic_tally(ctx: ServerContext) -> QuicTally:
-    tally = _TALLIES.get(ctx)
-    if tally is None:
-        tally = _TALLIES[ctx] = QuicTally()
-    return tally
+    @property
+    def tally(self) -> HandshakeTally: ...
 
+    def route(self, cid: bytes, connection: H3Protocol) -> None: ...
 
-class QuicListener(asyncio.DatagramProtocol):
-    """One ``--quic-bind`` UDP socket: routes datagrams to their connections."""
+    def forget(self, connection: H3Protocol) -> None: ...
 
-    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration) -> None:
-        self.ctx = ctx
-        self.configuration = configuration
-        self.transport: asyncio.DatagramTransport | None = None
-        #: every connection id issued, to its connection
-        self.routes: dict[bytes, H3Protocol] = {}
-        #: new connections are refused (shutdown); the open ones go on
-        self.accepting = True
-        self.server: tuple[str, int | None] | None = None
-        self.tally = quic_tally(ctx)
-        #: Retry tokens (made when first needed: a key per socket)
-        self._tokens: QuicRetryTokenHandler | None = None
-        #: the certificate's PEM, for the ASGI tls extension
-        self.server_cert = server_certificate(configuration)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        name = transport.get_extra_info("sockname")
-        if isinstance(name, tuple):
-            self.server = (str(name[0]), int(name[1]))
-
-    def datagram_received(self, data: bytes, addr: NetworkAddress) -> None:
-        metrics = self.ctx.metrics
-        if metrics is not None:
-            metrics.bytes_in += len(data)
-        buf = Buffer(data=data)
-        try:
-            header = pull_quic_header(buf, host_cid_length=self.configuration.connection_id_length)
-        except ValueError:
-            return  # not QUIC: dropped
-        connection = self.routes.get(header.destination_cid)
-        if connection is not None:
-            connection.datagram_received(data, addr)
-            return
-        if header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
-            return  # (never answered: two servers could bounce them forever)
-        if header.version is not None and header.version not in self.configuration.supported_versions:
-            self.sendto(
-                encode_quic_version_negotiation(
-                    source_cid=header.destination_cid,
-                    destination_cid=header.source_cid,
-                    supported_versions=self.configuration.supported_versions,
-                ),
-                addr,
-            )
-            return
-        if header.packet_type != QuicPacketType.INITIAL or len(data) < MIN_INITIAL_SIZE or not self.accepting:
-            return
-        if not initial_decrypts(data, header, buf.tell()):
-            return  # garbage (or not a first Initial): no state, and no answer
-        # A new connection: what an Initial may cost is bounded here (garbage costs no state
-        # at all), and under load only a client that proved its address gets one.
-        tally = self.tally
-        limit = self.ctx.limit_concurrency
-        max_handshakes = self.ctx.config.quic_max_handshakes
-        if tally.handshakes >= max_handshakes or (limit is not None and tally.connections >= limit):
-            tally.refused += 1
-            return
-        original_cid, retry_cid = header.destination_cid, None
-        if header.token:
-            original = self._validate_token(header.token, header.destination_cid, addr)
-            if original is not None:
-                original_cid, retry_cid = original, header.destination_cid
-        if retry_cid is None and tally.handshakes >= max_handshakes // 2:
-            self._retry(header.version, header.source_cid, header.destination_cid, addr)
-            return
-        connection = H3Protocol(self, original_cid, addr, retry_cid)
-        connection.datagram_received(data, addr)
-        if connection.terminated:
-            return
-        if not decrypted_any(connection.quic):
-            connection.discard()  # not a real Initial
-            return
-        self.route(header.destination_cid, connection)
-        self.route(connection.quic.host_cid, connection)
-        connection.admit()
-
-    def _retry(self, version: int | None, client_cid: bytes, original_cid: bytes, addr: NetworkAddress) -> None:
-        """Answer an Initial with Retry (RFC 9000 8.1.2): no state kept; the client comes
-        back with the token, from the address it is bound to (a spoofer never does)."""
-        if version is None:
-            return
-        handler = self._tokens
-        if handler is None:
-            handler = self._tokens = QuicRetryTokenHandler()
-        retry_cid = os.urandom(self.configuration.connection_id_length)
-        token = handler.create_token(
-            address=addr,
-            original_destination_connection_id=original_cid,
-            retry_source_connection_id=retry_cid,
-            now=self.ctx.loop.time(),
-        )
-        self.tally.retries += 1
-        self.sendto(encode_quic_retry(version, retry_cid, client_cid, original_cid, token), addr)
-
-    def _validate_token(self, token: bytes, cid: bytes, addr: NetworkAddress) -> bytes | None:
-        """The original connection id of a Retry token of ours for ``addr`` and ``cid``;
-        None for any other token (RFC 9000 8.1.3: then as if there were none)."""
-        handler = self._tokens
-        if handler is None:
-            return None
-        try:
-            original: bytes = handler.validate_token(
-                address=addr, destination_cid=cid, token=token, now=self.ctx.loop.time()
-            )
-        except (ValueError, IndexError):  # (IndexError: aioquic's Buffer, on a short plaintext)
-            return None
-        return original
-
-    def sendto(self, data: bytes, addr: NetworkAddress) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(data, addr)
-            metrics = self.ctx.metrics
-            if metrics is not None:
-                metrics.bytes_out += len(data)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("QUIC socket error: %s", exc)  # (ICMP unreachable and the like: the peer's timer handles it)
-
-    def route(self, cid: bytes, connection: H3Protocol) -> None:
-        self.routes[cid] = connection
-        connection.cids.add(cid)
-
-    def forget(self, connection: H3Protocol) -> None:
-        """``connection`` is over: out of the routes (its own ids only, not a scan of all)."""
-        routes = self.routes
-        for cid in connection.cids:
-            if routes.get(cid) is connection:
-                del routes[cid]
-        connection.cids.clear()
-
-    def stop_accepting(self) -> None:
-        self.accepting = False
-
-    def close(self) -> None:
-        """Drop every connection (after shutdown) and close the socket."""
-        self.accepting = False
-        for connection in set(self.routes.values()):
-            connection.abort()
-        self.routes.clear()
-        if self.transport is not None:
-            self.transport.close()
+    def sendto(self, data: bytes, addr: NetworkAddress) -> None: ...
 
 
 class H3Protocol:
@@ -275,7 +106,7 @@ class H3Protocol:
     metrics_protocol = "h3"
 
     def __init__(
-        self, listener: QuicListener, original_cid: bytes, addr: NetworkAddress, retry_cid: bytes | None = None
+        self, listener: H3Listener, original_cid: bytes, addr: NetworkAddress, retry_cid: bytes | None = None
     ) -> None:
         ctx = self.ctx = listener.ctx
         self.listener = listener
@@ -311,12 +142,14 @@ class H3Protocol:
         self.deadline_slot = 0
         self.admitted = False  # counted in the tally, a member of ctx.connections
         self.handshake_done = False
+        self.proven = retry_cid is not None  # came back with a Retry token: its address is real
+        self.address_key: AddressKey = ""  # (set by admit: whose handshakes it counts among)
         #: the ASGI tls extension, shared by the connection's scopes (set once the handshake is complete)
         self.tls: dict[str, Any] | None = None
-        #: push streams whose response is not complete
-        self.pushed_open = 0
+        #: push id -> its push stream, while the response is not complete (CANCEL_PUSH finds it here)
+        self.pushes: dict[int, H3Stream] = {}
         self._resets = _WindowCount(config.http2_max_resets)
-        self._reset_seen: dict[int, None] = {}  # request streams whose reset was counted
+        self._reset_seen: dict[int, None] = {}  # streams whose reset was counted
         self._receiving = False  # in _process: resets we send now are provoked by the client
         self._flood: str | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -325,15 +158,16 @@ class H3Protocol:
         self._defaults_date = b"?"
         self._defaults: list[tuple[bytes, bytes]] = []
 
-    def admit(self) -> None:
+    def admit(self, key: AddressKey) -> None:
         """The first Initial decrypted: a connection of the server (counted, and in the
-        handshake until --quic-handshake-timeout)."""
+        handshake until --quic-handshake-timeout, among those of its address ``key``)."""
         ctx = self.ctx
         self.admitted = True
+        self.address_key = key
         tally = self.listener.tally
         tally.connections += 1
         if not self.handshake_done:
-            tally.handshakes += 1
+            tally.handshake_started(key, self.proven)
             ctx.deadlines.arm(self, HANDSHAKE_DEADLINE, ctx.clock + ctx.config.quic_handshake_timeout)
         if not self.closed:
             ctx.connections.add(self)
@@ -473,11 +307,13 @@ class H3Protocol:
             elif self.h3 is not None:
                 if isinstance(event, (quic_events.StreamReset, quic_events.StopSendingReceived)):
                     sid = event.stream_id
-                    if sid % 4 == 0:
+                    stream = self.streams.get(sid)
+                    # a request stream, or a push stream still sending (STOP_SENDING: the client
+                    # can't reset our unidirectional streams), as HTTP/2 counts its pushed streams
+                    if sid % 4 == 0 or (sid % 4 == 3 and stream is not None):
                         self._count_reset(sid)
                     if isinstance(event, quic_events.StreamReset):
                         self.receiving.discard(sid)
-                    stream = self.streams.get(sid)
                     if stream is not None:
                         stream.lost()
                 self._receiving = True
@@ -496,11 +332,13 @@ class H3Protocol:
         grant_connection(quic, self.unread, self.window)  # (sent by the transmit that follows)
 
     def _on_h3_event(self, event: Any, started: list[H3Carrier]) -> None:
-        sid = event.stream_id
-        stream = self.streams.get(sid)
         kind = type(event)
         if kind is not DataReceived and kind is not HeadersReceived:
+            if kind is PushCancelled:
+                self._cancel_push(event.push_id)
             return  # (push promises and WebTransport: a server gets none)
+        sid = event.stream_id
+        stream = self.streams.get(sid)
         ended = event.stream_ended
         if sid in self.receiving:  # body data, or trailers (ASGI has no request trailers)
             if ended:
@@ -530,12 +368,24 @@ class H3Protocol:
         self.handshake_done = True
         self.tls = quic_tls_extension(self.listener.server_cert, negotiated_cipher_suite(self.quic))
         if self.admitted:
-            self.listener.tally.handshakes -= 1
+            self.listener.tally.handshake_ended(self.address_key, self.proven)
             if self.deadline_kind == HANDSHAKE_DEADLINE:
                 self.ctx.deadlines.clear(self)
 
+    def _cancel_push(self, push_id: int) -> None:
+        """The client sent CANCEL_PUSH (RFC 9114 7.2.3): a push still sending is reset
+        (H3_REQUEST_CANCELLED) and its app disconnected; that counts as a stream reset. (Its
+        push stream opened with the promise, so there is none left to keep from opening; a
+        push already complete is left alone.)"""
+        stream = self.pushes.get(push_id)
+        if stream is None or stream.finished:
+            return
+        self._count_reset(stream.sid)
+        stream.reset(ErrorCode.H3_REQUEST_CANCELLED)
+        stream.lost()
+
     def _count_reset(self, sid: int) -> None:
-        """A request stream was reset by the client (or because of it): more than
+        """A request or push stream was reset by the client (or because of it): more than
         --http2-max-resets in 10 seconds close the connection (rapid reset)."""
         seen = self._reset_seen
         if sid in seen:
@@ -547,7 +397,7 @@ class H3Protocol:
             self._flood = "too many stream resets (rapid reset)"
 
     def stream_reset_sent(self, sid: int) -> None:
-        """We reset request stream ``sid``: counted when a client's frame caused it."""
+        """We reset stream ``sid``: counted when a client's frame caused it."""
         if self._receiving:
             self._count_reset(sid)
 
@@ -562,7 +412,7 @@ class H3Protocol:
             tally = self.listener.tally
             tally.connections -= 1
             if not self.handshake_done:
-                tally.handshakes -= 1
+                tally.handshake_ended(self.address_key, self.proven)
         self.ctx.deadlines.drop(self)
         self._cancel_timers()
         for stream in list(self.streams.values()):
@@ -611,11 +461,4 @@ class H3Protocol:
         self.schedule_transmit()
 
 
-async def start_quic_listener(ctx: ServerContext, sock: Any, configuration: QuicConfiguration) -> QuicListener:
-    """Serve HTTP/3 on the bound UDP socket ``sock``."""
-    loop = ctx.loop
-    _, listener = await loop.create_datagram_endpoint(lambda: QuicListener(ctx, configuration), sock=sock)
-    return listener
-
-
-__all__ = ["QuicListener", "QuicTally", "H3Protocol", "quic_tally", "start_quic_listener", "MIN_INITIAL_SIZE"]
+__all__ = ["AddressKey", "H3Listener", "H3Protocol", "HANDSHAKE_DEADLINE", "HandshakeTally", "NetworkAddress"]

@@ -3,7 +3,7 @@
 aioquic (the optional ``http3`` extra) is imported only by the HTTP/3 modules,
 and they are imported only when ``--quic-bind`` is set.
 
-Five things here reach into aioquic's internals, on purpose and nowhere else:
+Six things here reach into aioquic's internals, on purpose and nowhere else:
 
 * **Flow control that follows the app.** aioquic raises a receive window
   (MAX_STREAM_DATA, MAX_DATA) whenever the peer has used half of it, however
@@ -22,27 +22,46 @@ Five things here reach into aioquic's internals, on purpose and nowhere else:
   :func:`send_goaway` writes a GOAWAY frame on the control stream (aioquic
   has no call for it).
 * **Server push and the TLS state.** :func:`push_possible` (the client sent
-  MAX_PUSH_ID and a push id is left) and :func:`push_stream_available` (the
-  client's limit on our unidirectional streams lets a push stream open now);
+  MAX_PUSH_ID and a push id is left), :func:`push_stream_available` (the
+  client's limit on our unidirectional streams lets a push stream open now)
+  and :meth:`ServerH3.promise_push` (the push id a promise took);
   :func:`negotiated_cipher_suite` reads the handshake's cipher suite for the
   ASGI ``tls`` extension.
+* **CANCEL_PUSH** (RFC 9114 7.2.3), which aioquic skips unread:
+  :class:`ServerH3` reads the client's control stream beside aioquic
+  (:class:`ControlScan`, a few bytes of state) and reports each CANCEL_PUSH of
+  a push id it promised as :class:`PushCancelled`; one of a push id never
+  promised (or beyond MAX_PUSH_ID) closes the connection with H3_ID_ERROR.
 * **A first Initial that decrypted.** :func:`initial_decrypts` (before a
   connection is made) and :func:`decrypted_any` (after aioquic read it) tell
   a real client's first datagram from garbage, so garbage costs no connection.
 
-``tests/integration/test_http3.py`` checks each of these through a real client.
+``tests/integration/test_http3*.py`` check each of these through a real client.
 """
 
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aioquic.buffer import encode_uint_var
-from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection, Setting, encode_frame
+from aioquic.h3.connection import (
+    H3_ALPN,
+    FrameError,
+    FrameType,
+    H3Connection,
+    IdError,
+    ProtocolError,
+    Setting,
+    StreamType,
+    encode_frame,
+)
+from aioquic.h3.events import H3Event
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
 from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.events import QuicEvent, StreamDataReceived
 from cryptography.hazmat.primitives.serialization import Encoding
 
 if TYPE_CHECKING:
@@ -55,7 +74,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "H3_ALPN",
+    "ControlScan",
     "FlowControlledQuic",
+    "PushCancelled",
     "check_supported",
     "decrypted_any",
     "initial_decrypts",
@@ -157,8 +178,12 @@ def check_supported() -> None:
         )
         if not hasattr(probe, name)
     ]
-    if not hasattr(H3Connection(probe), "_max_push_id"):
-        missing.append("H3Connection._max_push_id")
+    h3 = H3Connection(probe)
+    missing.extend(
+        f"H3Connection.{name}"
+        for name in ("_is_done", "_max_push_id", "_next_push_id", "_peer_control_stream_id", "_stream")
+        if not hasattr(h3, name)
+    )
     if not hasattr(FlowControlledQuic, "_write_stream_limits") or missing:
         raise ValueError(f"this aioquic version is not supported by heron (missing {', '.join(missing)})")
 
@@ -259,13 +284,126 @@ def push_stream_available(quic: QuicConnection) -> bool:
     return bool(quic.get_next_available_stream_id(is_unidirectional=True) // 4 < quic._remote_max_streams_uni)
 
 
+@dataclass
+class PushCancelled(H3Event):
+    """The client sent CANCEL_PUSH for ``push_id``, a push we promised (RFC 9114 7.2.3)."""
+
+    push_id: int
+
+
+def _varint(data: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """A QUIC variable-length integer (RFC 9000 16) at ``pos``: (value, next position),
+    or None when ``data`` ends inside it."""
+    if pos >= len(data):
+        return None
+    first = data[pos]
+    end = pos + (1 << (first >> 6))
+    if end > len(data):
+        return None
+    value = first & 0x3F
+    for byte in data[pos + 1 : end]:
+        value = (value << 8) | byte
+    return value, end
+
+
+class ControlScan:
+    """The frames of the client's control stream (after its stream type), read for the
+    one aioquic skips that a server must act on: CANCEL_PUSH. Other frames' payloads are
+    skipped as they come; what is kept is at most a frame header or a push id (16 bytes)."""
+
+    __slots__ = ("_head", "_skip", "_payload", "_want")
+
+    def __init__(self) -> None:
+        self._head = bytearray()  # a frame header not complete yet (two varints: at most 16 bytes)
+        self._skip = 0  # payload bytes of the current frame still to skip
+        self._payload = bytearray()  # the CANCEL_PUSH payload read so far
+        self._want = 0  # the CANCEL_PUSH payload's length (0: not in one)
+
+    def feed(self, data: bytes) -> list[int]:
+        """The push ids of the CANCEL_PUSH frames completed by ``data``. Raises FrameError
+        for a CANCEL_PUSH whose payload is not one variable-length integer (RFC 9114 7.1)."""
+        found: list[int] = []
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+            elif self._want:
+                take = min(self._want - len(self._payload), end - pos)
+                self._payload += data[pos : pos + take]
+                pos += take
+                if len(self._payload) == self._want:
+                    parsed = _varint(self._payload, 0)
+                    if parsed is None or parsed[1] != self._want:
+                        raise FrameError("CANCEL_PUSH payload is not one push id")
+                    found.append(parsed[0])
+                    self._payload.clear()
+                    self._want = 0
+            else:
+                head = self._head
+                had = len(head)
+                head += data[pos : pos + 16 - had]
+                kind = _varint(head, 0)
+                length = _varint(head, kind[1]) if kind is not None else None
+                if kind is None or length is None:
+                    pos += len(head) - had  # (a header split across packets: kept until complete)
+                    continue
+                pos += length[1] - had
+                head.clear()
+                if kind[0] == FrameType.CANCEL_PUSH:
+                    if not 1 <= length[0] <= 8:
+                        raise FrameError("CANCEL_PUSH payload is not one push id")
+                    self._want = length[0]
+                else:
+                    self._skip = length[0]
+        return found
+
+
 class ServerH3(H3Connection):
-    """aioquic's HTTP/3 connection with heron's SETTINGS."""
+    """aioquic's HTTP/3 connection with heron's SETTINGS, and CANCEL_PUSH read."""
 
     def __init__(self, quic: QuicConnection, max_field_section_size: int, extended_connect: bool) -> None:
         self._heron_max_field_section_size = max_field_section_size
         self._heron_extended_connect = extended_connect
+        self._heron_control = ControlScan()
         super().__init__(quic)
+
+    def promise_push(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+        """A PUSH_PROMISE on request stream ``stream_id`` (NoAvailablePushIDError when the
+        client allows no further push): the push id, and the push stream aioquic opened."""
+        push_id: int = self._next_push_id
+        return push_id, self.send_push_promise(stream_id, headers)
+
+    def handle_event(self, event: QuicEvent) -> list[H3Event]:
+        if not isinstance(event, StreamDataReceived) or event.stream_id % 4 != 2 or self._is_done:
+            return super().handle_event(event)  # (2: the client's unidirectional streams)
+        sid = event.stream_id
+        control = self._peer_control_stream_id
+        data: bytes | None = None
+        if sid == control:
+            data = event.data
+        elif control is None:  # maybe the control stream: the bytes of its type are kept in aioquic's buffer
+            stream = self._stream.get(sid)
+            head = stream.buffer if stream is not None and stream.stream_type is None else b""
+            data = head + event.data
+        events = super().handle_event(event)
+        if data is None or self._is_done or self._peer_control_stream_id != sid:
+            return events
+        if control is None:  # the first bytes of the control stream: past its stream type
+            kind = _varint(data, 0)
+            if kind is None or kind[0] != StreamType.CONTROL:  # (never: aioquic just read it so)
+                return events
+            data = data[kind[1] :]
+        try:
+            for push_id in self._heron_control.feed(data):
+                if push_id >= self._next_push_id:  # RFC 9114 7.2.3 (beyond MAX_PUSH_ID included)
+                    raise IdError("CANCEL_PUSH of a push id never promised")
+                events.append(PushCancelled(push_id))
+        except ProtocolError as exc:
+            self._is_done = True
+            self._quic.close(error_code=exc.error_code, reason_phrase=exc.reason_phrase)
+        return events
 
     def _get_local_settings(self) -> dict[int, int]:
         settings: dict[int, Any] = super()._get_local_settings()

@@ -115,8 +115,8 @@ class H3StreamOwner(Protocol):
     unread: int
     #: the ASGI tls extension (set once the handshake is complete)
     tls: dict[str, Any] | None
-    #: push streams whose response is not complete
-    pushed_open: int
+    #: push id -> its push stream, while the response is not complete
+    pushes: dict[int, H3Stream]
 
     def schedule_transmit(self) -> None: ...
 
@@ -142,7 +142,7 @@ class H3Stream:
     __slots__ = (
         "proto", "sid", "cycle", "budget", "unread", "request", "started", "finished", "_head_sent",
         "_request_complete", "_remaining", "_no_body", "head_request", "_drain_waiter", "deadline", "deadline_kind", "deadline_slot",
-        "authority", "pushed",
+        "authority", "push_id",
     )  # fmt: skip
 
     #: no zero-copy file sending (pathsend reads the file in a thread)
@@ -168,7 +168,7 @@ class H3Stream:
         self.deadline_kind = 0
         self.deadline_slot = 0
         self.authority = b""  # the request's :authority (or host): a push promise's
-        self.pushed = False  # a push stream (RFC 9114 4.6): its response can't push
+        self.push_id: int | None = None  # a push stream's (RFC 9114 4.6): its response can't push
 
     # --- from the connection ---------------------------------------------------
 
@@ -281,7 +281,7 @@ class H3Stream:
         pushes are open or the client's stream limit is reached, and when going away."""
         proto = self.proto
         h3 = proto.h3
-        if self.finished or self.pushed or proto.closed or proto.going_away or h3 is None:
+        if self.finished or self.push_id is not None or proto.closed or proto.going_away or h3 is None:
             return
         try:
             raw = path.encode("ascii")
@@ -290,15 +290,15 @@ class H3Stream:
         fields = push_request_fields(b"https", self.authority, raw, headers)
         if (
             not push_possible(h3)
-            or proto.pushed_open >= proto.ctx.config.http2_max_concurrent_streams
+            or len(proto.pushes) >= proto.ctx.config.http2_max_concurrent_streams
             or not push_stream_available(proto.quic)
         ):
             return
         try:
-            push_sid = h3.send_push_promise(self.sid, fields)
+            push_id, push_sid = h3.promise_push(self.sid, fields)
         except NoAvailablePushIDError:
             return
-        open_pushed(proto, push_sid, raw, self.cycle.scope, headers)
+        open_pushed(proto, push_id, push_sid, raw, self.cycle.scope, headers)
         proto.schedule_transmit()
 
     def send_server_error(self, status: int = 500) -> None:
@@ -391,8 +391,8 @@ class H3Stream:
 
     def _finish(self) -> None:
         self.finished = True
-        if self.pushed:
-            self.proto.pushed_open -= 1
+        if self.push_id is not None:
+            self.proto.pushes.pop(self.push_id, None)
         ctx = self.proto.ctx
         if self.deadline:
             ctx.deadlines.drop(self)
@@ -484,14 +484,16 @@ def open_request(
     return stream
 
 
-def open_pushed(proto: H3StreamOwner, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]) -> None:
+def open_pushed(
+    proto: H3StreamOwner, push_id: int, sid: int, path: bytes, parent: Any, headers: list[tuple[bytes, bytes]]
+) -> None:
     """Run the app for a pushed GET on push stream ``sid`` (its own scope, like a
     request; ``parent`` is the scope of the request that pushed it)."""
     ctx = proto.ctx
     target, _, query = path.partition(b"?")
     stream = H3Stream(proto, sid, True)
-    stream.pushed = True
-    proto.pushed_open += 1
+    stream.push_id = push_id
+    proto.pushes[push_id] = stream
     proto.streams[sid] = stream
     if ctx.observer is not None:
         stream.started = perf_counter()
