@@ -149,6 +149,10 @@ class FlowControlledQuic(QuicConnection):
         ):  # not a request stream: control and QPACK streams keep aioquic's rule
             super()._write_stream_limits(builder, space, stream)
             return
+        if stream.max_stream_data_local_sent == stream.max_stream_data_local:
+            # nothing to send: with highest_offset hidden (below) aioquic's rule would not
+            # raise the window either. (Asked per stream for every packet aioquic starts.)
+            return
         receiver = stream.receiver
         highest = receiver.highest_offset
         window = getattr(stream, "max_stream_data_local_window", None)
