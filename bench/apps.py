@@ -9,10 +9,15 @@ shutdown complete) and so also works on servers that never send lifespan.
     upload   reads the whole request body, answers its length as text
     stream   200, 100 chunks of 1 KiB sent with more_body=True (chunked)
     ws_echo  WebSocket echo (text and binary)
+    sse      200 text/event-stream, SSE_EVENTS events of 50 bytes (?events=N: N), one per
+             body message, sent back to back (the app awaits only send)
+    sse_tick the same, yielding to the event loop after each event, as an app whose
+             tokens come from elsewhere does: every event is a socket write of its own
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +39,14 @@ _BIG_HEADERS = [
     (b"content-length", str(len(BIG_BODY)).encode()),
 ]
 _STREAM_HEADERS = [(b"content-type", b"application/octet-stream")]
+
+# One LLM-token-sized server-sent event (50 bytes with its framing). The count is
+# fixed, not endless: an endless loop on a server whose send() returns without
+# yielding once the client is gone (uvicorn's does) would never end.
+SSE_EVENT = b'data: {"choices":[{"delta":{"content":" the"}}]}\n\n'
+SSE_EVENTS = 1000
+SSE_EVENTS_MAX = 100_000  # the most ?events=N asks for
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -99,6 +112,40 @@ async def stream(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": _STREAM_HEADERS})
     for _ in range(N_CHUNKS):
         await send({"type": "http.response.body", "body": CHUNK, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _sse_count(scope: Scope) -> int:
+    """SSE_EVENTS, or N from a query string "events=N" (bench/sse_client.py opens its
+    connections with one-event streams)."""
+    query = scope.get("query_string", b"")
+    if query.startswith(b"events=") and query[7:].isdigit():
+        return min(int(query[7:]), SSE_EVENTS_MAX)
+    return SSE_EVENTS
+
+
+async def sse(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    # No sleep between events: each waits only for the server's send (its backpressure),
+    # so the rate is the server's cost per event.
+    for _ in range(_sse_count(scope)):
+        await send({"type": "http.response.body", "body": SSE_EVENT, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def sse_tick(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    # One loop turn per event (no timer): a server that gathers a turn's writes into one
+    # (heron) writes each event on its own here, as it would under a real token stream.
+    for _ in range(_sse_count(scope)):
+        await send({"type": "http.response.body", "body": SSE_EVENT, "more_body": True})
+        await asyncio.sleep(0)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

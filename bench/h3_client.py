@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A small HTTP/3 load generator on aioquic, for bench/run.py's h3 scenarios.
+"""A small HTTP/3 load generator on aioquic: bench/run.py's fallback for its h3 scenarios
+when curl_cffi (bench/h3_curl_client.py, libcurl's HTTP/3, far cheaper per request) is missing.
 
 N QUIC connections, each keeping M request streams in flight (a new GET as each
 response ends), for a warm-up and then D measured seconds. Prints one JSON line

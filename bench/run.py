@@ -44,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,6 +357,12 @@ SERVERS: dict[str, dict[str, Any]] = {
 if os.environ.get("HERON_BASE_SRC"):
     SERVERS["heron-base"] = dict(SERVERS["heron"], pythonpath=os.environ["HERON_BASE_SRC"])
 
+# heron with its HTTP/1.1 core compiled by mypyc (setup.py's HERON_MYPYC=1): the wheel is
+# built from this checkout into the run's temp dir at start (build_mypyc_heron; needs mypy
+# and setuptools>=77 in the bench venv, which bench/setup.sh installs) and imported ahead
+# of the checkout. Without a build it is left out of the run, with a note.
+SERVERS["heron-mypyc"] = dict(SERVERS["heron"], pythonpath=None)
+
 NGINX_CONF = """\
 worker_processes 1;
 user root;
@@ -401,7 +408,7 @@ NO_RESUME_C = BENCH_DIR / "no_resume.c"
 @dataclass
 class Scenario:
     name: str
-    kind: str  # wrk | h2 | ws | memory
+    kind: str  # wrk | h2 | ws | h3 | sse | memory
     app: str
     desc: str
     check: Callable[[int, bytes], bool] | None = None  # (status, body) -> ok
@@ -416,7 +423,8 @@ class Scenario:
     # One request per connection, each a full TLS handshake: wrk with Connection: close and
     # the no_resume.c preload (wrk would otherwise resume the previous session).
     reconnect: bool = False
-    h3_args: list[str] = field(default_factory=list)  # bench/h3_client.py --conns/--streams
+    h3_args: list[str] = field(default_factory=list)  # the HTTP/3 client's --conns/--streams
+    sse_args: list[str] = field(default_factory=list)  # bench/sse_client.py --events (--conns from --sse-conns)
 
 
 def _ok_len(n: int) -> Callable[[int, bytes], bool]:
@@ -492,6 +500,28 @@ SCENARIOS: dict[str, Scenario] = {
             unit="msg/s",
         ),
         Scenario(
+            "sse",
+            "sse",
+            "bench.apps:sse",
+            "Server-sent events: 1,000 keep-alive connections, each GETting text/event-stream responses of "
+            "1,000 events of 50 bytes, one per http.response.body (more_body=True, chunked), sent as fast as "
+            "the client reads; p50/p99 = time from the GET to its first event",
+            # The check reads one whole stream: 1,000 events, as bench.apps.SSE_EVENTS says.
+            check=lambda st, b: st == 200 and b.count(b"\n\n") == 1000 and b.startswith(b"data: "),
+            sse_args=["--events", "1000"],
+            unit="events/s",
+        ),
+        Scenario(
+            "sse-tick",
+            "sse",
+            "bench.apps:sse_tick",
+            "Server-sent events as sse, the app yielding to the event loop (asyncio.sleep(0)) after each "
+            "event, as a token stream fed from elsewhere does: every event is a socket write of its own",
+            check=lambda st, b: st == 200 and b.count(b"\n\n") == 1000 and b.startswith(b"data: "),
+            sse_args=["--events", "1000"],
+            unit="events/s",
+        ),
+        Scenario(
             "h2-hello-c8m8",
             "h2",
             "bench.apps:hello",
@@ -556,7 +586,8 @@ SCENARIOS: dict[str, Scenario] = {
             "h3-hello",
             "h3",
             "bench.apps:hello",
-            "HTTP/3 over QUIC hello, 8 connections x 8 streams (bench/h3_client.py, aioquic)",
+            "HTTP/3 over QUIC hello, 8 connections x 8 streams (bench/h3_curl_client.py: libcurl's "
+            "ngtcp2/nghttp3 through curl_cffi; bench/h3_client.py, aioquic, where curl_cffi is missing)",
             h3_args=["--conns", "8", "--streams", "8"],
             check=lambda st, b: st == 200 and b == b"Hello, world!",
             tls=True,
@@ -802,6 +833,25 @@ def build_no_resume(directory: Path) -> str:
     if rc != 0:
         raise RuntimeError(f"cc failed ({rc}): {' '.join((err or out).split())[-300:]}")
     return str(so)
+
+
+def build_mypyc_heron(directory: Path) -> str:
+    """heron's wheel built with HERON_MYPYC=1 from this checkout and unpacked: the
+    PYTHONPATH entry of the heron-mypyc server. Raises RuntimeError if it can't be built."""
+    wheel_dir = directory / "mypyc-wheel"
+    cmd = [PY, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps", "-w", str(wheel_dir), str(REPO_DIR)]
+    try:
+        p = subprocess.run(cmd, env=dict(os.environ, HERON_MYPYC="1"), capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError("the mypyc build took over 600 s") from e
+    if p.returncode != 0:
+        raise RuntimeError(f"pip wheel failed ({p.returncode}): {' '.join((p.stderr or p.stdout).split())[-300:]}")
+    site = directory / "mypyc-site"
+    with zipfile.ZipFile(next(wheel_dir.glob("heron-*.whl"))) as wheel:
+        wheel.extractall(site)
+    if not list((site / "heron" / "protocol" / "http1").glob("connection.*.so")):
+        raise RuntimeError("the wheel holds no compiled modules (HERON_MYPYC not seen by setup.py?)")
+    return str(site)
 
 
 def wrk_resumption(tls_files: tuple[str, str], preload: str | None, seconds: int = 1) -> tuple[int, int, str]:
@@ -1218,15 +1268,26 @@ def ws_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]
     ]
 
 
+def h3_client() -> str:
+    """The HTTP/3 load client: bench/h3_curl_client.py (libcurl, C: a fraction of a server's CPU
+    per request) when curl_cffi is installed, else bench/h3_client.py (aioquic, Python: about a
+    server's cost per request, so often the limit). Both print the same JSON lines."""
+    import importlib.util
+
+    return "h3_curl_client.py" if importlib.util.find_spec("curl_cffi") is not None else "h3_client.py"
+
+
 def h3_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]]:
-    """bench/h3_client.py processes (--h3-procs), each with the scenario's connections x streams."""
+    """HTTP/3 client processes (--h3-procs), each with the scenario's connections x streams."""
+    client = h3_client()
+    procs = args.h3_procs if args.h3_procs is not None else (1 if client == "h3_curl_client.py" else 2)
     return [
         [
             "taskset",
             "-c",
             CLIENT_CPU,
             PY,
-            str(BENCH_DIR / "h3_client.py"),
+            str(BENCH_DIR / client),
             "--port",
             str(port),
             *sc.h3_args,
@@ -1239,7 +1300,36 @@ def h3_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]
             "--expect",
             "Hello, world!",
         ]
-        for _ in range(max(1, args.h3_procs))
+        for _ in range(max(1, procs))
+    ]
+
+
+def sse_cmds(port: int, sc: Scenario, args: argparse.Namespace) -> list[list[str]]:
+    """bench/sse_client.py processes (--sse-procs), sharing --sse-conns connections."""
+    procs = max(1, args.sse_procs)
+    per = [args.sse_conns // procs + (1 if i < args.sse_conns % procs else 0) for i in range(procs)]
+    return [
+        [
+            "taskset",
+            "-c",
+            CLIENT_CPU,
+            PY,
+            str(BENCH_DIR / "sse_client.py"),
+            "--port",
+            str(port),
+            "--conns",
+            str(n),
+            *sc.sse_args,
+            "--duration",
+            str(args.duration),
+            "--warmup",
+            str(args.warmup),
+            # Within run_ws's wait (warm-up + duration + 60 s).
+            "--open-timeout",
+            "45",
+        ]
+        for n in per
+        if n > 0
     ]
 
 
@@ -1488,6 +1578,8 @@ def measure(name: str, spec: dict[str, Any], sc: Scenario, args: argparse.Namesp
             r = run_h2load(srv.port, sc, args, pid)
         elif sc.kind == "h3":
             r = run_ws(srv.port, sc, args, pid, h3_cmds(srv.port, sc, args))
+        elif sc.kind == "sse":
+            r = run_ws(srv.port, sc, args, pid, sse_cmds(srv.port, sc, args))
         else:
             r = run_ws(srv.port, sc, args, pid)
         if srv.proc.poll() is not None:  # type: ignore[union-attr]
@@ -1512,15 +1604,15 @@ def load_cmd_text(sc: Scenario, args: argparse.Namespace) -> str:
     if sc.kind == "h3":
         cmds = h3_cmds(0, sc, args)
         return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
-    if sc.kind == "ws":
-        cmds = ws_cmds(0, sc, args)
+    if sc.kind in ("ws", "sse"):
+        cmds = ws_cmds(0, sc, args) if sc.kind == "ws" else sse_cmds(0, sc, args)
         return f"{len(cmds)} process(es) of: " + shlex.join(cmds[0]).replace("--port 0", "--port $PORT")
     return f"in-process asyncio client opening {args.mem_conns} connections (GET / once each, then idle)"
 
 
 def per_item(sc: Scenario) -> str:
-    """What one unit of the scenario's rate is: req, msg, conn."""
-    return sc.unit.split("/")[0]
+    """What one unit of the scenario's rate is: req, msg, conn, event."""
+    return sc.unit.split("/")[0].removesuffix("s")
 
 
 def fmt(v: float | None, nd: int = 0) -> str:
@@ -1538,7 +1630,14 @@ def main() -> int:
     ap.add_argument("--scenarios", default="all", help="comma list; default all: " + ",".join(SCENARIOS))
     ap.add_argument("--servers", default="all", help="comma list; default all: " + ",".join(SERVERS))
     ap.add_argument("--ws-procs", type=int, default=2, help="WebSocket client processes, all on core 1 (default 2)")
-    ap.add_argument("--h3-procs", type=int, default=2, help="HTTP/3 client processes, all on core 1 (default 2)")
+    ap.add_argument("--sse-conns", type=int, default=1000, help="SSE client connections (default 1000)")
+    ap.add_argument("--sse-procs", type=int, default=1, help="SSE client processes, all on core 1 (default 1)")
+    ap.add_argument(
+        "--h3-procs",
+        type=int,
+        default=None,
+        help="HTTP/3 client processes, all on core 1 (default 1 with curl_cffi's libcurl client, else 2)",
+    )
     ap.add_argument("--mem-conns", default="1000,10000", help="idle connection counts for memory (default 1000,10000)")
     ap.add_argument(
         "--noisy-retries",
@@ -1603,6 +1702,13 @@ def main() -> int:
 
 
 def _main_run(args, scen_names, srv_names, notes, unavailable, started, nofile) -> int:
+    if "heron-mypyc" in srv_names:
+        try:
+            SERVERS["heron-mypyc"]["pythonpath"] = build_mypyc_heron(Path(args.run_tmp))
+            log("heron-mypyc: built (the HTTP/1.1 core compiled by mypyc)")
+        except (RuntimeError, OSError, StopIteration) as e:
+            srv_names.remove("heron-mypyc")
+            notes.append(f"**heron-mypyc: SKIPPED** - could not build it: {e}")
     tls_scens = [s for s in scen_names if SCENARIOS[s].tls and s not in unavailable]
     if tls_scens:
         try:
@@ -1876,6 +1982,7 @@ def versions() -> list[tuple[str, str]]:
         "websockets",
         "h2",
         "aioquic",
+        "curl_cffi",
         "matplotlib",
     ):
         try:
@@ -1958,7 +2065,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                     f"server CPU µs/{per_item(sc)}",
                     "other load on core 0 %",
                 ]
-                + (["client CPU %"] if sc.kind in ("ws", "h3") else [])
+                + (["client CPU %"] if sc.kind in ("ws", "h3", "sse") else [])
                 + ["clean rounds"]
             )
         L.append("| " + " | ".join(head) + " |")
@@ -2013,7 +2120,7 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                         fmt(s.get("cpu_us"), 1),
                         fmt(s.get("noise")),
                     ]
-                    + ([fmt(s.get("client_cpu"))] if sc.kind in ("ws", "h3") else [])
+                    + ([fmt(s.get("client_cpu"))] if sc.kind in ("ws", "h3", "sse") else [])
                     + [f"{s['clean']}/{s['rounds']}"]
                 )
             L.append("| " + " | ".join(row) + " |")
@@ -2046,6 +2153,12 @@ def write_report(args, scen_names, srv_names, results, skipped, cmds, notes, sta
                 "The client is Python (bench/ws_client.py, raw frames, uvloop) on core 1; if a server's CPU "
                 "is well under 100% while the client's is near 100%, the client was the bottleneck for "
                 "that server, and the number is a floor."
+            )
+            L.append("")
+        if sc.kind == "sse":
+            L.append(
+                "The client is Python (bench/sse_client.py, uvloop) on core 1, counting events with bytes.count; "
+                "if a server's CPU is well under 100% while the client's is near 100%, the number is a floor."
             )
             L.append("")
         png = out_dir / f"{stamp}{tag}-{sname}.png"

@@ -18,6 +18,10 @@ PIP_PKGS=(
     starlette fastapi flask
     matplotlib websockets h2 cryptography
     'aioquic>=1.7,<1.8'  # HTTP/3: heron's http3 extra, hypercorn --quic-bind, bench/h3_client.py
+    mypy==2.4.1 'setuptools>=77'  # heron-mypyc: run.py builds heron's wheel with HERON_MYPYC=1 (setup.py)
+    # bench/h3_curl_client.py drives the bundled libcurl (ngtcp2/nghttp3) through curl_cffi's
+    # cffi module (curl_cffi._wrapper), which is not its public API: keep to one minor version.
+    'curl_cffi>=0.17,<0.18'
 )
 
 # --- system tools ----------------------------------------------------------
@@ -57,7 +61,7 @@ if "$VENV/bin/python" - "$REPO_DIR" <<'EOF' 2>/dev/null
 import importlib, importlib.metadata as md, os, sys
 for mod in ("uvicorn", "uvloop", "httptools", "h11", "hypercorn", "granian",
             "daphne", "gunicorn", "starlette", "fastapi", "flask", "matplotlib",
-            "websockets", "h2", "cryptography", "aioquic", "heron"):
+            "websockets", "h2", "cryptography", "aioquic", "curl_cffi", "mypyc", "heron"):
     importlib.import_module(mod)
 import heron
 repo = os.path.realpath(sys.argv[1])
