@@ -119,13 +119,19 @@ class Server:
         app = self._load_app()
         tls = self._tls_arguments() if app is not None else None
         quic = self._quic_configuration() if app is not None and tls is not None else None
-        if app is None or tls is None or quic is None or not self._bind_sockets(sockets):
+        if app is None or tls is None or quic is None:
+            return STARTUP_FAILURE
+        # before the sockets listen: a client can connect as soon as they do, and a signal
+        # sent then (a test, a supervisor, a Ctrl-C) must stop heron, not kill it
+        restore_signals = self._install_signals(loop) if install_signal_handlers else None
+        if not self._bind_sockets(sockets):
+            if restore_signals is not None:
+                restore_signals()
             return STARTUP_FAILURE
         ctx = self._ctx = self._context(app, loop)
         ctx.advertise_http3([sock.getsockname()[1] for sock in self.quic_sockets], config.quic_alt_svc_max_age)
         logger.info("Started server process [%d]", os.getpid())  # (uvicorn's words: log parsers know them)
         lifespan = Lifespan(app, config.lifespan, config.timeout_lifespan or None)
-        restore_signals = self._install_signals(loop) if install_signal_handlers else None
         servers: list[asyncio.AbstractServer | ProxyProtocolListener] = []
         quic_listeners: list[Any] = []  # (heron.transport.http3_listener.QuicListener)
         metrics_endpoint: MetricsListener | None = None
