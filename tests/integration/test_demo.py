@@ -176,6 +176,23 @@ def chromium_devtools() -> Iterator[DevTools]:
             proc.wait(timeout=10)
 
 
+def _early_hint_reported(tools: DevTools) -> bool:
+    """Chromium reported a 103 for a page load: waited for (events arrive with the
+    replies to calls), and once more after a reload, as Chromium has been seen (twice in
+    CI) not to report a hint in a load. The hint's bytes are checked on the wire by
+    test_http2_announces_the_stylesheet_with_early_hints_and_push."""
+    for attempt in range(2):
+        if attempt:
+            tools.call("Page.reload", ignoreCache=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(e.get("method") == "Network.responseReceivedEarlyHints" for e in tools.events):
+                return True
+            tools.evaluate("1")
+            time.sleep(0.2)
+    return False
+
+
 @pytest.mark.timeout(90)
 def test_welcome_page_in_headless_chromium_on_a_phone(chromium_devtools: DevTools, tmp_path: Path) -> None:
     """Over https (so HTTP/2), 375 px wide, with a 600-character header value: the live
@@ -212,7 +229,7 @@ def test_welcome_page_in_headless_chromium_on_a_phone(chromium_devtools: DevTool
         responses = [e["params"]["response"] for e in tools.events if e.get("method") == "Network.responseReceived"]
         css = [r for r in responses if r["url"].endswith("/heron.css")]
         assert css and css[0]["protocol"] == "h2", [(r["url"], r.get("protocol")) for r in responses]
-        assert any(e.get("method") == "Network.responseReceivedEarlyHints" for e in tools.events)
+        assert _early_hint_reported(tools), [e.get("method") for e in tools.events]
         shot = base64.b64decode(tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"])
         assert shot.startswith(b"\x89PNG")
         (tmp_path / "welcome.png").write_bytes(shot)

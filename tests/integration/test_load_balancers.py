@@ -23,6 +23,7 @@ import csv
 import http.client
 import io
 import json
+import random
 import re
 import signal
 import socket
@@ -43,6 +44,26 @@ from .test_health import wait_ready
 from .test_workers import children, wait_until
 
 pytestmark = pytest.mark.timeout(90)
+
+
+def stable_port() -> int:
+    """A free port below the ephemeral range, for a heron that is stopped and started
+    again on it: while it is down, a client's connection could take a port from that
+    range as its own local port, and the restart then fails to bind (seen once in CI)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    start = max(1024, low - 8000) + random.randrange(4000)  # (random: runs side by side)
+    for port in range(start, low):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy" / "haproxy.cfg"
@@ -320,7 +341,7 @@ def test_haproxy_rolling_and_full_restarts_lose_nothing(tmp_path: Path) -> None:
     front = free_port()
     options = ["--proxy-protocol", "--forwarded-allow-ips", "127.0.0.1", "--shutdown-delay", "2"]
     proxy = HAProxy(program, tmp_path, front, template)
-    ports = [free_port() for _ in servers]
+    ports = [stable_port() for _ in servers]
     with contextlib.ExitStack() as stack:
         fleet = stack.enter_context(instances(len(servers), ports, "tests.integration.apps:client_info", options, 2))
         stack.callback(proxy.stop)
@@ -487,7 +508,7 @@ class Session:
 def test_nginx_restarts_lose_no_request_and_no_websocket_message(tmp_path: Path) -> None:
     program = need_program("nginx")
     front = free_port()
-    ports = [free_port(), free_port()]
+    ports = [stable_port(), stable_port()]
     options = ["--proxy-headers", "--forwarded-allow-ips", "127.0.0.1", "--shutdown-delay", "1.5"]
     proxy = Nginx(program, tmp_path, front, ports)
     with contextlib.ExitStack() as stack:
