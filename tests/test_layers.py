@@ -32,6 +32,7 @@ LAYERS = [
     ("heron.reloader", 5),
     ("heron.settings_docs", 5),
     ("heron.server", 6),
+    ("heron.quic_steering", 7),  # the supervisor's UDP sockets for --quic-bind, and the kernel program that steers them
     ("heron.worker", 7),  # a --workers process (the supervisor imports it, never the reverse)
     ("heron.supervisor", 7),
     ("heron.cli", 8),

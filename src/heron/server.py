@@ -17,7 +17,7 @@ import random
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
 from typing import Any
 
@@ -63,8 +63,10 @@ class Server:
         self.worker = False
         self.started = asyncio.Event()
         self.sockets: list[socket.socket] = []
-        #: the --quic-bind UDP sockets, once bound
+        #: the --quic-bind UDP sockets, once bound (a worker's: handed by its supervisor)
         self.quic_sockets: list[socket.socket] = []
+        #: a worker's tag, the start of its QUIC connection ids (heron.quic_steering)
+        self.quic_cid_tag = b""
         self._exit = asyncio.Event()
         self._forced = asyncio.Event()
         self.force_exit = False
@@ -156,7 +158,7 @@ class Server:
                 from .transport.http3_listener import start_quic_listener
 
                 for sock in self.quic_sockets:
-                    quic_listeners.append(await start_quic_listener(ctx, sock, quic))
+                    quic_listeners.append(await start_quic_listener(ctx, sock, quic, self.quic_cid_tag))
             if self.metrics is not None and self.metrics_socket is not None:
                 metrics_endpoint = await serve_metrics(config, self.metrics, self.metrics_socket, loop, self)
             if self.banner:
@@ -275,9 +277,9 @@ class Server:
         config = self.config
         try:
             self.sockets = sockets if sockets is not None else self._bind()
-            # (a worker binds its own, SO_REUSEPORT: the kernel keeps each client on one worker)
-            for quic_listener in config.quic_listeners:
-                self.quic_sockets.append(bind_udp(quic_listener, reuse_port=self.worker))
+            if not self.quic_sockets:  # (a worker's come from its supervisor)
+                for quic_listener in config.quic_listeners:
+                    self.quic_sockets.append(bind_udp(quic_listener))
             if config.metrics_bind is not None:
                 listener = parse_bind(config.metrics_bind, "metrics_bind")
                 self.metrics_socket = bind_listener(listener, config.backlog)
@@ -494,7 +496,7 @@ def log_banner(
     processes: str,
     *,
     websocket: bool = True,
-    quic_sockets: list[socket.socket] | None = None,
+    quic_sockets: Sequence[socket.socket] = (),
 ) -> None:
     """The start-up banner: what is served where, by which processes, and how to stop it
     (``websocket``: the app takes WebSocket sessions, which a WSGI app does not)."""
@@ -515,12 +517,8 @@ def log_banner(
     extras.append("TLS" if tls else "no TLS")
     for sock in sockets:
         logger.info("Serving HTTP/1.1 on %s (%s)", socket_url(sock, scheme), ", ".join(extras))
-    if quic_sockets is not None:
-        for sock in quic_sockets:
-            logger.info("Serving HTTP/3 on %s (QUIC over UDP)", socket_url(sock, "https"))
-    else:  # (a supervisor: every worker binds these itself)
-        for address in config.quic_listeners:
-            logger.info("Serving HTTP/3 on https://%s (QUIC over UDP, SO_REUSEPORT per worker)", address)
+    for sock in quic_sockets:
+        logger.info("Serving HTTP/3 on %s (QUIC over UDP)", socket_url(sock, "https"))
     if metrics_socket is not None:
         logger.info("Prometheus metrics on %s/metrics", socket_url(metrics_socket, "http"))
     if sockets:  # (uvicorn's line, for what watches for it)
@@ -598,8 +596,8 @@ def bind_listener(listener: Listener, backlog: int, reuse_port: bool = False, li
 
 def bind_udp(listener: Listener, reuse_port: bool = False) -> socket.socket:
     """A bound, non-blocking UDP socket for a ``--quic-bind`` address; OSError names it.
-    ``reuse_port``: SO_REUSEPORT (each worker binds the same address; the kernel
-    spreads clients between them by their address, so a client stays on one worker)."""
+    ``reuse_port``: SO_REUSEPORT (a supervisor binds one per worker, all to the
+    same address: see :mod:`heron.quic_steering`)."""
     family = socket.AF_INET6 if ":" in listener.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

@@ -42,6 +42,10 @@ Lifecycle:
   were still in its own accept queue are reset by the kernel unless
   ``net.ipv4.tcp_migrate_req`` is 1 (Linux 5.14+): shared sockets (the default)
   drop nothing in a restart.
+* ``--quic-bind``: the supervisor binds one UDP socket per worker for each
+  address and holds them; each worker's connection ids carry a tag that a
+  kernel program on the port reads, so a datagram reaches the worker that
+  holds its connection whatever else restarts (:mod:`heron.quic_steering`).
 * SIGINT/SIGTERM: SIGTERM to every worker, which finishes its in-flight
   requests (``--timeout-graceful-shutdown``) and runs lifespan shutdown; a
   worker still alive 5 s after that timeout is killed. A second signal asks
@@ -74,6 +78,7 @@ from typing import Any
 from .config import Config, Listener, parse_bind
 from .logs import reopen_log_files
 from .metrics import counters_only, merge, render
+from .quic_steering import QuicClaim, QuicSocketGroup
 from .reloader import DEFAULT_RELOAD_EXCLUDES, DEFAULT_RELOAD_INCLUDES, FileWatcher
 from .server import (
     STARTUP_FAILURE,
@@ -148,6 +153,8 @@ class _Worker:
         self.replacing = False  # a replacement is being started (recycling)
         self.retire_at: float | None = None  # --workers-lifetime: loop time to be replaced
         self.metrics_waiters: list[asyncio.Future[Any]] = []
+        #: its --quic-bind sockets and connection-id tag (None without QUIC)
+        self.quic: QuicClaim | None = None
         #: the latest counters it sent (used when it doesn't answer, and once it is gone)
         self.last_metrics: dict[str, Any] | None = None
 
@@ -171,6 +178,8 @@ class Supervisor:
         self.workers: list[_Worker] = []
         self._serves_websocket = True  # what the workers' app does (they say when ready)
         self.sockets: list[socket.socket] = []
+        #: the --quic-bind sockets, held for the supervisor's whole life (heron.quic_steering)
+        self.quic = QuicSocketGroup(config.quic_listeners)
         self.metrics_socket: socket.socket | None = None
         self._unix_paths: list[str] = []
         self._mp = multiprocessing.get_context("spawn")
@@ -195,6 +204,7 @@ class Supervisor:
         try:
             # (--reuse-port: TCP addresses bound, not listened on; see _spawn)
             self.sockets = bind_all(config, self._unix_paths, listen=not config.reuse_port)
+            self.quic.bind()
             if config.metrics_bind is not None:
                 listener = parse_bind(config.metrics_bind, "metrics_bind")
                 self.metrics_socket = bind_listener(listener, config.backlog)
@@ -222,6 +232,7 @@ class Supervisor:
     def _close_sockets(self) -> None:
         for sock in self.sockets + ([self.metrics_socket] if self.metrics_socket else []):
             sock.close()
+        self.quic.close()
         for path in self._unix_paths:
             if os.path.exists(path):
                 os.unlink(path)
@@ -287,14 +298,22 @@ class Supervisor:
         # (the supervisor keeps the shutdown delay: its workers stop when it tells them)
         worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1, shutdown_delay=0.0)
         inherited, own = self._worker_listeners()
+        quic = self.quic.claim() if self.quic.listeners else None
+        quic_sockets, tag = (quic.sockets, quic.cid_tag) if quic is not None else ([], b"")
         process = self._mp.Process(
             target=worker_main,
-            args=(worker_config, inherited, own, child, self.config.metrics_bind is not None),
+            args=(worker_config, inherited, own, child, self.config.metrics_bind is not None, quic_sockets, tag),
             name="heron-worker",
         )
-        process.start()
+        try:
+            process.start()
+        except BaseException:
+            if quic is not None:
+                self.quic.release(quic)
+            raise
         child.close()
         worker = _Worker(process, parent, loop.create_future())
+        worker.quic = quic
         self.workers.append(worker)
         loop.add_reader(parent.fileno(), self._on_message, worker)
         loop.add_reader(process.sentinel, self._on_exit, worker)
@@ -325,6 +344,8 @@ class Supervisor:
         kind = message[0]
         if kind == "ready":
             self._serves_websocket = bool(message[1])
+            if worker.quic is not None and not worker.retiring:
+                self.quic.set_accepting(worker.quic, True)
             if not worker.ready.done():
                 worker.ready.set_result(True)
             lifetime = self.config.workers_lifetime
@@ -357,6 +378,8 @@ class Supervisor:
         except (EOFError, OSError):
             pass
         worker.conn.close()
+        if worker.quic is not None:
+            self.quic.release(worker.quic)
         if worker.last_metrics is not None:
             departed = [counters_only(worker.last_metrics)]
             if self._departed_metrics is not None:
@@ -396,6 +419,8 @@ class Supervisor:
     async def _retire(self, worker: _Worker, timeout: float | None) -> None:
         """Stop one worker gracefully; kill it if it outlives ``timeout``."""
         worker.retiring = True
+        if worker.quic is not None:  # new QUIC connections go to the others; its own still reach it
+            self.quic.set_accepting(worker.quic, False)
         worker.signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
@@ -637,6 +662,7 @@ class Supervisor:
             self.metrics_socket,
             f"supervisor pid {os.getpid()}, {mode}",
             websocket=self._serves_websocket,
+            quic_sockets=[group[0] for group in self.quic.sockets],
         )
 
 

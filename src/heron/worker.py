@@ -69,11 +69,15 @@ def worker_main(
     own: list[Listener],
     conn: Connection,
     collect_metrics: bool,
+    quic_sockets: list[socket.socket],
+    quic_cid_tag: bytes,
 ) -> None:
     """Entry point of a worker process (runs in a fresh, spawned interpreter).
 
     ``sockets``: listeners inherited from the supervisor; ``own``: addresses to
-    listen on with a SO_REUSEPORT socket of this worker's own (``--reuse-port``).
+    listen on with a SO_REUSEPORT socket of this worker's own (``--reuse-port``);
+    ``quic_sockets`` and ``quic_cid_tag``: this worker's UDP sockets for
+    ``--quic-bind`` and its connection-id tag (see :mod:`heron.quic_steering`).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # see heron.supervisor's docstring
     # SIGUSR1 (reopen log files) is forwarded by the supervisor: until the loop's
@@ -92,6 +96,10 @@ def worker_main(
     server.stop_signals = (signal.SIGTERM,)
     server.banner = False
     server.worker = True
+    for sock in quic_sockets:
+        sock.setblocking(False)
+    server.quic_sockets = list(quic_sockets)
+    server.quic_cid_tag = quic_cid_tag
     link = SupervisorLink(conn, server)
     try:
         # (the supervisor holds these addresses already: this can only fail if the

@@ -640,7 +640,7 @@ class Config:
         for header in self.headers:
             check_header(header)
         check_tls_settings(self)
-        check_quic_bind(self.quic_bind, bool(self.ssl_certfile), self.ssl_cert_reqs, self.workers or 1)
+        check_quic_bind(self.quic_bind, bool(self.ssl_certfile), self.ssl_cert_reqs)
         check_forwarded_allow_ips(self.forwarded_allow_ips)
         return self
 

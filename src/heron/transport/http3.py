@@ -89,6 +89,8 @@ class H3Listener(Protocol):
     #: the certificate's PEM, for the ASGI tls extension
     server_cert: str | None
     routes: dict[bytes, H3Protocol]
+    #: the start of every connection id issued (a worker's tag; b"" alone)
+    cid_tag: bytes
 
     @property
     def tally(self) -> HandshakeTally: ...
@@ -115,6 +117,7 @@ class H3Protocol:
             configuration=listener.configuration,
             original_destination_connection_id=original_cid,
             retry_source_connection_id=retry_cid,
+            cid_tag=listener.cid_tag,
         )
         set_max_streams(self.quic, config.http2_max_concurrent_streams)
         self.h3: ServerH3 | None = None

@@ -123,9 +123,11 @@ def quic_tally(ctx: ServerContext) -> QuicTally:
 class QuicListener(asyncio.DatagramProtocol):
     """One ``--quic-bind`` UDP socket: routes datagrams to their connections."""
 
-    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration) -> None:
+    def __init__(self, ctx: ServerContext, configuration: QuicConfiguration, cid_tag: bytes = b"") -> None:
         self.ctx = ctx
         self.configuration = configuration
+        #: the start of every connection id this worker issues (see heron.quic_steering)
+        self.cid_tag = cid_tag
         self.transport: asyncio.DatagramTransport | None = None
         #: every connection id issued, to its connection
         self.routes: dict[bytes, H3Protocol] = {}
@@ -219,6 +221,7 @@ class QuicListener(asyncio.DatagramProtocol):
         if handler is None:
             handler = self._tokens = QuicRetryTokenHandler()
         retry_cid = os.urandom(self.configuration.connection_id_length)
+        retry_cid = self.cid_tag + retry_cid[len(self.cid_tag) :]  # (the client's next Initial comes back here)
         token = handler.create_token(
             address=addr,
             original_destination_connection_id=original_cid,
@@ -277,10 +280,12 @@ class QuicListener(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-async def start_quic_listener(ctx: ServerContext, sock: Any, configuration: QuicConfiguration) -> QuicListener:
-    """Serve HTTP/3 on the bound UDP socket ``sock``."""
+async def start_quic_listener(
+    ctx: ServerContext, sock: Any, configuration: QuicConfiguration, cid_tag: bytes = b""
+) -> QuicListener:
+    """Serve HTTP/3 on the bound UDP socket ``sock`` (``cid_tag``: a worker's, see QuicListener)."""
     loop = ctx.loop
-    _, listener = await loop.create_datagram_endpoint(lambda: QuicListener(ctx, configuration), sock=sock)
+    _, listener = await loop.create_datagram_endpoint(lambda: QuicListener(ctx, configuration, cid_tag), sock=sock)
     return listener
 
 

@@ -127,7 +127,26 @@ class FlowControlledQuic(QuicConnection):
     ``highest_offset``); from 1.9 it moves the limit to one (auto-tuned)
     window past what QUIC delivered, when less than half a window is left
     (``_local_max_data_window``, the stream's ``max_stream_data_local_window``).
+
+    ``cid_tag``: the first bytes of every connection id it issues (a worker's
+    tag, which steers the client's datagrams to it: :mod:`heron.quic_steering`).
     """
+
+    def __init__(self, *, cid_tag: bytes = b"", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._cid_tag = cid_tag
+        if cid_tag:
+            first = self._host_cids[0]
+            first.cid = cid_tag + first.cid[len(cid_tag) :]
+            self.host_cid = self._local_initial_source_connection_id = first.cid
+
+    def _replenish_connection_ids(self) -> None:
+        super()._replenish_connection_ids()
+        tag = self._cid_tag
+        if tag:
+            for connection_id in self._host_cids:
+                if not connection_id.was_sent:  # (new: not announced to the client yet)
+                    connection_id.cid = tag + connection_id.cid[len(tag) :]
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         limit = self._local_max_data
