@@ -33,7 +33,9 @@ with its memory (their datagrams then reach another worker, which drops them:
 the client's idle timeout ends them); a handshake in flight while the set of
 accepting workers changes may be answered twice (the client's retransmitted
 first Initial can reach another worker; the client keeps one, the other
-half-open connection times out). A connection id's tag says which worker
+half-open connection times out); a new client whose random first id happens
+to begin with a draining worker's tag (one in 65,536) is dropped there until
+that worker exits, and then gets in. A connection id's tag says which worker
 holds it, as QUIC load balancers do (draft-ietf-quic-load-balancers): it
 does not link one connection's ids to each other. Linux only; elsewhere
 (or where the kernel refuses the program) the group keeps the kernel's hash
