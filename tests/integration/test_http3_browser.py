@@ -19,8 +19,10 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,46 +163,52 @@ def quic_errors(net_log: Path) -> list[str]:
     return found[-10:]
 
 
-def test_headless_chromium_loads_a_page_over_http3(tmp_path: Path) -> None:
-    chromium = need_program("chromium", "chromium-browser")  # (skips before anything starts)
+def make_certificate(tmp_path: Path) -> tuple[str, str, str]:
+    """A trustme certificate for 127.0.0.1: (certfile, keyfile, the SPKI pin Chromium takes)."""
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
     leaf.cert_chain_pems[0].write_to_path(str(certfile))
     leaf.private_key_pem.write_to_path(str(keyfile))
+    return str(certfile), str(keyfile), spki_sha256(leaf.cert_chain_pems[0].bytes())
+
+
+def load_page(chromium: str, origin: str, spki: str, tmp_path: Path) -> tuple[bool, str, str, Path]:
+    """Chromium, forced onto QUIC for ``origin``, loads its page: (timed out, the DOM,
+    its stderr, its net-log)."""
     profile, net_log = tmp_path / "profile", tmp_path / "netlog.json"
-    with access_log() as log, serve_tcp_and_udp(str(certfile), str(keyfile)) as srv:
-        origin = f"127.0.0.1:{srv.port}"
-        flags = [flag for flag in CHROMIUM_FLAGS if flag != "--disable-quic"]
-        command = [
-            chromium,
-            *flags,
-            f"--user-data-dir={profile}",
-            "--enable-quic",
-            f"--origin-to-force-quic-on={origin}",
-            f"--ignore-certificate-errors-spki-list={spki_sha256(leaf.cert_chain_pems[0].bytes())}",
-            f"--log-net-log={net_log}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            f"https://{origin}/",
-        ]
-        # (a new session: killed as a group, with its helper processes, whatever happens)
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        timed_out = False
-        try:
-            out, err = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate(timeout=10)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # chromium's helper processes too
-            proc.wait(10)
-    dom = out.decode(errors="replace")
-    lines = log.snapshot()
-    why = (timed_out, dom[-1000:], err.decode(errors="replace")[-1500:], lines, quic_errors(net_log))
-    # the page's script ran, both images loaded, and /done answered
+    flags = [flag for flag in CHROMIUM_FLAGS if flag != "--disable-quic"]
+    command = [
+        chromium,
+        *flags,
+        f"--user-data-dir={profile}",
+        "--enable-quic",
+        f"--origin-to-force-quic-on={origin}",
+        f"--ignore-certificate-errors-spki-list={spki}",
+        f"--log-net-log={net_log}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        f"https://{origin}/",
+    ]
+    # (a new session: killed as a group, with its helper processes, whatever happens)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # chromium's helper processes too
+        proc.wait(10)
+    return timed_out, out.decode(errors="replace"), err.decode(errors="replace"), net_log
+
+
+def check_page_served_over_http3(dom: str, lines: list[str], why: Any) -> None:
+    """The page's script ran, both images loaded and /done answered, every resource over
+    HTTP/3 (the access log) and on one QUIC connection."""
     assert "<title>ran:app.js images:2 done:ok</title>" in dom, why
     served = {}
     for line in lines:
@@ -213,3 +221,56 @@ def test_headless_chromium_loads_a_page_over_http3(tmp_path: Path) -> None:
         assert ' HTTP/3" 200 ' in line, (path, line)
     clients = {line.split(" - ", 1)[0] for line in served.values()}
     assert len(clients) == 1, served  # one QUIC connection
+
+
+def test_headless_chromium_loads_a_page_over_http3(tmp_path: Path) -> None:
+    chromium = need_program("chromium", "chromium-browser")  # (skips before anything starts)
+    certfile, keyfile, spki = make_certificate(tmp_path)
+    with access_log() as log, serve_tcp_and_udp(certfile, keyfile) as srv:
+        timed_out, dom, err, net_log = load_page(chromium, f"127.0.0.1:{srv.port}", spki, tmp_path)
+    lines = log.snapshot()
+    why = (timed_out, dom[-1000:], err[-1500:], lines, quic_errors(net_log))
+    check_page_served_over_http3(dom, lines, why)
+
+
+def wait_for_a_worker(port: int) -> None:
+    """Until a worker answers over TLS on ``port`` (the supervisor's socket takes
+    connections before any worker is ready; QUIC goes to the ready ones only)."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # (readiness only)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
+                with context.wrap_socket(raw) as tls:
+                    tls.sendall(b"GET /done HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "no worker answered"
+        time.sleep(0.1)
+
+
+def test_headless_chromium_loads_a_page_over_http3_from_several_workers(tmp_path: Path) -> None:
+    """The same page from ``--workers 3``: Chromium's datagrams, to the connection ids
+    the worker that answered issued, all reach that worker (heron.quic_steering)."""
+    from .test_cli import free_port, heron_server
+
+    chromium = need_program("chromium", "chromium-browser")
+    certfile, keyfile, spki = make_certificate(tmp_path)
+    (tmp_path / "pageapp.py").write_text(f"from {__name__} import app\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        udp = probe.getsockname()[1]
+    tcp = free_port()
+    args = ["pageapp:app", "--workers", "3", "--port", str(tcp), "--quic-bind", f"127.0.0.1:{udp}", "--access-log"]
+    args += ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile, "--timeout-graceful-shutdown", "2"]
+    root = Path(__file__).resolve().parents[2]
+    with heron_server(args, tmp_path, port=tcp, PYTHONPATH=str(root)) as heron:
+        wait_for_a_worker(tcp)
+        timed_out, dom, err, net_log = load_page(chromium, f"127.0.0.1:{udp}", spki, tmp_path)
+        heron.stop()
+    lines = [line for line in (heron.stdout + heron.stderr).splitlines() if " HTTP/" in line]
+    why = (timed_out, dom[-1000:], err[-1500:], heron.stderr[-3000:], quic_errors(net_log))
+    check_page_served_over_http3(dom, lines, why)
