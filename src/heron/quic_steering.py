@@ -36,10 +36,12 @@ first Initial can reach another worker; the client keeps one, the other
 half-open connection times out); a new client whose random first id happens
 to begin with a draining worker's tag (one in 65,536) is dropped there until
 that worker exits, and then gets in. A connection id's tag says which worker
-holds it, as QUIC load balancers do (draft-ietf-quic-load-balancers): it
-does not link one connection's ids to each other. Linux only; elsewhere
-(or where the kernel refuses the program) the group keeps the kernel's hash
-and a warning says so.
+holds it, in clear, as the unencrypted mode of QUIC load balancers does
+(draft-ietf-quic-load-balancers): an observer who sees a connection's new
+path can narrow its old one down to the connections of one worker (a
+classic BPF program can't decrypt, so the tag can't be hidden). Linux only;
+elsewhere (or where the kernel refuses the program: it is then detached)
+the group keeps the kernel's hash and a warning says so.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ logger = logging.getLogger("heron.error")
 
 #: setsockopt option (Linux, asm-generic/socket.h); the socket module does not name it
 SO_ATTACH_REUSEPORT_CBPF = 51
+SO_DETACH_REUSEPORT_BPF = 68
 
 #: length of the tag at the start of each connection id heron issues
 TAG_LENGTH = 2
@@ -66,10 +69,12 @@ TAG_LENGTH = 2
 TAG_SPACE = 1 << 16
 
 # classic BPF opcodes (linux/filter.h)
+_LD_LEN = 0x80  # A = the packet's length
 _LDB_ABS = 0x30  # A = packet[k] (byte)
 _LDH_ABS = 0x28  # A = packet[k:k+2] (big-endian halfword)
 _JA = 0x05  # pc += k
 _JEQ_K = 0x15  # pc += (A == k) ? jt : jf
+_JGE_K = 0x35  # pc += (A >= k) ? jt : jf
 _JSET_K = 0x45  # pc += (A & k) ? jt : jf
 _MOD_K = 0x94  # A %= k
 _RET_K = 0x06  # return k
@@ -82,6 +87,9 @@ MAX_INSTRUCTIONS = 4096
 #: header), or after first byte, version and id length (long header)
 SHORT_HEADER_CID = 1
 LONG_HEADER_CID = 6
+#: shorter datagrams can't hold a tag where a long header puts it (a real QUIC
+#: packet is longer): they go to an accepting worker, which drops them
+MIN_STEERED = LONG_HEADER_CID + 2
 
 Instruction = tuple[int, int, int, int]  # (code, jt, jf, k): struct sock_filter
 
@@ -92,6 +100,9 @@ def steering_program(routes: dict[int, int], accepting: list[int]) -> list[Instr
     worker; ``accepting``: the socket indexes of the workers that take new
     connections (none: the kernel's own hash decides)."""
     program: list[Instruction] = [
+        (_LD_LEN, 0, 0, 0),
+        (_JGE_K, 1, 0, MIN_STEERED),
+        (_JA, 0, 0, 0),  # too short: to the choice among accepting workers (k set below)
         (_LDB_ABS, 0, 0, 0),
         (_JSET_K, 0, 2, 0x80),  # the header form bit: long -> next, short -> +2
         (_LDH_ABS, 0, 0, LONG_HEADER_CID),
@@ -101,6 +112,7 @@ def steering_program(routes: dict[int, int], accepting: list[int]) -> list[Instr
     for tag, index in sorted(routes.items()):
         program.append((_JEQ_K, 0, 1, tag))
         program.append((_RET_K, 0, 0, index))
+    program[2] = (_JA, 0, 0, len(program) - 3)
     if not accepting:
         program.append((_RET_K, 0, 0, _KERNEL_HASH))
         return program
@@ -119,7 +131,9 @@ def run_program(program: list[Instruction], packet: bytes) -> int:
     while True:
         code, jt, jf, k = program[pc]
         pc += 1
-        if code in (_LDB_ABS, _LDH_ABS):
+        if code == _LD_LEN:
+            a = len(packet)
+        elif code in (_LDB_ABS, _LDH_ABS):
             size = 1 if code == _LDB_ABS else 2
             if k + size > len(packet):
                 return 0
@@ -128,6 +142,8 @@ def run_program(program: list[Instruction], packet: bytes) -> int:
             pc += k
         elif code == _JEQ_K:
             pc += jt if a == k else jf
+        elif code == _JGE_K:
+            pc += jt if a >= k else jf
         elif code == _JSET_K:
             pc += jt if a & k else jf
         elif code == _MOD_K:
@@ -149,11 +165,6 @@ def attach_program(sock: socket.socket, program: list[Instruction]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
-def tagged(cid: bytes, tag: bytes) -> bytes:
-    """``cid`` (random) with its first bytes replaced by ``tag``."""
-    return tag + cid[len(tag) :] if tag else cid
-
-
 @dataclass(eq=False)
 class QuicClaim:
     """What one worker serves QUIC with: its sockets (one per address) and its tag."""
@@ -161,7 +172,8 @@ class QuicClaim:
     slot: int  # the index of its sockets in each group
     tag: int
     sockets: list[socket.socket]
-    accepting: bool = False
+    #: "starting", then "accepting" (ready), then "draining" (stopping: its own connections only)
+    state: str = "starting"
 
     @property
     def cid_tag(self) -> bytes:
@@ -202,13 +214,22 @@ class QuicSocketGroup:
             )
 
     def claim(self) -> QuicClaim:
-        """The sockets and the connection-id tag for a new worker."""
+        """The sockets and the connection-id tag for a new worker; OSError (nothing
+        changed) when the groups must grow and a socket can't be bound."""
         in_use = {claim.slot for claim in self.claims}
         bound = len(self.sockets[0])
         slot = next((i for i in range(bound) if i not in in_use), bound)
-        if slot == bound:  # every socket has a worker: the groups grow by one
-            for listener, group in zip(self.listeners, self.sockets):
-                group.append(bind_udp(listener, reuse_port=True))
+        if slot == bound:  # every socket has a worker: each group grows by one, or none does
+            added: list[socket.socket] = []
+            try:
+                for listener in self.listeners:
+                    added.append(bind_udp(listener, reuse_port=True))
+            except OSError:
+                for sock in added:
+                    sock.close()
+                raise
+            for group, sock in zip(self.sockets, added):
+                group.append(sock)
         tags = {claim.tag for claim in self.claims}
         tag = self._next_tag
         while tag in tags:  # (at most one per live worker: a free one is near)
@@ -219,10 +240,16 @@ class QuicSocketGroup:
         self._steer()
         return claim
 
-    def set_accepting(self, claim: QuicClaim, accepting: bool) -> None:
-        """``claim``'s worker takes new connections (it is ready), or no more (it drains)."""
-        if claim in self.claims and claim.accepting != accepting:
-            claim.accepting = accepting
+    def accepting(self, claim: QuicClaim) -> None:
+        """``claim``'s worker is ready: it takes new connections (unless it drains already)."""
+        if claim in self.claims and claim.state == "starting":
+            claim.state = "accepting"
+            self._steer()
+
+    def draining(self, claim: QuicClaim) -> None:
+        """``claim``'s worker stops: new connections go to the others, its own still reach it."""
+        if claim in self.claims and claim.state != "draining":
+            claim.state = "draining"
             self._steer()
 
     def release(self, claim: QuicClaim) -> None:
@@ -232,8 +259,11 @@ class QuicSocketGroup:
             self._steer()
 
     def program(self) -> list[Instruction]:
+        """New connections go to the accepting workers; while none is, to those starting
+        (their datagrams wait in their sockets), never to a draining one."""
         claims = sorted(self.claims, key=lambda claim: claim.slot)
-        accepting = [claim.slot for claim in claims if claim.accepting] or [claim.slot for claim in claims]
+        accepting = [claim.slot for claim in claims if claim.state == "accepting"]
+        accepting = accepting or [claim.slot for claim in claims if claim.state == "starting"]
         return steering_program({claim.tag: claim.slot for claim in claims}, accepting)
 
     def _steer(self) -> None:
@@ -245,6 +275,11 @@ class QuicSocketGroup:
                 attach_program(group[0], program)
         except OSError as exc:
             self.steering = False
+            for group in self.sockets:  # (an older program left in place could route to a worker long gone)
+                try:
+                    group[0].setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+                except OSError:
+                    pass  # none attached there, or a kernel before 5.8
             logger.warning(
                 "QUIC with several workers: the kernel refused the steering program (%s), so a change of the "
                 "worker set (a restart) can move live QUIC connections to a worker that does not know them",
@@ -268,5 +303,4 @@ __all__ = [
     "attach_program",
     "run_program",
     "steering_program",
-    "tagged",
 ]

@@ -67,6 +67,8 @@ class Server:
         self.quic_sockets: list[socket.socket] = []
         #: a worker's tag, the start of its QUIC connection ids (heron.quic_steering)
         self.quic_cid_tag = b""
+        #: called once when shutdown begins, whatever started it (a worker tells its supervisor)
+        self.on_stopping: Callable[[], None] | None = None
         self._exit = asyncio.Event()
         self._forced = asyncio.Event()
         self.force_exit = False
@@ -171,6 +173,8 @@ class Server:
                 self.notifier.start_watchdog(loop)
             await self._exit.wait()
             self._ready = False  # /readyz: 503 from now on
+            if self.on_stopping is not None:
+                self.on_stopping()
             if self.notifier is not None:
                 self.notifier.stopping()
             await self._shutdown_delay()

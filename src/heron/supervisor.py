@@ -255,10 +255,9 @@ class Supervisor:
         # One worker first, then the others: an app that can't start fails once,
         # with one traceback, not once per worker (the others then start side by
         # side: N workers take about two start-ups, not N).
-        ready = [await self._spawn().ready] if self.target else []
+        ready = [await self._start_worker()] if self.target else []
         if all(ready) and not self._stop.is_set():
-            starting = [self._spawn() for _ in range(self.target - 1)]
-            ready += await asyncio.gather(*(worker.ready for worker in starting))
+            ready += await asyncio.gather(*(self._start_worker() for _ in range(self.target - 1)))
         if not all(ready) and not self.config.reload:
             logger.error("A worker process failed to start: stopping")
             await self._stop_workers()
@@ -292,14 +291,24 @@ class Supervisor:
 
     # --- workers -----------------------------------------------------------------
 
+    async def _start_worker(self) -> bool:
+        """Start one worker; True once it is ready, False if it failed first (or could
+        not be started at all: no process, a socket that can't be bound; logged)."""
+        try:
+            worker = self._spawn()
+        except OSError as exc:
+            logger.error("Could not start a worker process: %s", exc)
+            return False
+        return await worker.ready
+
     def _spawn(self) -> _Worker:
         loop = asyncio.get_running_loop()
+        quic = self.quic.claim() if self.quic.listeners else None  # (OSError: the caller's)
+        quic_sockets, tag = (quic.sockets, quic.cid_tag) if quic is not None else ([], b"")
         parent, child = self._mp.Pipe()
         # (the supervisor keeps the shutdown delay: its workers stop when it tells them)
         worker_config = self.config.replace(metrics_bind=None, reload=False, workers=1, shutdown_delay=0.0)
         inherited, own = self._worker_listeners()
-        quic = self.quic.claim() if self.quic.listeners else None
-        quic_sockets, tag = (quic.sockets, quic.cid_tag) if quic is not None else ([], b"")
         process = self._mp.Process(
             target=worker_main,
             args=(worker_config, inherited, own, child, self.config.metrics_bind is not None, quic_sockets, tag),
@@ -310,6 +319,8 @@ class Supervisor:
         except BaseException:
             if quic is not None:
                 self.quic.release(quic)
+            parent.close()
+            child.close()
             raise
         child.close()
         worker = _Worker(process, parent, loop.create_future())
@@ -345,13 +356,16 @@ class Supervisor:
         if kind == "ready":
             self._serves_websocket = bool(message[1])
             if worker.quic is not None and not worker.retiring:
-                self.quic.set_accepting(worker.quic, True)
+                self.quic.accepting(worker.quic)
             if not worker.ready.done():
                 worker.ready.set_result(True)
             lifetime = self.config.workers_lifetime
             if lifetime is not None:
                 jitter = 1.0 + random.random() * LIFETIME_JITTER  # (spreading restarts, not secrets)
                 worker.retire_at = asyncio.get_running_loop().time() + lifetime * jitter
+        elif kind == "stopping":  # (it began its shutdown: asked to, or by itself)
+            if worker.quic is not None:
+                self.quic.draining(worker.quic)
         elif kind == "pong":
             worker.ping_sent = None
         elif kind == "metrics":
@@ -407,8 +421,7 @@ class Supervisor:
     async def _replace(self) -> None:
         """Start one worker; if it fails to start, try again later (growing delay)."""
         while not self._stopping and len(self.workers) < self.target:
-            worker = self._spawn()
-            if await worker.ready:
+            if await self._start_worker():
                 self._failures = 0
                 return
             self._failures += 1
@@ -420,7 +433,7 @@ class Supervisor:
         """Stop one worker gracefully; kill it if it outlives ``timeout``."""
         worker.retiring = True
         if worker.quic is not None:  # new QUIC connections go to the others; its own still reach it
-            self.quic.set_accepting(worker.quic, False)
+            self.quic.draining(worker.quic)
         worker.signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(worker.exited), timeout)
@@ -485,8 +498,7 @@ class Supervisor:
         async with self._turnover:
             if self._stopping or old.retiring or old not in self.workers:
                 return True  # nothing to do any more
-            new = self._spawn()
-            if not await new.ready:
+            if not await self._start_worker():
                 return False
             await self._retire(old, self._grace())
             return True
@@ -600,10 +612,8 @@ class Supervisor:
             logger.warning("Detected changes in %s%s: reloading", shown, more)
             for worker in list(self.workers):
                 await self._retire(worker, self._grace())
-            if not self._stopping:
-                worker = self._spawn()
-                if not await worker.ready:
-                    logger.error("The reloaded app failed to start; waiting for file changes")
+            if not self._stopping and not await self._start_worker():
+                logger.error("The reloaded app failed to start; waiting for file changes")
 
     # --- signals and banner -----------------------------------------------------
 

@@ -101,6 +101,8 @@ def worker_main(
     server.quic_sockets = list(quic_sockets)
     server.quic_cid_tag = quic_cid_tag
     link = SupervisorLink(conn, server)
+    # (whatever stops it: SIGTERM, --limit-max-requests, a lost supervisor; QUIC's new clients go elsewhere)
+    server.on_stopping = lambda: link.send(("stopping",))
     try:
         # (the supervisor holds these addresses already: this can only fail if the
         # kernel refuses, e.g. another user's socket joined the port meanwhile)

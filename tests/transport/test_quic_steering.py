@@ -10,8 +10,9 @@ import time
 
 import pytest
 
+import heron.quic_steering as steering
 from heron.config import Listener
-from heron.quic_steering import QuicSocketGroup, run_program, steering_program
+from heron.quic_steering import QuicClaim, QuicSocketGroup, run_program, steering_program
 
 linux_only = pytest.mark.skipif(sys.platform != "linux", reason="SO_ATTACH_REUSEPORT_CBPF is Linux's")
 
@@ -26,6 +27,11 @@ def long(cid: bytes) -> bytes:
     return b"\xc0\x00\x00\x00\x01" + bytes([len(cid)]) + cid + b"\x08" + os.urandom(8) + os.urandom(30)
 
 
+def fresh_id() -> bytes:
+    """A client's random id, kept clear of the test's tags (small numbers)."""
+    return b"\xff" + os.urandom(7)
+
+
 def test_a_tag_goes_to_its_worker_and_other_ids_to_the_accepting_ones() -> None:
     program = steering_program({0x0102: 5, 0x0304: 7}, [7, 9])
     assert run_program(program, short(b"\x01\x02" + os.urandom(6))) == 5
@@ -34,7 +40,8 @@ def test_a_tag_goes_to_its_worker_and_other_ids_to_the_accepting_ones() -> None:
         cid = (0x5000 + value).to_bytes(2, "big") + os.urandom(6)
         assert run_program(program, long(cid)) == [7, 9][(0x5000 + value) % 2]
         assert run_program(program, short(cid)) == [7, 9][(0x5000 + value) % 2]
-    assert run_program(program, b"\x40") == 0  # too short to hold an id: the kernel's 0, harmless
+    for size in range(8):  # too short to hold a tag where a long header has it: an accepting worker
+        assert run_program(program, b"\x40\x01\x02\x03\x04\x05\x06"[:size]) == [7, 9][size % 2]
     # no worker accepts: the kernel's own hash (a value past the last socket)
     assert run_program(steering_program({1: 0}, []), short(b"\x00\x02" + os.urandom(6))) == 0xFFFFFFFF
 
@@ -69,8 +76,8 @@ def test_the_kernel_steers_as_the_program_says_from_any_client_address(group: Qu
     claims = [group.claim() for _ in range(3)]
     for sock in group.all_sockets():
         sock.setblocking(False)
-    group.set_accepting(claims[0], True)
-    group.set_accepting(claims[2], True)
+    group.accepting(claims[0])
+    group.accepting(claims[2])
     assert [c.slot for c in claims] == [0, 1, 2] and len({c.tag for c in claims}) == 3
     sources = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
     try:
@@ -81,7 +88,7 @@ def test_the_kernel_steers_as_the_program_says_from_any_client_address(group: Qu
                 assert received_by(group, long(cid), source) == [claim.slot]
         landed = set()
         for _ in range(30):  # a new client's random id: an accepting worker, as the program computes
-            packet = long(os.urandom(8))
+            packet = long(fresh_id())
             expected = run_program(group.program(), packet)
             assert expected in (0, 2)
             assert received_by(group, packet, sources[0]) == [expected]
@@ -96,16 +103,18 @@ def test_the_kernel_steers_as_the_program_says_from_any_client_address(group: Qu
 def test_a_draining_worker_keeps_its_connections_and_a_gone_one_frees_its_socket(group: QuicSocketGroup) -> None:
     first, second = group.claim(), group.claim()
     for claim in (first, second):
-        group.set_accepting(claim, True)
-    group.set_accepting(first, False)  # draining
+        group.accepting(claim)
+    group.draining(first)
+    group.accepting(first)  # (a late "ready": it drains still)
     third = group.claim()  # its replacement: a socket of its own, the group grows
-    group.set_accepting(third, True)
+    group.accepting(third)
     for sock in group.all_sockets():
         sock.setblocking(False)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as source:
         assert received_by(group, short(first.cid_tag + os.urandom(6)), source) == [first.slot]
         for _ in range(20):  # new clients: never the draining worker
-            assert received_by(group, long(os.urandom(8)), source) != [first.slot]
+            hits = received_by(group, long(fresh_id()), source)
+            assert len(hits) == 1 and hits[0] != first.slot, hits
         group.release(first)
         # its ids now reach a worker that accepts (which drops them), and its socket waits for the next one
         assert received_by(group, short(first.cid_tag + os.urandom(6)), source)[0] in (second.slot, third.slot)
@@ -115,3 +124,36 @@ def test_a_draining_worker_keeps_its_connections_and_a_gone_one_frees_its_socket
         assert received_by(group, short(second.cid_tag + os.urandom(6)), source) == [second.slot]
         assert received_by(group, short(third.cid_tag + os.urandom(6)), source) == [third.slot]
         assert received_by(group, short(fourth.cid_tag + os.urandom(6)), source) == [fourth.slot]
+
+
+def test_new_clients_never_go_to_a_draining_worker_even_when_none_accepts() -> None:
+    # (the program only: no sockets needed)
+    draining, starting = QuicClaim(0, 10, [], "draining"), QuicClaim(1, 11, [], "starting")
+    group = QuicSocketGroup([], claims=[draining, starting])
+    program = group.program()
+    for _ in range(20):
+        assert run_program(program, long(fresh_id())) == starting.slot
+    assert run_program(program, short(draining.cid_tag + os.urandom(6))) == draining.slot
+
+
+def test_a_group_that_cannot_grow_is_left_as_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = QuicSocketGroup([Listener("udp", host="127.0.0.1", port=0), Listener("udp", host="127.0.0.1", port=0)])
+    group.bind()
+    try:
+        group.claim()
+        real, calls = steering.bind_udp, []
+
+        def second_fails(listener: Listener, reuse_port: bool = False) -> socket.socket:
+            calls.append(listener)
+            if len(calls) == 2:
+                raise OSError("Too many open files")
+            return real(listener, reuse_port)
+
+        monkeypatch.setattr(steering, "bind_udp", second_fails)
+        with pytest.raises(OSError):
+            group.claim()
+        assert [len(sockets) for sockets in group.sockets] == [1, 1] and len(group.claims) == 1
+        monkeypatch.setattr(steering, "bind_udp", real)
+        assert group.claim().slot == 1 and [len(sockets) for sockets in group.sockets] == [2, 2]
+    finally:
+        group.close()
