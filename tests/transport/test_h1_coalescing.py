@@ -60,13 +60,13 @@ def body_of(wire: bytes) -> bytes:
         rest = rest[size + 2 :]
 
 
-async def serve_one(app: Any) -> RecordingTransport:
+async def serve_one(app: Any, request: bytes = REQUEST) -> RecordingTransport:
     loop = asyncio.get_running_loop()
     ctx = ServerContext(Config(app=app, access_log=False), app, loop)
     proto = H1Protocol(ctx)
     transport = RecordingTransport()
     proto.connection_made(transport)
-    proto.data_received(REQUEST)
+    proto.data_received(request)
     for _ in range(50):
         await asyncio.sleep(0)
     return transport
@@ -145,3 +145,52 @@ def test_what_waits_goes_out_before_an_app_error_closes_the_connection() -> None
     assert transport.closed
     assert b"\r\n\r\n7\r\npartial\r\n" in wire  # the chunk sent, then the connection closed
     assert not wire.endswith(b"0\r\n\r\n")  # no terminating chunk: the client sees it incomplete
+
+
+def _whole(body: bytes, headers: list[tuple[bytes, bytes]]) -> Any:
+    """An app that answers ``body`` in one body message."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def test_a_big_whole_body_goes_out_beside_its_head() -> None:
+    big = b"W" * (4 * BIG_PIECE)
+    app = _whole(big, [(b"content-length", b"%d" % len(big))])
+    transport = asyncio.run(serve_one(app))
+    head, _, body = transport.wire().partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"content-length: %d" % len(big) in head
+    assert body == big
+    assert big in transport.writes  # its own buffer, not joined to the head (no copy)
+    assert not transport.closed  # the connection stays open for the next request
+
+
+def test_a_big_whole_body_without_length_is_one_chunk_and_the_end() -> None:
+    big = b"C" * BIG_PIECE
+    transport = asyncio.run(serve_one(_whole(big, [])))
+    assert body_of(transport.wire()) == big
+    assert transport.wire().endswith(b"\r\n0\r\n\r\n")
+    assert big in transport.writes
+
+
+def test_a_big_whole_body_to_head_writes_only_the_head() -> None:
+    big = b"H" * BIG_PIECE
+    app = _whole(big, [(b"content-length", b"%d" % len(big))])
+    transport = asyncio.run(serve_one(app, b"HEAD /s HTTP/1.1\r\nHost: t\r\n\r\n"))
+    wire = transport.wire()
+    assert wire.endswith(b"\r\n\r\n") and b"content-length: %d" % len(big) in wire
+    assert b"H" * 100 not in wire
+
+
+def test_a_big_whole_body_that_contradicts_its_length_is_a_500() -> None:
+    big = b"X" * BIG_PIECE
+    for declared in (len(big) - 1, len(big) + 1):  # longer, then shorter than declared
+        app = _whole(big, [(b"content-length", b"%d" % declared)])
+        transport = asyncio.run(serve_one(app))
+        wire = transport.wire()
+        assert wire.startswith(b"HTTP/1.1 500 "), wire[:60]
+        assert b"X" * 100 not in wire  # nothing of the bad response went out
+        assert transport.closed
