@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import socket
 import time
@@ -111,6 +113,38 @@ def test_chunked_upload_and_chunked_download() -> None:
         r = httpx.get(srv.url)
         assert r.headers["transfer-encoding"] == "chunked"
         assert r.text == "".join(f"chunk{i}\n" for i in range(10))
+
+
+def test_a_body_that_piles_up_while_the_app_waits_arrives_whole_and_in_order() -> None:
+    # The app reads only after the reads have piled up: receive() hands them
+    # over one by one, and more_body stays true until the last.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(0.3)
+        digest, flags = hashlib.sha256(), []
+        while True:
+            message = await receive()
+            digest.update(message["body"])
+            flags.append(message["more_body"])
+            if not message["more_body"]:
+                break
+        body = json.dumps({"sha": digest.hexdigest(), "flags": flags}).encode()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    pieces = [bytes([65 + i]) * 65536 for i in range(4)]
+    expected = hashlib.sha256(b"".join(pieces)).hexdigest()
+    for loop in ("asyncio", "uvloop"):
+        with serve(app, loop=loop) as srv:
+            sock = srv.connect()
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (4 * 65536))
+            for piece in pieces:
+                sock.sendall(piece)
+                time.sleep(0.02)
+            status, _, body, _ = read_response(sock)
+            sock.close()
+        result = json.loads(body)
+        assert status == 200 and result["sha"] == expected, loop
+        assert result["flags"][-1] is False and all(result["flags"][:-1]), (loop, result["flags"])
 
 
 def test_http10_close_delimited_and_keep_alive() -> None:

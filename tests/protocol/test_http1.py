@@ -428,6 +428,40 @@ def test_content_length_body_exposes_body_remaining() -> None:
     assert conn.buffered == 4  # the next request's bytes are not touched
 
 
+def test_a_read_inside_a_content_length_body_is_its_data_event_as_is() -> None:
+    conn = H1Connection()
+    conn.receive_data(get(b"/", b"Host: h", b"Content-Length: 30000", method=b"PUT"))
+    assert isinstance(conn.next_event(), Request)
+    assert conn.next_event() is NEED_DATA
+    piece = b"p" * 20000
+    conn.receive_data(piece)
+    assert conn.buffered == 20000
+    ev = conn.next_event()
+    assert isinstance(ev, Data) and ev.data is piece  # not copied in and out of a buffer
+    assert conn.buffered == 0 and conn.body_remaining == 10000
+    # two reads before the parser runs: both kept, in order
+    conn.receive_data(b"q" * 6000)
+    following = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+    conn.receive_data(b"r" * 4000 + following)
+    assert conn.buffered == 10000 + len(following)
+    ev = conn.next_event()
+    assert isinstance(ev, Data) and ev.data == b"q" * 6000 + b"r" * 4000
+    assert isinstance(conn.next_event(), EndOfMessage)
+    conn.send_response(200, _OK_RESPONSE)
+    conn.send_end()
+    assert conn.start_next_cycle() is True
+    ev = conn.next_event()
+    assert isinstance(ev, Request) and ev.target == b"/next"
+
+
+def test_a_held_read_is_handed_over_after_an_upgrade() -> None:
+    conn = H1Connection()
+    conn.receive_data(get(b"/", b"Host: h", b"Content-Length: 10", method=b"POST"))
+    assert isinstance(conn.next_event(), Request)
+    conn.receive_data(b"0123456789tail")
+    assert conn.take_buffer() == b"0123456789tail"
+
+
 @pytest.mark.parametrize("value", [b"0", b"000", b" 0 "])
 def test_content_length_zero(value: bytes) -> None:
     events = parse(get(b"/", b"Host: h", b"Content-Length: " + value, method=b"POST"))

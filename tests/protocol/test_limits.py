@@ -94,6 +94,23 @@ def test_body_buffer_hands_a_single_big_piece_over_without_a_copy() -> None:
     assert body.take() is piece
 
 
+def test_body_buffer_hands_pieces_over_one_by_one_without_copies() -> None:
+    budget = ReadBudget(1 << 30)
+    body = BodyBuffer(budget)
+    first, second = b"a" * 10_000, b"b" * 20_000
+    body.append(first)
+    body.append(second)
+    body.append(b"c")  # a small tail, coalesced into its own bytearray
+    body.append(b"d")
+    assert budget.held == 30_002 + 3 * PIECE_OVERHEAD
+    assert body.take_next() is first  # the objects that arrived, never joined
+    assert budget.held == 20_002 + 2 * PIECE_OVERHEAD and body.size == 20_002
+    assert body.take_next() is second
+    tail = body.take_next()
+    assert tail == b"cd" and type(tail) is bytes
+    assert budget.held == 0 and body.size == 0 and not body.pieces
+
+
 # --- HTTP/1.1: chunk floods ------------------------------------------------------
 
 HEAD = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"

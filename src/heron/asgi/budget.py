@@ -101,7 +101,8 @@ class BodyBuffer:
 
     Big pieces are kept by reference (no copy); small ones are appended to a
     tail ``bytearray``, so the number of objects stays small whatever the
-    client's chunking. :meth:`take` hands everything over as one ``bytes``.
+    client's chunking. :meth:`take` hands everything over as one ``bytes``, :meth:`take_next`
+    the oldest piece.
     """
 
     __slots__ = ("budget", "pieces", "size", "cost")
@@ -146,6 +147,24 @@ class BodyBuffer:
         cost, self.cost = self.cost, 0
         self.budget.release(cost)
         return body
+
+    def take_next(self) -> bytes:
+        """The oldest piece (the buffer must not be empty), released from the budget.
+
+        A big piece is handed over as the object it arrived as: reads that
+        piled up while the app was busy reach it one by one, never copied
+        into a join. (Every piece, coalesced tail or big, cost its bytes plus
+        :data:`PIECE_OVERHEAD`.)
+        """
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return self.take()
+        first = pieces.pop(0)
+        n = len(first)
+        self.size -= n
+        self.cost -= n + PIECE_OVERHEAD
+        self.budget.release(n + PIECE_OVERHEAD)
+        return first if type(first) is bytes else bytes(first)
 
     def clear(self) -> None:
         """Drop everything (the request is over); the budget is released."""

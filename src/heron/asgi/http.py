@@ -323,10 +323,10 @@ class HTTPCycle:
         while True:
             buffered = self._body
             if buffered is not None and buffered.size:
-                body = buffered.take()  # (releases the budget: reading may resume)
+                body = buffered.take_next()  # (releases the budget: reading may resume)
                 if self._consumed is not None:
                     self._consumed(len(body))
-                more_body = not self._body_complete
+                more_body = not self._body_complete or buffered.size > 0
                 if not more_body:
                     self._request_delivered = True
                 return {"type": "http.request", "body": body, "more_body": more_body}

@@ -61,6 +61,7 @@ class H1Connection(ResponseWriter):
     __slots__ = (
         "limits",
         "_buf",
+        "_held",
         "_eof",
         "_their_state",
         "_remaining",
@@ -74,6 +75,10 @@ class H1Connection(ResponseWriter):
     def __init__(self, limits: H1Limits | None = None) -> None:
         self.limits = limits or H1Limits()
         self._buf = bytearray()
+        #: a read that arrived whole in the middle of a Content-Length body, kept
+        #: as the object it is (``_buf`` is then empty): it becomes a Data event
+        #: without being copied in and out of ``_buf``
+        self._held: bytes | None = None
         self._eof = False
         self._their_state = _HEAD
         self._remaining = 0
@@ -96,15 +101,24 @@ class H1Connection(ResponseWriter):
 
     def receive_data(self, data: bytes) -> None:
         """Add bytes from the peer; ``b""`` means the peer closed its side."""
-        if data:
-            self._buf += data
-        else:
+        if not data:
             self._eof = True
+            return
+        held = self._held
+        if held is not None:  # a second read before the first was parsed: both go to _buf
+            self._held = None
+            self._buf += held
+            self._buf += data
+        elif self._their_state == _BODY_LENGTH and not self._buf and type(data) is bytes:
+            self._held = data
+        else:
+            self._buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet turned into events."""
-        return len(self._buf)
+        held = self._held
+        return len(self._buf) if held is None else len(held)
 
     @property
     def body_remaining(self) -> int | None:
@@ -414,6 +428,18 @@ class H1Connection(ResponseWriter):
         return self._fail("request header fields too large", 431)
 
     def _parse_length_body(self) -> Event:
+        held = self._held
+        if held is not None:
+            self._held = None
+            remaining = self._remaining
+            if len(held) > remaining:  # the body ends inside this read: the rest is the next request's
+                self._buf += memoryview(held)[remaining:]
+                held = held[:remaining]
+            remaining -= len(held)
+            self._remaining = remaining
+            if remaining == 0:
+                self._their_state = _BODY_END
+            return Data(held)
         buf = self._buf
         if not buf:
             if self._eof:
@@ -575,6 +601,10 @@ class H1Connection(ResponseWriter):
 
     def take_buffer(self) -> bytes:
         """Hand over the unparsed bytes (after an upgrade) and stop parsing."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._buf += held
         data = bytes(self._buf)
         self._buf.clear()
         self._their_state = _CLOSED
