@@ -86,18 +86,24 @@ async def connections_on_every_worker(
     raise AssertionError(f"could not reach {workers} workers: {counts}")
 
 
-async def wait_for_new_worker(certs: Certs, port: int, known: set[int]) -> int:
-    """The pid of a worker not in ``known``, once one serves new connections."""
-    for _ in range(100):
-        try:
-            async with h3_client(certs, port) as client:
+async def wait_for_new_workers(certs: Certs, port: int, known: set[int], count: int = 1) -> set[int]:
+    """The pids of ``count`` workers not in ``known``, once each has served a new connection."""
+    new: set[int] = set()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 25
+    while loop.time() < deadline:
+        async with AsyncExitStack() as attempt:
+            try:
+                client = await asyncio.wait_for(attempt.enter_async_context(h3_client(certs, port)), 2)
                 pid = await pid_of(client, 1)
-            if pid not in known:
-                return pid
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
+            except (asyncio.TimeoutError, ConnectionError):
+                pid = None
+        if pid is not None and pid not in known:
+            new.add(pid)
+            if len(new) >= count:
+                return new
         await asyncio.sleep(0.1)
-    raise AssertionError("no new worker served")
+    raise AssertionError(f"{len(new)} of {count} new workers served")
 
 
 def test_a_dead_worker_and_its_replacement_cost_the_other_worker_none_of_its_connections(
@@ -110,7 +116,7 @@ def test_a_dead_worker_and_its_replacement_cost_the_other_worker_none_of_its_con
             opened = await connections_on_every_worker(stack, certs, port, 2, 3)
             victim = opened[0][1]
             os.kill(victim, signal.SIGKILL)
-            await wait_for_new_worker(certs, port, {pid for _, pid in opened})
+            await wait_for_new_workers(certs, port, {pid for _, pid in opened})
             # the survivor's connections, after its peer died and a new worker joined the port
             survivors = [client for client, pid in opened if pid != victim]
             return [await pid_of(client) for client in survivors], next(p for _, p in opened if p != victim)
@@ -122,36 +128,47 @@ def test_a_dead_worker_and_its_replacement_cost_the_other_worker_none_of_its_con
 
 def test_a_rolling_restart_lets_uploads_in_flight_finish_on_their_workers(certs: Certs, tmp_path: Path) -> None:
     server, port = start(certs, tmp_path)
-    chunks, chunk = 30, b"x" * 1000
+    chunk = b"x" * 1000
 
-    async def upload(client: Client) -> bytes:
+    async def upload(client: Client, replaced: asyncio.Event) -> tuple[int, bytes]:
+        # The body goes on until a new worker serves, and a second longer: the
+        # old worker it replaces drains while the bodies still arrive (the next
+        # one is replaced only once that one has left). At most 25 s, 10 chunks a second.
         sid = client.request("POST", "/", body=b"", end=False)
-        for _ in range(chunks):  # 3 s of body, across the restart
+        sent = 0
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + 25
+        while loop.time() < ends:
             await asyncio.sleep(0.1)
             client.h3.send_data(sid, chunk, end_stream=False)
             client.transmit()
+            sent += len(chunk)
+            if replaced.is_set() and ends - loop.time() > 1.0:
+                ends = loop.time() + 1.0
         client.h3.send_data(sid, b"", end_stream=True)
         client.transmit()
         response = await client.response(sid, 15)
         assert response.status == 200, response
-        return response.body
+        return sent, response.body
 
-    async def main(proc: Any) -> tuple[list[tuple[int, bytes]], set[int], int]:
+    async def main(proc: Any) -> tuple[list[tuple[int, int, bytes]], set[int], set[int]]:
         async with AsyncExitStack() as stack:
             opened = await connections_on_every_worker(stack, certs, port, 2, 3)
-            uploads = [asyncio.ensure_future(upload(client)) for client, _ in opened]
+            replaced = asyncio.Event()
+            uploads = [asyncio.ensure_future(upload(client, replaced)) for client, _ in opened]
             await asyncio.sleep(0.2)
             proc.send_signal(signal.SIGHUP)  # a new worker first, then each old one drains
-            bodies = await asyncio.gather(*uploads)
             old = {pid for _, pid in opened}
-            new = await wait_for_new_worker(certs, port, old)
-            return [(pid, body) for (_, pid), body in zip(opened, bodies)], old, new
+            new = await wait_for_new_workers(certs, port, old)
+            replaced.set()
+            results = await asyncio.gather(*uploads)
+            return [(pid, sent, body) for (_, pid), (sent, body) in zip(opened, results)], old, new
 
     with server as running:
-        results, old, new = run_client(main(running.proc), 60)
-    for pid, body in results:  # each finished, whole, on the worker that held it
-        assert body == b"%d %d" % (pid, chunks * len(chunk))
-    assert new not in old
+        results, old, new = run_client(main(running.proc), 90)
+    for pid, sent, body in results:  # each finished, whole, on the worker that held it
+        assert body == b"%d %d" % (pid, sent)
+    assert not new & old
 
 
 class RebindingRelay(asyncio.DatagramProtocol):
