@@ -7,6 +7,7 @@ shutdown complete) and so also works on servers that never send lifespan.
     hello    200 text/plain, 13-byte body "Hello, world!", with content-length
     big      200, 64 KiB body, with content-length
     upload   reads the whole request body, answers its length as text
+    echo     reads the whole request body, sends it back with content-length
     stream   200, 100 chunks of 1 KiB sent with more_body=True (chunked)
     ws_echo  WebSocket echo (text and binary)
     sse      200 text/event-stream, SSE_EVENTS events of 50 bytes (?events=N: N), one per
@@ -98,6 +99,32 @@ async def upload(scope: Scope, receive: Receive, send: Send) -> None:
             "status": 200,
             "headers": [
                 (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def echo(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        return await _lifespan(receive, send)
+    assert scope["type"] == "http"
+    pieces = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        pieces.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(pieces)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/octet-stream"),
                 (b"content-length", str(len(body)).encode()),
             ],
         }

@@ -394,6 +394,13 @@ wrk.method = "POST"
 wrk.body = string.rep("x", 1048576)
 wrk.headers["Content-Type"] = "application/octet-stream"
 """
+ECHO_LUA = BENCH_DIR / "echo.lua"
+ECHO_LUA_TEXT = """\
+-- POST a 4 KiB body on every request (wrk adds Content-Length).
+wrk.method = "POST"
+wrk.body = string.rep("e", 4096)
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
 CLOSE_LUA = BENCH_DIR / "close.lua"
 CLOSE_LUA_TEXT = """\
 -- One request per connection: the server closes after the response, wrk reconnects.
@@ -453,6 +460,16 @@ SCENARIOS: dict[str, Scenario] = {
             check_body=b"x" * 1048576,
             check=lambda st, b: st == 200 and b.strip() == b"1048576",
             wrk_script=UPLOAD_LUA,
+        ),
+        Scenario(
+            "echo-4k",
+            "wrk",
+            "bench.apps:echo",
+            "POST 4 KiB body, app reads it and sends it back with content-length (wrk -c64, lua script)",
+            method="POST",
+            check_body=b"e" * 4096,
+            check=lambda st, b: st == 200 and b == b"e" * 4096,
+            wrk_script=ECHO_LUA,
         ),
         Scenario(
             "stream",
@@ -1674,6 +1691,7 @@ def main() -> int:
     nofile = raise_nofile()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     UPLOAD_LUA.write_text(UPLOAD_LUA_TEXT)
+    ECHO_LUA.write_text(ECHO_LUA_TEXT)
     CLOSE_LUA.write_text(CLOSE_LUA_TEXT)
 
     started = _dt.datetime.now()
