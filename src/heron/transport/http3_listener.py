@@ -50,7 +50,7 @@ from aioquic.quic.retry import QuicRetryTokenHandler
 
 from .context import ServerContext
 from .http3 import AddressKey, H3Protocol, NetworkAddress
-from .http3_quic import decrypted_any, initial_decrypts, server_certificate
+from .http3_quic import decrypted_any, initial_decrypts, server_certificate, tagged
 
 logger = logging.getLogger("heron.error")
 
@@ -221,7 +221,7 @@ class QuicListener(asyncio.DatagramProtocol):
         if handler is None:
             handler = self._tokens = QuicRetryTokenHandler()
         retry_cid = os.urandom(self.configuration.connection_id_length)
-        retry_cid = self.cid_tag + retry_cid[len(self.cid_tag) :]  # (the client's next Initial comes back here)
+        retry_cid = tagged(self.cid_tag, retry_cid)  # (the client's next Initial comes back here)
         token = handler.create_token(
             address=addr,
             original_destination_connection_id=original_cid,

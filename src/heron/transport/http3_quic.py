@@ -84,6 +84,7 @@ __all__ = [
     "push_possible",
     "push_stream_available",
     "server_certificate",
+    "tagged",
     "ServerH3",
     "grant",
     "grant_connection",
@@ -117,6 +118,12 @@ def quic_configuration(config: Config) -> QuicConfiguration:
     return quic
 
 
+def tagged(tag: bytes, cid: bytes) -> bytes:
+    """Connection id ``cid`` with its first bytes replaced by a worker's ``tag``
+    (the same length: the rest stays random)."""
+    return tag + cid[len(tag) :]
+
+
 class FlowControlledQuic(QuicConnection):
     """A QuicConnection whose receive windows (the connection's, and its request
     streams') move only through :func:`grant`: the client's control and QPACK
@@ -137,7 +144,7 @@ class FlowControlledQuic(QuicConnection):
         self._cid_tag = cid_tag
         if cid_tag:
             first = self._host_cids[0]
-            first.cid = cid_tag + first.cid[len(cid_tag) :]
+            first.cid = tagged(cid_tag, first.cid)
             self.host_cid = self._local_initial_source_connection_id = first.cid
 
     def _replenish_connection_ids(self) -> None:
@@ -146,7 +153,7 @@ class FlowControlledQuic(QuicConnection):
         if tag:
             for connection_id in self._host_cids:
                 if not connection_id.was_sent:  # (new: not announced to the client yet)
-                    connection_id.cid = tag + connection_id.cid[len(tag) :]
+                    connection_id.cid = tagged(tag, connection_id.cid)
 
     def _write_connection_limits(self, builder: QuicPacketBuilder, space: QuicPacketSpace) -> None:
         limit = self._local_max_data
