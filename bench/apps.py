@@ -72,6 +72,13 @@ async def _drain(receive: Receive) -> int:
             return total
 
 
+async def _answer(send: Send, body: bytes, content_type: bytes) -> None:
+    """200 with ``body``, its content-type and content-length."""
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def hello(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)
@@ -92,18 +99,7 @@ async def upload(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         return await _lifespan(receive, send)
     assert scope["type"] == "http"
-    body = str(await _drain(receive)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/plain"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _answer(send, str(await _drain(receive)).encode(), b"text/plain")
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:
@@ -118,18 +114,7 @@ async def echo(scope: Scope, receive: Receive, send: Send) -> None:
         pieces.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    body = b"".join(pieces)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"application/octet-stream"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    await _answer(send, b"".join(pieces), b"application/octet-stream")
 
 
 async def stream(scope: Scope, receive: Receive, send: Send) -> None:

@@ -57,6 +57,18 @@ async def pid_of(client: Client, timeout: float = 3.0) -> int:
     return int(response.body.split()[0])
 
 
+async def ask_new_connection(
+    attempt: AsyncExitStack, certs: Certs, port: int, timeout: float
+) -> tuple[Client, int] | None:
+    """A new connection (closed with ``attempt``) and the pid of the worker that
+    holds it, or None when the handshake or the answer did not come in time."""
+    try:
+        client = await asyncio.wait_for(attempt.enter_async_context(h3_client(certs, port)), 2)
+        return client, await pid_of(client, timeout)
+    except (asyncio.TimeoutError, ConnectionError):
+        return None
+
+
 async def connections_on_every_worker(
     stack: AsyncExitStack, certs: Certs, port: int, workers: int, each: int
 ) -> list[tuple[Client, int]]:
@@ -69,12 +81,11 @@ async def connections_on_every_worker(
     deadline = loop.time() + 25
     while loop.time() < deadline:
         async with AsyncExitStack() as attempt:
-            try:
-                client = await asyncio.wait_for(attempt.enter_async_context(h3_client(certs, port)), 2)
-                pid = await pid_of(client)
-            except (asyncio.TimeoutError, ConnectionError):
+            answer = await ask_new_connection(attempt, certs, port, 3)
+            if answer is None:
                 await asyncio.sleep(0.1)  # (no worker is ready yet)
                 continue
+            client, pid = answer
             if counts.get(pid, 0) < each:
                 counts[pid] = counts.get(pid, 0) + 1
                 kept.append((client, pid))
@@ -93,13 +104,9 @@ async def wait_for_new_workers(certs: Certs, port: int, known: set[int], count: 
     deadline = loop.time() + 25
     while loop.time() < deadline:
         async with AsyncExitStack() as attempt:
-            try:
-                client = await asyncio.wait_for(attempt.enter_async_context(h3_client(certs, port)), 2)
-                pid = await pid_of(client, 1)
-            except (asyncio.TimeoutError, ConnectionError):
-                pid = None
-        if pid is not None and pid not in known:
-            new.add(pid)
+            answer = await ask_new_connection(attempt, certs, port, 1)
+        if answer is not None and answer[1] not in known:
+            new.add(answer[1])
             if len(new) >= count:
                 return new
         await asyncio.sleep(0.1)
